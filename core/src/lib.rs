@@ -1,0 +1,16 @@
+//! Warden's signing core: CSRs, SPIFFE X.509 profiles, chain checks and expiry math.
+//!
+//! `#![no_std]` + `alloc`: it never reads a clock, a file or the OS. Time ([`UnixTime`]) and
+//! randomness (a `rand_core::CryptoRng`) are arguments, so the same code runs in the `warden`
+//! server, behind an HSM, in a browser and on a microcontroller.
+#![no_std]
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod time;
+
+pub use time::UnixTime;
