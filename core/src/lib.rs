@@ -5,7 +5,15 @@
 //! server, behind an HSM, in a browser and on a microcontroller.
 #![no_std]
 #![forbid(unsafe_code)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 extern crate alloc;
 #[cfg(test)]
@@ -14,3 +22,12 @@ extern crate std;
 pub mod time;
 
 pub use time::UnixTime;
+pub mod bundle;
+pub mod chain;
+pub mod crypto;
+pub mod csr;
+pub mod expiry;
+pub mod pem;
+pub mod profile;
+mod signed;
+pub mod spiffe;

@@ -63,9 +63,9 @@ impl UnixTime {
 
     /// The X.509 `Time` for this instant (whole seconds).
     pub(crate) fn to_x509(self) -> Result<Time, der::Error> {
-        Ok(Time::from(DateTime::from_unix_duration(Duration::from_secs(
-            self.as_secs(),
-        ))?))
+        Ok(Time::from(DateTime::from_unix_duration(
+            Duration::from_secs(self.as_secs()),
+        )?))
     }
 
     /// The instant an X.509 `Time` denotes.

@@ -1,0 +1,411 @@
+//! Chain checks: does a chain lead to a trust anchor at a given time, and is a leaf an X509-SVID?
+//!
+//! This is the subset of RFC 5280 path validation that a SPIFFE CA needs (signatures, names,
+//! validity, CA flags, key usage, path length, unknown critical extensions), with time and
+//! signature verification passed in so it runs the same in the server, a browser and on a device.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use const_oid::ObjectIdentifier;
+use const_oid::db::rfc5912;
+use der::Encode;
+use der::referenced::OwnedToRef;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
+
+use crate::crypto::{OidName, SignatureVerifier, VerifyError};
+use crate::profile::Validity;
+use crate::signed;
+use crate::spiffe::SpiffeId;
+use crate::time::UnixTime;
+
+/// Why a chain does not verify. `position` counts from the first certificate of the chain (0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The chain is empty.
+    Empty,
+    /// There are no trust anchors.
+    NoTrustAnchors,
+    /// A certificate does not decode or re-encode.
+    Malformed {
+        /// Which certificate.
+        position: usize,
+        /// The DER error.
+        error: der::Error,
+    },
+    /// `now` is after NotAfter.
+    Expired {
+        /// Which certificate (`None`: the trust anchor).
+        position: Option<usize>,
+        /// Its NotAfter.
+        not_after: UnixTime,
+    },
+    /// `now` is before NotBefore.
+    NotYetValid {
+        /// Which certificate (`None`: the trust anchor).
+        position: Option<usize>,
+        /// Its NotBefore.
+        not_before: UnixTime,
+    },
+    /// A certificate's issuer name is not the next certificate's subject.
+    IssuerNameMismatch {
+        /// Which certificate.
+        position: usize,
+    },
+    /// A certificate's signature does not verify with the next certificate's key.
+    BadSignature {
+        /// Which certificate.
+        position: usize,
+        /// Why.
+        error: VerifyError,
+    },
+    /// A certificate used to sign another is not a CA (basicConstraints CA:true, keyCertSign).
+    NotCa {
+        /// Which certificate (`None`: the trust anchor).
+        position: Option<usize>,
+    },
+    /// A CA's pathLenConstraint is exceeded.
+    PathLenExceeded {
+        /// Which certificate (`None`: the trust anchor).
+        position: Option<usize>,
+    },
+    /// A critical extension this verifier does not understand.
+    UnknownCriticalExtension {
+        /// Which certificate.
+        position: usize,
+        /// The extension.
+        oid: ObjectIdentifier,
+    },
+    /// No trust anchor has the last certificate's issuer name and a key that verifies it.
+    UnknownIssuer,
+}
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |p: &Option<usize>| match p {
+            Some(i) => alloc::format!("certificate {i}"),
+            None => String::from("trust anchor"),
+        };
+        match self {
+            Self::Empty => f.write_str("certificate chain is empty"),
+            Self::NoTrustAnchors => f.write_str("no trust anchors"),
+            Self::Malformed { position, error } => {
+                write!(f, "certificate {position} is malformed: {error}")
+            }
+            Self::Expired {
+                position,
+                not_after,
+            } => write!(f, "{} expired at {not_after}", at(position)),
+            Self::NotYetValid {
+                position,
+                not_before,
+            } => write!(f, "{} is not valid before {not_before}", at(position)),
+            Self::IssuerNameMismatch { position } => write!(
+                f,
+                "certificate {position}'s issuer is not the subject of the certificate after it"
+            ),
+            Self::BadSignature { position, error } => {
+                write!(f, "certificate {position} signature: {error}")
+            }
+            Self::NotCa { position } => write!(f, "{} is not a CA", at(position)),
+            Self::PathLenExceeded { position } => {
+                write!(f, "{} path length constraint exceeded", at(position))
+            }
+            Self::UnknownCriticalExtension { position, oid } => write!(
+                f,
+                "certificate {position} has unknown critical extension {}",
+                OidName(oid)
+            ),
+            Self::UnknownIssuer => f.write_str("certificate signed by unknown authority"),
+        }
+    }
+}
+
+impl core::error::Error for ChainError {}
+
+const KNOWN_CRITICAL: [ObjectIdentifier; 5] = [
+    rfc5912::ID_CE_BASIC_CONSTRAINTS,
+    rfc5912::ID_CE_KEY_USAGE,
+    rfc5912::ID_CE_EXT_KEY_USAGE,
+    rfc5912::ID_CE_SUBJECT_ALT_NAME,
+    rfc5912::ID_CE_AUTHORITY_KEY_IDENTIFIER,
+];
+
+/// Verifies `chain` (first certificate = the end of the path, each signed by the next, the last
+/// signed by one of `anchors`) at `now`.
+///
+/// The first certificate may be a leaf or a CA (for checking an issuer chain); every later one
+/// and the anchor must be CAs whose path length allows the path.
+pub fn verify_chain(
+    chain: &[Certificate],
+    anchors: &[Certificate],
+    now: UnixTime,
+    verifier: &dyn SignatureVerifier,
+) -> Result<(), ChainError> {
+    if chain.is_empty() {
+        return Err(ChainError::Empty);
+    }
+    if anchors.is_empty() {
+        return Err(ChainError::NoTrustAnchors);
+    }
+    for (position, cert) in chain.iter().enumerate() {
+        check_validity(cert, now, Some(position))?;
+        check_critical_extensions(cert, position)?;
+        if position > 0 {
+            // A CA at position i has i-1 intermediates below it, excluding the end certificate.
+            check_ca(cert, Some(position), position - 1)?;
+        }
+        if let Some(parent) = chain.get(position + 1) {
+            check_link(cert, parent, position, verifier)?;
+        }
+    }
+    let (last_position, last) = chain
+        .iter()
+        .enumerate()
+        .next_back()
+        .ok_or(ChainError::Empty)?;
+    let mut failure = ChainError::UnknownIssuer;
+    for anchor in anchors {
+        if anchor.tbs_certificate().subject() != last.tbs_certificate().issuer() {
+            continue;
+        }
+        match check_link(last, anchor, last_position, verifier) {
+            Ok(()) => {
+                check_validity(anchor, now, None)?;
+                return check_ca(anchor, None, chain.len() - 1);
+            }
+            // Keep looking: two anchors may share a name during root rotation.
+            Err(e) => failure = e,
+        }
+    }
+    Err(failure)
+}
+
+fn check_validity(
+    cert: &Certificate,
+    now: UnixTime,
+    position: Option<usize>,
+) -> Result<(), ChainError> {
+    let validity = Validity::of(cert);
+    if now < validity.not_before {
+        return Err(ChainError::NotYetValid {
+            position,
+            not_before: validity.not_before,
+        });
+    }
+    if now > validity.not_after {
+        return Err(ChainError::Expired {
+            position,
+            not_after: validity.not_after,
+        });
+    }
+    Ok(())
+}
+
+fn check_critical_extensions(cert: &Certificate, position: usize) -> Result<(), ChainError> {
+    let extensions = cert
+        .tbs_certificate()
+        .extensions()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    match extensions
+        .iter()
+        .find(|e| e.critical && !KNOWN_CRITICAL.contains(&e.extn_id))
+    {
+        Some(e) => Err(ChainError::UnknownCriticalExtension {
+            position,
+            oid: e.extn_id,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// CA:true, keyCertSign when keyUsage is present, and room for `intermediates_below`.
+fn check_ca(
+    cert: &Certificate,
+    position: Option<usize>,
+    intermediates_below: usize,
+) -> Result<(), ChainError> {
+    let malformed = |error| ChainError::Malformed {
+        position: position.unwrap_or_default(),
+        error,
+    };
+    let tbs = cert.tbs_certificate();
+    let basic = tbs
+        .get_extension::<BasicConstraints>()
+        .map_err(malformed)?
+        .map(|(_, bc)| bc);
+    let Some(basic) = basic.filter(|bc| bc.ca) else {
+        return Err(ChainError::NotCa { position });
+    };
+    if let Some((_, usage)) = tbs.get_extension::<KeyUsage>().map_err(malformed)?
+        && !usage.key_cert_sign()
+    {
+        return Err(ChainError::NotCa { position });
+    }
+    if let Some(limit) = basic.path_len_constraint
+        && intermediates_below > usize::from(limit)
+    {
+        return Err(ChainError::PathLenExceeded { position });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_link(
+    cert: &Certificate,
+    parent: &Certificate,
+    position: usize,
+    verifier: &dyn SignatureVerifier,
+) -> Result<(), ChainError> {
+    if cert.tbs_certificate().issuer() != parent.tbs_certificate().subject() {
+        return Err(ChainError::IssuerNameMismatch { position });
+    }
+    verify_signature(cert, parent, verifier).map_err(|e| match e {
+        SignatureCheck::Der(error) => ChainError::Malformed { position, error },
+        SignatureCheck::Verify(error) => ChainError::BadSignature { position, error },
+    })
+}
+
+pub(crate) enum SignatureCheck {
+    Der(der::Error),
+    Verify(VerifyError),
+}
+
+/// Whether `cert`'s signature verifies with `signer_cert`'s public key.
+pub(crate) fn verify_signature(
+    cert: &Certificate,
+    signer_cert: &Certificate,
+    verifier: &dyn SignatureVerifier,
+) -> Result<(), SignatureCheck> {
+    let der = cert.to_der().map_err(SignatureCheck::Der)?;
+    let tbs = signed::tbs_bytes(&der).map_err(SignatureCheck::Der)?;
+    let signature = cert
+        .signature()
+        .as_bytes()
+        .ok_or(SignatureCheck::Verify(VerifyError::MalformedSignature))?;
+    verifier
+        .verify(
+            signer_cert
+                .tbs_certificate()
+                .subject_public_key_info()
+                .owned_to_ref(),
+            cert.signature_algorithm(),
+            &tbs,
+            signature,
+        )
+        .map_err(SignatureCheck::Verify)
+}
+
+/// Whether a certificate says it is a CA: basicConstraints CA:true and, when keyUsage is
+/// present, keyCertSign.
+pub(crate) fn is_ca(cert: &Certificate) -> bool {
+    check_ca(cert, None, 0).is_ok()
+}
+
+/// Whether a certificate names itself as issuer and its own key verifies its signature.
+pub fn is_self_signed(cert: &Certificate, verifier: &dyn SignatureVerifier) -> bool {
+    cert.tbs_certificate().issuer() == cert.tbs_certificate().subject()
+        && verify_signature(cert, cert, verifier).is_ok()
+}
+
+/// Why a leaf is not an X509-SVID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SvidError {
+    /// The chain itself does not verify.
+    Chain(ChainError),
+    /// The leaf is a CA or may sign certificates or CRLs.
+    LeafIsCa,
+    /// The leaf's keyUsage is missing, not critical, or lacks digitalSignature.
+    KeyUsage,
+    /// The leaf has no URI SAN, or more than one.
+    UriSanCount(usize),
+    /// The URI SAN is not a SPIFFE ID with a path.
+    NotSpiffeId(String),
+    /// The subject is empty but the SAN extension is not critical.
+    SanNotCritical,
+    /// An extension does not decode.
+    Malformed(der::Error),
+}
+
+impl fmt::Display for SvidError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Chain(e) => write!(f, "{e}"),
+            Self::LeafIsCa => f.write_str("leaf certificate is a CA or has keyCertSign/cRLSign"),
+            Self::KeyUsage => {
+                f.write_str("leaf keyUsage must be present, critical and include digitalSignature")
+            }
+            Self::UriSanCount(n) => write!(f, "leaf must have exactly one URI SAN, found {n}"),
+            Self::NotSpiffeId(uri) => write!(f, "URI SAN {uri:?} is not a SPIFFE workload ID"),
+            Self::SanNotCritical => {
+                f.write_str("subject is empty but the SAN extension is not critical")
+            }
+            Self::Malformed(e) => write!(f, "malformed leaf extension: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for SvidError {}
+
+/// Verifies an X509-SVID chain (leaf first) against `anchors` at `now` and applies the SPIFFE
+/// leaf rules (X509-SVID §4–5 and validation step 8); returns the leaf's SPIFFE ID.
+pub fn verify_svid(
+    chain: &[Certificate],
+    anchors: &[Certificate],
+    now: UnixTime,
+    verifier: &dyn SignatureVerifier,
+) -> Result<SpiffeId, SvidError> {
+    verify_chain(chain, anchors, now, verifier).map_err(SvidError::Chain)?;
+    let leaf = chain.first().ok_or(SvidError::Chain(ChainError::Empty))?;
+    svid_id(leaf)
+}
+
+/// The SPIFFE ID of a leaf that follows the X509-SVID leaf rules (no chain check).
+pub fn svid_id(leaf: &Certificate) -> Result<SpiffeId, SvidError> {
+    let tbs = leaf.tbs_certificate();
+    if let Some((_, basic)) = tbs
+        .get_extension::<BasicConstraints>()
+        .map_err(SvidError::Malformed)?
+        && basic.ca
+    {
+        return Err(SvidError::LeafIsCa);
+    }
+    match tbs
+        .get_extension::<KeyUsage>()
+        .map_err(SvidError::Malformed)?
+    {
+        Some((true, usage)) if usage.digital_signature() => {
+            if usage.key_cert_sign() || usage.crl_sign() {
+                return Err(SvidError::LeafIsCa);
+            }
+        }
+        _ => return Err(SvidError::KeyUsage),
+    }
+    let (critical, san) = tbs
+        .get_extension::<SubjectAltName>()
+        .map_err(SvidError::Malformed)?
+        .ok_or(SvidError::UriSanCount(0))?;
+    if tbs.subject().is_empty() && !critical {
+        return Err(SvidError::SanNotCritical);
+    }
+    let uris: Vec<&str> = san
+        .0
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.as_str()),
+            _ => None,
+        })
+        .collect();
+    let [uri] = uris.as_slice() else {
+        return Err(SvidError::UriSanCount(uris.len()));
+    };
+    match SpiffeId::parse(uri) {
+        Ok(id) if id.has_path() => Ok(id),
+        _ => Err(SvidError::NotSpiffeId(uri.to_string())),
+    }
+}

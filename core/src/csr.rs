@@ -1,0 +1,237 @@
+//! Certificate signing requests: parse and verify what clients send, and make our own.
+//!
+//! Sentry uses only the CSR's public key (subject, SANs and extensions are ignored), so parsing
+//! returns the verified key and nothing else.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use der::asn1::Ia5String;
+use der::referenced::OwnedToRef;
+use der::{Decode, Encode};
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::name::Name;
+use x509_cert::request::{CertReq, RequestBuilder};
+
+use crate::crypto::{CaSigner, KeyType, SignError, SignatureVerifier, VerifyError};
+use crate::pem::{self, PemError};
+use crate::signed::{self, BuildError};
+use crate::spiffe::SpiffeId;
+
+/// The largest CSR accepted, PEM or DER. A daprd CSR is under 1 KiB; RSA-4096 is under 2 KiB.
+pub const MAX_CSR_LEN: usize = 64 * 1024;
+
+/// The PEM label of a CSR.
+pub const CSR_PEM_LABEL: &str = "CERTIFICATE REQUEST";
+/// The PEM label daprd before 1.12 put on its CSRs.
+pub const LEGACY_CSR_PEM_LABEL: &str = "CERTIFICATE";
+
+/// A CSR whose self-signature checked out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedCsr {
+    /// The key the certificate will certify.
+    pub public_key: SubjectPublicKeyInfoOwned,
+    /// Its type.
+    pub key_type: KeyType,
+}
+
+/// Why a CSR was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CsrError {
+    /// The input is empty.
+    Empty,
+    /// The input exceeds [`MAX_CSR_LEN`].
+    TooLarge {
+        /// Input length in bytes.
+        len: usize,
+    },
+    /// The input is neither DER nor text containing a PEM block.
+    NotPem,
+    /// The PEM framing or base64 is broken.
+    Pem(PemError),
+    /// The PEM block is not a CSR.
+    WrongBlockType(String),
+    /// Bytes follow the CSR.
+    TrailingData,
+    /// The DER structure is not a PKCS#10 request.
+    Malformed(der::Error),
+    /// The key type is not accepted (DSA, X25519, P-521, small RSA, ...).
+    UnsupportedKey(VerifyError),
+    /// The self-signature does not verify (or uses an unsupported algorithm).
+    InvalidSignature(VerifyError),
+}
+
+impl CsrError {
+    /// True for errors that mean "this is not a CSR at all" (Sentry: "invalid certificate
+    /// signing request"), as opposed to a CSR that fails to parse or verify.
+    pub fn is_framing_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Empty | Self::NotPem | Self::Pem(_) | Self::WrongBlockType(_)
+        )
+    }
+}
+
+impl fmt::Display for CsrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("CSR is empty"),
+            Self::TooLarge { len } => {
+                write!(
+                    f,
+                    "CSR is {len} bytes, larger than the {MAX_CSR_LEN}-byte limit"
+                )
+            }
+            Self::NotPem => f.write_str("CSR is not PEM (no BEGIN line) nor DER"),
+            Self::Pem(e) => write!(f, "CSR PEM: {e}"),
+            Self::WrongBlockType(label) => write!(
+                f,
+                "PEM block type is \"{label}\", expected \"{CSR_PEM_LABEL}\""
+            ),
+            Self::TrailingData => f.write_str("trailing data after the CSR"),
+            Self::Malformed(e) => write!(f, "malformed CSR: {e}"),
+            Self::UnsupportedKey(e) => write!(f, "CSR public key: {e}"),
+            Self::InvalidSignature(e) => write!(f, "CSR signature: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for CsrError {}
+
+/// Parses a CSR (PEM `CERTIFICATE REQUEST`, legacy PEM `CERTIFICATE`, or DER), checks its
+/// self-signature and returns its public key.
+pub fn parse_and_verify(
+    input: &[u8],
+    verifier: &dyn SignatureVerifier,
+) -> Result<VerifiedCsr, CsrError> {
+    if input.is_empty() {
+        return Err(CsrError::Empty);
+    }
+    if input.len() > MAX_CSR_LEN {
+        return Err(CsrError::TooLarge { len: input.len() });
+    }
+    // A DER SEQUENCE starts with 0x30, which is '0' in text: PEM never starts with it.
+    if input.first() == Some(&0x30) {
+        return verify_der(input, verifier);
+    }
+    let text = pem::as_text(input).map_err(|_| CsrError::NotPem)?;
+    let (block, rest) = pem::next_block(text)
+        .map_err(CsrError::Pem)?
+        .ok_or(CsrError::NotPem)?;
+    if block.label != CSR_PEM_LABEL && block.label != LEGACY_CSR_PEM_LABEL {
+        return Err(CsrError::WrongBlockType(block.label.to_string()));
+    }
+    if !rest.trim().is_empty() {
+        return Err(CsrError::TrailingData);
+    }
+    verify_der(&block.der, verifier)
+}
+
+fn verify_der(der: &[u8], verifier: &dyn SignatureVerifier) -> Result<VerifiedCsr, CsrError> {
+    let csr = CertReq::from_der(der).map_err(der_error)?;
+    let info = signed::tbs_bytes(der).map_err(der_error)?;
+    let public_key = csr.info.public_key;
+    let key_type = KeyType::of(&public_key.owned_to_ref()).map_err(CsrError::UnsupportedKey)?;
+    let signature = csr
+        .signature
+        .as_bytes()
+        .ok_or(CsrError::InvalidSignature(VerifyError::MalformedSignature))?;
+    verifier
+        .verify(public_key.owned_to_ref(), &csr.algorithm, &info, signature)
+        .map_err(CsrError::InvalidSignature)?;
+    Ok(VerifiedCsr {
+        public_key,
+        key_type,
+    })
+}
+
+fn der_error(e: der::Error) -> CsrError {
+    if matches!(e.kind(), der::ErrorKind::TrailingData { .. }) {
+        CsrError::TrailingData
+    } else {
+        CsrError::Malformed(e)
+    }
+}
+
+/// What goes into a CSR Warden makes. The default is daprd's empty template.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CsrTemplate<'a> {
+    /// A SPIFFE ID to request as the URI SAN (Sentry ignores it; other CAs may not).
+    pub spiffe_id: Option<&'a SpiffeId>,
+    /// DNS names to request.
+    pub dns_names: &'a [&'a str],
+}
+
+/// Why a CSR could not be made.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CsrBuildError {
+    /// A DNS name is not an IA5 string.
+    InvalidDnsName(String),
+    /// The signer failed.
+    Sign(SignError),
+    /// Encoding failed.
+    Encoding(String),
+}
+
+impl fmt::Display for CsrBuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidDnsName(name) => write!(f, "invalid DNS name {name:?}"),
+            Self::Sign(e) => write!(f, "{e}"),
+            Self::Encoding(e) => write!(f, "encoding the CSR failed: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for CsrBuildError {}
+
+impl From<BuildError> for CsrBuildError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Sign(e) => Self::Sign(e),
+            BuildError::Builder(e) => Self::Encoding(e.to_string()),
+            BuildError::Encoding(e) => Self::Encoding(e.to_string()),
+        }
+    }
+}
+
+/// Makes a DER CSR for `signer`'s key. With the default template the subject is empty and there
+/// are no extensions, exactly as daprd's Go code produces.
+pub fn create_csr(
+    signer: &dyn CaSigner,
+    template: &CsrTemplate<'_>,
+) -> Result<Vec<u8>, CsrBuildError> {
+    let mut builder =
+        RequestBuilder::new(Name::default()).map_err(|e| CsrBuildError::Encoding(e.to_string()))?;
+    let mut names = Vec::new();
+    if let Some(id) = template.spiffe_id {
+        let uri =
+            Ia5String::new(&id.to_string()).map_err(|e| CsrBuildError::Encoding(e.to_string()))?;
+        names.push(GeneralName::UniformResourceIdentifier(uri));
+    }
+    for dns in template.dns_names {
+        let name =
+            Ia5String::new(dns).map_err(|_| CsrBuildError::InvalidDnsName(dns.to_string()))?;
+        names.push(GeneralName::DnsName(name));
+    }
+    if !names.is_empty() {
+        builder
+            .add_extension(&SubjectAltName(names))
+            .map_err(|e| CsrBuildError::Encoding(e.to_string()))?;
+    }
+    let csr = signed::build_with(builder, signer)?;
+    csr.to_der()
+        .map_err(|e| CsrBuildError::Encoding(e.to_string()))
+}
+
+/// A DER CSR as PEM `CERTIFICATE REQUEST`.
+pub fn csr_to_pem(der: &[u8]) -> Result<String, PemError> {
+    let mut out = String::new();
+    pem::encode_into(&mut out, CSR_PEM_LABEL, der)?;
+    Ok(out)
+}
