@@ -173,12 +173,13 @@ pub fn verify_chain(
         if anchor.tbs_certificate().subject() != last.tbs_certificate().issuer() {
             continue;
         }
-        match check_link(last, anchor, last_position, verifier) {
-            Ok(()) => {
-                check_validity(anchor, now, None)?;
-                return check_ca(anchor, None, chain.len() - 1);
-            }
-            // Keep looking: two anchors may share a name during root rotation.
+        // Keep looking after a failure: during root rotation two anchors share a name (and
+        // after a same-key renewal, a key), and the first one may be the expired one.
+        let accepted = check_link(last, anchor, last_position, verifier)
+            .and_then(|()| check_validity(anchor, now, None))
+            .and_then(|()| check_ca(anchor, None, chain.len() - 1));
+        match accepted {
+            Ok(()) => return Ok(()),
             Err(e) => failure = e,
         }
     }

@@ -351,6 +351,8 @@ impl core::error::Error for KeyError {}
 
 const PKCS8_LABEL: &str = "PRIVATE KEY";
 const SEC1_LABEL: &str = "EC PRIVATE KEY";
+/// Sentry accepts PKCS#1 RSA issuer keys; Warden recognises them to say why it cannot sign.
+const PKCS1_RSA_LABEL: &str = "RSA PRIVATE KEY";
 
 impl SoftwareKey {
     /// A fresh key from `rng`.
@@ -380,6 +382,7 @@ impl SoftwareKey {
                     .map_err(|_| KeyError::UnsupportedAlgorithm)?;
                 Ok(Self::from_material(KeyMaterial::P256(secret.into())))
             }
+            PKCS1_RSA_LABEL => Err(KeyError::UnsupportedAlgorithm),
             _ => Err(KeyError::UnexpectedBlockType),
         }
     }

@@ -7,18 +7,21 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use der::asn1::Ia5String;
+use const_oid::AssociatedOid;
+use der::asn1::{BitString, Ia5String, OctetString};
 use der::referenced::OwnedToRef;
 use der::{Decode, Encode};
 use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::attr::{Attribute, Attributes};
+use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::name::Name;
-use x509_cert::request::{CertReq, RequestBuilder};
+use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
 
 use crate::crypto::{CaSigner, KeyType, SignError, SignatureVerifier, VerifyError};
 use crate::pem::{self, PemError};
-use crate::signed::{self, BuildError};
+use crate::signed;
 use crate::spiffe::SpiffeId;
 
 /// The largest CSR accepted, PEM or DER. A daprd CSR is under 1 KiB; RSA-4096 is under 2 KiB.
@@ -190,43 +193,55 @@ impl fmt::Display for CsrBuildError {
 
 impl core::error::Error for CsrBuildError {}
 
-impl From<BuildError> for CsrBuildError {
-    fn from(e: BuildError) -> Self {
-        match e {
-            BuildError::Sign(e) => Self::Sign(e),
-            BuildError::Builder(e) => Self::Encoding(e.to_string()),
-            BuildError::Encoding(e) => Self::Encoding(e.to_string()),
-        }
-    }
-}
-
 /// Makes a DER CSR for `signer`'s key. With the default template the subject is empty and there
-/// are no extensions, exactly as daprd's Go code produces.
+/// are no attributes at all, byte-for-byte the shape of daprd's Go CSRs.
+///
+/// The request is assembled here rather than by x509-cert's `RequestBuilder`, which always adds
+/// an extensionRequest attribute, empty when there is nothing to request (and an empty
+/// `Extensions` violates its `SIZE (1..MAX)`).
 pub fn create_csr(
     signer: &dyn CaSigner,
     template: &CsrTemplate<'_>,
 ) -> Result<Vec<u8>, CsrBuildError> {
-    let mut builder =
-        RequestBuilder::new(Name::default()).map_err(|e| CsrBuildError::Encoding(e.to_string()))?;
+    let encoding = |e: der::Error| CsrBuildError::Encoding(e.to_string());
     let mut names = Vec::new();
     if let Some(id) = template.spiffe_id {
-        let uri =
-            Ia5String::new(&id.to_string()).map_err(|e| CsrBuildError::Encoding(e.to_string()))?;
-        names.push(GeneralName::UniformResourceIdentifier(uri));
+        names.push(GeneralName::UniformResourceIdentifier(
+            Ia5String::new(&id.to_string()).map_err(encoding)?,
+        ));
     }
     for dns in template.dns_names {
         let name =
             Ia5String::new(dns).map_err(|_| CsrBuildError::InvalidDnsName(dns.to_string()))?;
         names.push(GeneralName::DnsName(name));
     }
+    let mut attributes = Attributes::new();
     if !names.is_empty() {
-        builder
-            .add_extension(&SubjectAltName(names))
-            .map_err(|e| CsrBuildError::Encoding(e.to_string()))?;
+        let san = Extension {
+            extn_id: SubjectAltName::OID,
+            critical: false,
+            extn_value: OctetString::new(SubjectAltName(names).to_der().map_err(encoding)?)
+                .map_err(encoding)?,
+        };
+        let request = Attribute::try_from(ExtensionReq(alloc::vec![san])).map_err(encoding)?;
+        attributes.insert(request).map_err(encoding)?;
     }
-    let csr = signed::build_with(builder, signer)?;
-    csr.to_der()
-        .map_err(|e| CsrBuildError::Encoding(e.to_string()))
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject: Name::default(),
+        public_key: signer.public_key(),
+        attributes,
+    };
+    let signature = signer
+        .sign(&info.to_der().map_err(encoding)?)
+        .map_err(CsrBuildError::Sign)?;
+    CertReq {
+        info,
+        algorithm: signer.signature_algorithm(),
+        signature: BitString::from_bytes(&signature).map_err(encoding)?,
+    }
+    .to_der()
+    .map_err(encoding)
 }
 
 /// A DER CSR as PEM `CERTIFICATE REQUEST`.

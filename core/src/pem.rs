@@ -46,27 +46,38 @@ impl core::error::Error for PemError {}
 
 /// Finds the next PEM block in `text`; returns it and the text after it, or `None` when there
 /// is no further `-----BEGIN` line.
+///
+/// The base64 body may be wrapped at any width (or not at all), as Go's `pem.Decode` allows:
+/// BYO files made by other tools are not always wrapped at 64 columns.
 pub(crate) fn next_block(text: &str) -> Result<Option<(PemBlock<'_>, &str)>, PemError> {
     let Some(start) = text.find(BEGIN) else {
         return Ok(None);
     };
-    let from_begin = text.get(start..).ok_or(PemError::Unterminated)?;
-    let after_begin = from_begin
-        .get(BEGIN.len()..)
+    let after_begin = text
+        .get(start + BEGIN.len()..)
         .ok_or(PemError::Unterminated)?;
     let label_len = after_begin.find(DASHES).ok_or(PemError::Unterminated)?;
     let label = after_begin.get(..label_len).ok_or(PemError::Unterminated)?;
-    let end_marker_at = from_begin.find(END).ok_or(PemError::Unterminated)?;
-    let after_end = from_begin
-        .get(end_marker_at + END.len()..)
+    let body_and_rest = after_begin
+        .get(label_len + DASHES.len()..)
+        .ok_or(PemError::Unterminated)?;
+    let end_at = body_and_rest.find(END).ok_or(PemError::Unterminated)?;
+    let body = body_and_rest.get(..end_at).ok_or(PemError::Unterminated)?;
+    let after_end = body_and_rest
+        .get(end_at + END.len()..)
         .ok_or(PemError::Unterminated)?;
     let end_label_len = after_end.find(DASHES).ok_or(PemError::Unterminated)?;
-    let block_len = end_marker_at + END.len() + end_label_len + DASHES.len();
-    let block = from_begin.get(..block_len).ok_or(PemError::Unterminated)?;
-    let rest = from_begin.get(block_len..).unwrap_or_default();
-    let (decoded_label, der) =
-        pem_rfc7468::decode_vec(block.as_bytes()).map_err(PemError::Malformed)?;
-    debug_assert_eq!(decoded_label, label);
+    if after_end.get(..end_label_len) != Some(label) {
+        return Err(PemError::Malformed(
+            pem_rfc7468::Error::PostEncapsulationBoundary,
+        ));
+    }
+    let rest = after_end
+        .get(end_label_len + DASHES.len()..)
+        .unwrap_or_default();
+    let base64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let der = <base64ct::Base64 as base64ct::Encoding>::decode_vec(&base64)
+        .map_err(|e| PemError::Malformed(pem_rfc7468::Error::Base64(e)))?;
     Ok(Some((PemBlock { label, der }, rest)))
 }
 
@@ -122,6 +133,16 @@ mod tests {
             next_block("-----BEGIN X-----\nAQID\n-----END Y-----\n").unwrap_err(),
             PemError::Malformed(_)
         ));
+    }
+
+    #[test]
+    fn accepts_any_base64_wrap_width_like_go() {
+        let one_line = "-----BEGIN X-----\nAQIDBAUG\n-----END X-----\n";
+        let narrow = "-----BEGIN X-----\nAQID\r\nBAUG\r\n-----END X-----\n";
+        for text in [one_line, narrow] {
+            let (block, _) = next_block(text).unwrap().unwrap();
+            assert_eq!(block.der, [1, 2, 3, 4, 5, 6]);
+        }
     }
 
     #[test]

@@ -1,0 +1,270 @@
+//! Helpers shared by the integration tests: OS randomness, the clock, running external
+//! verifiers (openssl, python3), temporary files, test data, and a throwaway CA.
+//!
+//! Each test binary includes this module with `mod common;` and uses a different subset of it.
+#![allow(dead_code)]
+
+use std::borrow::BorrowMut;
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use warden_core::UnixTime;
+use warden_core::bundle::{
+    CaBundle, CaParams, CredentialFiles, IssuedSvid, WorkloadRequest, certificates_to_pem,
+    parse_certificates,
+};
+use warden_core::crypto::{KeyAlgorithm, RustCryptoVerifier};
+use warden_core::csr::{self, VerifiedCsr};
+use warden_core::profile::{DEFAULT_CA_TTL, DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL};
+use warden_core::spiffe::{SpiffeId, TrustDomain};
+use x509_cert::Certificate;
+
+/// The trust domain test CAs are made for (Sentry's `--trust-domain` in Kubernetes).
+pub(crate) const CA_TRUST_DOMAIN: &str = "cluster.local";
+/// Sentry's namespace, which goes into the issuer subject.
+pub(crate) const SENTRY_NAMESPACE: &str = "dapr-system";
+/// The trust domain of workload IDs (Sentry's default for requests without one).
+pub(crate) const WORKLOAD_TRUST_DOMAIN: &str = "public";
+
+/// What to tell someone whose machine lacks an external verifier.
+pub(crate) const INSTALL_HINT: &str =
+    "run scripts/test.sh, which installs the external verifiers (openssl, python3-cryptography)";
+
+/// OS randomness, as the `warden` host passes it to core.
+pub(crate) fn rng() -> UnwrapErr<SysRng> {
+    UnwrapErr(SysRng)
+}
+
+/// The system clock as core's time type.
+pub(crate) fn now() -> UnixTime {
+    UnixTime::from_duration(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("the system clock is after 1970"),
+    )
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub(crate) struct CmdOutput {
+    /// Whether it exited with status 0.
+    pub(crate) success: bool,
+    /// The exit code (`None` when killed by a signal).
+    pub(crate) code: Option<i32>,
+    /// Standard output, lossily decoded.
+    pub(crate) stdout: String,
+    /// Standard error, lossily decoded.
+    pub(crate) stderr: String,
+}
+
+impl CmdOutput {
+    /// Standard output then standard error (openssl splits its messages between them).
+    pub(crate) fn combined(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// The command line, for messages.
+pub(crate) fn describe(cmd: &Command) -> String {
+    let mut out = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        let _ = write!(out, " {}", arg.to_string_lossy());
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        let _ = write!(out, "   (in {})", dir.display());
+    }
+    out
+}
+
+/// Runs `cmd` (owned or `&mut`) to completion whatever its exit status. Panics only when the program cannot be
+/// started, naming the program and how to install it.
+pub(crate) fn try_run(mut cmd: impl BorrowMut<Command>) -> CmdOutput {
+    let cmd = cmd.borrow_mut();
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not start `{}`: {e}; {INSTALL_HINT}", describe(cmd)));
+    CmdOutput {
+        success: output.status.success(),
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `cmd` and panics, showing its stderr and stdout, unless it exits with status 0.
+pub(crate) fn run(mut cmd: impl BorrowMut<Command>) -> CmdOutput {
+    let cmd = cmd.borrow_mut();
+    let out = try_run(&mut *cmd);
+    assert!(
+        out.success,
+        "`{}` failed with exit code {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+        describe(cmd),
+        out.code,
+        out.stderr,
+        out.stdout
+    );
+    out
+}
+
+/// An `openssl` (from `PATH`) command running in `dir` with `args`.
+pub(crate) fn openssl<I, S>(dir: &Path, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new("openssl");
+    cmd.current_dir(dir).args(args);
+    cmd
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub(crate) fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("warden-interop-")
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub(crate) fn write_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
+
+/// Reads a file, panicking with its path on failure.
+pub(crate) fn read_file(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// A path under `tests/data`.
+pub(crate) fn data_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(relative)
+}
+
+/// Parses and verifies a CSR with core, panicking with the reason if it is refused.
+pub(crate) fn verified_csr(what: &str, input: &[u8]) -> VerifiedCsr {
+    csr::parse_and_verify(input, &RustCryptoVerifier)
+        .unwrap_or_else(|e| panic!("core refused the CSR {what}: {e} ({e:?})"))
+}
+
+/// One of the Go-made daprd-shaped CSRs in `tests/data/go-csr`, verified by core.
+pub(crate) fn go_csr(file: &str) -> VerifiedCsr {
+    let path = data_path(&format!("go-csr/{file}"));
+    verified_csr(&path.display().to_string(), &read_file(&path))
+}
+
+/// `spiffe://public/ns/<namespace>/<app>`.
+pub(crate) fn workload_id(namespace: &str, app: &str) -> SpiffeId {
+    let td = TrustDomain::new(WORKLOAD_TRUST_DOMAIN).expect("valid trust domain");
+    SpiffeId::workload(&td, namespace, app).expect("valid workload SPIFFE ID")
+}
+
+/// One certificate as PEM.
+pub(crate) fn certificate_pem(cert: &Certificate) -> String {
+    certificates_to_pem([cert]).expect("encode certificate as PEM")
+}
+
+/// Every certificate in PEM text.
+pub(crate) fn parse_chain(pem: &str) -> Vec<Certificate> {
+    parse_certificates(pem.as_bytes()).expect("parse PEM certificates")
+}
+
+/// Issues a workload SVID from `bundle` at `at` with Sentry's default TTL and skew.
+pub(crate) fn issue_leaf(
+    bundle: &CaBundle,
+    public_key: &spki::SubjectPublicKeyInfoOwned,
+    spiffe_id: &SpiffeId,
+    dns_names: &[String],
+    at: UnixTime,
+) -> IssuedSvid {
+    bundle
+        .issue_workload(
+            &WorkloadRequest {
+                public_key,
+                spiffe_id,
+                dns_names,
+                ttl: DEFAULT_WORKLOAD_TTL,
+                clock_skew: DEFAULT_CLOCK_SKEW,
+            },
+            at,
+            &mut rng(),
+        )
+        .unwrap_or_else(|e| panic!("issue a workload SVID for {spiffe_id}: {e}"))
+}
+
+/// A freshly generated root + issuer, as Sentry makes on first start.
+#[derive(Debug)]
+pub(crate) struct TestCa {
+    /// The loaded bundle.
+    pub(crate) bundle: CaBundle,
+    /// `ca.crt`, `issuer.crt`, `issuer.key` as Sentry would store them.
+    pub(crate) files: CredentialFiles,
+    /// The instant it was generated at.
+    pub(crate) created: UnixTime,
+}
+
+/// Where [`TestCa::write`] put the files.
+#[derive(Debug)]
+pub(crate) struct CaPaths {
+    /// `ca.crt`.
+    pub(crate) trust_anchors: PathBuf,
+    /// `issuer.crt`.
+    pub(crate) issuer_certificate: PathBuf,
+}
+
+impl TestCa {
+    /// A CA for [`CA_TRUST_DOMAIN`] with `algorithm` keys, made now.
+    pub(crate) fn generate(algorithm: KeyAlgorithm) -> Self {
+        Self::generate_for(CA_TRUST_DOMAIN, algorithm)
+    }
+
+    /// A CA for `trust_domain` with `algorithm` keys, made now.
+    pub(crate) fn generate_for(trust_domain: &str, algorithm: KeyAlgorithm) -> Self {
+        let td = TrustDomain::new(trust_domain).expect("valid trust domain");
+        let created = now();
+        let params = CaParams {
+            trust_domain: &td,
+            namespace: SENTRY_NAMESPACE,
+            key_algorithm: algorithm,
+            lifetime: DEFAULT_CA_TTL,
+            clock_skew: DEFAULT_CLOCK_SKEW,
+        };
+        let (bundle, files) = CaBundle::generate(&params, created, &mut rng())
+            .unwrap_or_else(|e| panic!("generate a {algorithm:?} CA: {e}"));
+        Self {
+            bundle,
+            files,
+            created,
+        }
+    }
+
+    /// Issues a workload SVID for `public_key` now.
+    pub(crate) fn issue(
+        &self,
+        public_key: &spki::SubjectPublicKeyInfoOwned,
+        spiffe_id: &SpiffeId,
+        dns_names: &[String],
+    ) -> IssuedSvid {
+        issue_leaf(&self.bundle, public_key, spiffe_id, dns_names, now())
+    }
+
+    /// Writes `ca.crt` and `issuer.crt` (never the key) into `dir` under `prefix`.
+    pub(crate) fn write(&self, dir: &Path, prefix: &str) -> CaPaths {
+        CaPaths {
+            trust_anchors: write_file(dir, &format!("{prefix}ca.crt"), &self.files.trust_anchors),
+            issuer_certificate: write_file(
+                dir,
+                &format!("{prefix}issuer.crt"),
+                &self.files.issuer_certificate,
+            ),
+        }
+    }
+}
