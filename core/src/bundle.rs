@@ -572,28 +572,7 @@ mod tests {
     use super::*;
     use crate::crypto::RustCryptoVerifier;
     use crate::csr;
-
-    pub(crate) struct TestRng(u64);
-    impl rand_core::TryRng for TestRng {
-        type Error = core::convert::Infallible;
-        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-            Ok(self.try_next_u64()? as u32)
-        }
-        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            Ok(self.0 >> 11)
-        }
-        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-            for b in dst {
-                *b = self.try_next_u64()? as u8;
-            }
-            Ok(())
-        }
-    }
-    impl rand_core::TryCryptoRng for TestRng {}
+    use crate::test_rng::seeded_rng;
 
     const NOW: UnixTime = UnixTime::from_secs(1_790_000_000);
 
@@ -607,7 +586,7 @@ mod tests {
             lifetime: profile::DEFAULT_CA_TTL,
             clock_skew: profile::DEFAULT_CLOCK_SKEW,
         };
-        let mut rng = TestRng(1);
+        let mut rng = seeded_rng(1);
         let (bundle, files) = CaBundle::generate(&params, NOW, &mut rng).unwrap();
         let reloaded = CaBundle::from_pem(
             files.trust_anchors.as_bytes(),

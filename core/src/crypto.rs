@@ -496,32 +496,11 @@ impl fmt::Debug for SoftwareKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::seeded_rng;
     use der::referenced::OwnedToRef;
 
-    struct CountingRng(u64);
-    impl rand_core::TryRng for CountingRng {
-        type Error = core::convert::Infallible;
-        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-            Ok(self.try_next_u64()? as u32)
-        }
-        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            Ok(self.0)
-        }
-        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-            for b in dst {
-                *b = (self.try_next_u64()? >> 33) as u8;
-            }
-            Ok(())
-        }
-    }
-    impl rand_core::TryCryptoRng for CountingRng {}
-
     fn sign_and_verify(alg: KeyAlgorithm) {
-        let key = SoftwareKey::generate(alg, &mut CountingRng(7));
+        let key = SoftwareKey::generate(alg, &mut seeded_rng(7));
         let sig = key.sign(b"hello").unwrap();
         let spki = key.public_key();
         let algorithm = key.signature_algorithm();
@@ -549,7 +528,7 @@ mod tests {
 
     #[test]
     fn wrong_algorithm_for_key_is_refused() {
-        let key = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut CountingRng(1));
+        let key = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut seeded_rng(1));
         let sig = key.sign(b"m").unwrap();
         let alg = AlgorithmIdentifierOwned {
             oid: rfc5912::ECDSA_WITH_SHA_256,
@@ -563,7 +542,7 @@ mod tests {
 
     #[test]
     fn debug_does_not_show_key_material() {
-        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut CountingRng(3));
+        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut seeded_rng(3));
         let shown = alloc::format!("{key:?}");
         assert_eq!(shown, "SoftwareKey { algorithm: P256, .. }");
     }

@@ -31,3 +31,5 @@ pub mod pem;
 pub mod profile;
 mod signed;
 pub mod spiffe;
+#[cfg(test)]
+mod test_rng;

@@ -172,8 +172,21 @@ fn authority_key_id(issuer: &Certificate) -> der::Result<Option<Extension>> {
     .transpose()
 }
 
-fn ca_key_usage() -> der::Result<Extension> {
-    extension(&KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign), true)
+/// What every CA certificate carries: critical basicConstraints CA:true (with `path_len`),
+/// critical keyUsage keyCertSign+cRLSign, and its SKID.
+fn ca_extensions(
+    spk: SubjectPublicKeyInfoRef<'_>,
+    path_len: Option<u8>,
+) -> der::Result<Vec<Extension>> {
+    let basic = BasicConstraints {
+        ca: true,
+        path_len_constraint: path_len,
+    };
+    Ok(vec![
+        extension(&basic, true)?,
+        extension(&KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign), true)?,
+        subject_key_id(spk)?,
+    ])
 }
 
 impl BuilderProfile for RootProfile<'_> {
@@ -192,15 +205,7 @@ impl BuilderProfile for RootProfile<'_> {
         _issuer_spk: SubjectPublicKeyInfoRef<'_>,
         _tbs: &TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
-        let basic = BasicConstraints {
-            ca: true,
-            path_len_constraint: None,
-        };
-        Ok(vec![
-            extension(&basic, true).map_err(builder_error)?,
-            ca_key_usage().map_err(builder_error)?,
-            subject_key_id(spk).map_err(builder_error)?,
-        ])
+        ca_extensions(spk, None).map_err(builder_error)
     }
 }
 
@@ -220,15 +225,7 @@ impl BuilderProfile for IssuerProfile<'_> {
         _issuer_spk: SubjectPublicKeyInfoRef<'_>,
         _tbs: &TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
-        let basic = BasicConstraints {
-            ca: true,
-            path_len_constraint: Some(0),
-        };
-        let mut extensions = vec![
-            extension(&basic, true).map_err(builder_error)?,
-            ca_key_usage().map_err(builder_error)?,
-            subject_key_id(spk).map_err(builder_error)?,
-        ];
+        let mut extensions = ca_extensions(spk, Some(0)).map_err(builder_error)?;
         extensions.extend(authority_key_id(self.root).map_err(builder_error)?);
         Ok(extensions)
     }
