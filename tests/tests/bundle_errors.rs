@@ -16,8 +16,8 @@ use std::time::Duration;
 use der::Decode;
 use warden_core::UnixTime;
 use warden_core::bundle::{
-    BundleError, CaBundle, CertificatesError, CredentialFile, CredentialFiles, WorkloadRequest,
-    create_issuer, create_root, parse_certificates,
+    BundleError, CaBundle, CertificatesError, CredentialFile, CredentialFiles, IssuedSvid,
+    WorkloadRequest, create_issuer, create_root, parse_certificates,
 };
 use warden_core::chain::{self, ChainError, SvidError};
 use warden_core::crypto::{
@@ -108,6 +108,25 @@ fn na() -> u64 {
 
 // ---------------------------------------------------------------------------------------------
 // Baseline.
+
+/// Issues `spiffe://<TD>/ns/default/app` for `key` with the tests' TTL and skew.
+fn issue_app_leaf(bundle: &CaBundle, key: &SoftwareKey, now: UnixTime) -> (SpiffeId, IssuedSvid) {
+    let id = SpiffeId::workload(&td(TD), "default", "app").unwrap();
+    let issued = bundle
+        .issue_workload(
+            &WorkloadRequest {
+                public_key: &key.public_key(),
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl: HOUR,
+                clock_skew: SKEW,
+            },
+            now,
+            &mut rng(),
+        )
+        .unwrap();
+    (id, issued)
+}
 
 #[test]
 fn generated_files_load_inside_the_whole_window() {
@@ -412,20 +431,7 @@ fn issuer_certificate_that_is_not_a_ca() {
     // A workload leaf and its own key as issuer.crt / issuer.key.
     let (bundle, f) = fresh(KeyAlgorithm::P256);
     let leaf_key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng());
-    let id = SpiffeId::workload(&td(TD), "default", "app").unwrap();
-    let issued = bundle
-        .issue_workload(
-            &WorkloadRequest {
-                public_key: &leaf_key.public_key(),
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl: HOUR,
-                clock_skew: SKEW,
-            },
-            NOW,
-            &mut rng(),
-        )
-        .unwrap();
+    let (_, issued) = issue_app_leaf(&bundle, &leaf_key, NOW);
     // The leaf alone, and the full response chain (leaf + issuer).
     for crt in [cert_pem(&issued.certificate), issued.chain_pem.clone()] {
         expect(
@@ -737,20 +743,7 @@ fn two_anchors_where_only_the_second_signs() {
         assert_eq!(bundle.trust_anchors_pem(), ca);
         // Leaves verify against both anchors as published.
         let leaf_key = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut rng());
-        let id = SpiffeId::workload(&td(TD), "default", "app").unwrap();
-        let issued = bundle
-            .issue_workload(
-                &WorkloadRequest {
-                    public_key: &leaf_key.public_key(),
-                    spiffe_id: &id,
-                    dns_names: &[],
-                    ttl: HOUR,
-                    clock_skew: SKEW,
-                },
-                NOW,
-                &mut rng(),
-            )
-            .unwrap();
+        let (id, issued) = issue_app_leaf(&bundle, &leaf_key, NOW);
         let chain_certs = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
         assert_eq!(
             chain::verify_svid(
@@ -807,19 +800,7 @@ fn issuer_below_a_pathlen_0_issuer_loads_but_its_leaves_do_not_verify() {
     let bundle = load(&f.trust_anchors, &crt, &key_pem(&key2), NOW).unwrap();
     assert_eq!(bundle.issuer_chain().len(), 2);
     let leaf_key = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut rng());
-    let issued = bundle
-        .issue_workload(
-            &WorkloadRequest {
-                public_key: &leaf_key.public_key(),
-                spiffe_id: &SpiffeId::workload(&td(TD), "default", "app").unwrap(),
-                dns_names: &[],
-                ttl: HOUR,
-                clock_skew: SKEW,
-            },
-            NOW,
-            &mut rng(),
-        )
-        .unwrap();
+    let (_, issued) = issue_app_leaf(&bundle, &leaf_key, NOW);
     let chain_certs = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
     assert_eq!(chain_certs.len(), 3);
     assert_eq!(
@@ -929,20 +910,7 @@ fn same_key_root_renewal_loads_after_the_old_root_expired() {
     .unwrap();
     // rustls-webpki accepts a leaf of this issuer with the old root listed first.
     let leaf_key = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut rng());
-    let id = SpiffeId::workload(&td(TD), "default", "app").unwrap();
-    let issued = bundle
-        .issue_workload(
-            &WorkloadRequest {
-                public_key: &leaf_key.public_key(),
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl: HOUR,
-                clock_skew: SKEW,
-            },
-            at,
-            &mut rng(),
-        )
-        .unwrap();
+    let (id, issued) = issue_app_leaf(&bundle, &leaf_key, at);
     let anchors_old_first = [r.old_root.clone(), r.new_root.clone()];
     webpki_verify(
         &issued.certificate,
