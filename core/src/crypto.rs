@@ -406,14 +406,20 @@ impl SoftwareKey {
 
     /// The key as PKCS#8 `PRIVATE KEY` PEM, the form Sentry stores `issuer.key` in.
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        let der = self.to_pkcs8_der()?;
+        let mut out = Zeroizing::new(String::new());
+        pem::encode_into(&mut out, PKCS8_LABEL, &der).map_err(KeyError::Pem)?;
+        Ok(out)
+    }
+
+    /// The key as PKCS#8 DER, for handing it to another backend.
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let doc = match &self.key {
             KeyMaterial::P256(k) => k.to_pkcs8_der(),
             KeyMaterial::Ed25519(k) => k.to_pkcs8_der(),
         }
         .map_err(|_| KeyError::Malformed)?;
-        let mut out = Zeroizing::new(String::new());
-        pem::encode_into(&mut out, PKCS8_LABEL, doc.as_bytes()).map_err(KeyError::Pem)?;
-        Ok(out)
+        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
     }
 
     /// Which algorithm this key uses.
@@ -513,6 +519,9 @@ mod tests {
         );
         let pem = key.to_pkcs8_pem().unwrap();
         let again = SoftwareKey::from_pem(pem.as_bytes()).unwrap();
+        assert_eq!(again.public_key(), spki);
+        let der = key.to_pkcs8_der().unwrap();
+        let again = SoftwareKey::from_pkcs8_der(&der).unwrap();
         assert_eq!(again.public_key(), spki);
     }
 

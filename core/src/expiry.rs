@@ -77,7 +77,8 @@ pub enum CaCertKind {
 }
 
 impl CaCertKind {
-    const fn subject(self) -> &'static str {
+    /// How Sentry's log lines name the certificate ("Dapr root certificate").
+    pub const fn subject(self) -> &'static str {
         match self {
             Self::Root => "Dapr root certificate",
             Self::Issuer => "Dapr issuer certificate",

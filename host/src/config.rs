@@ -1,1 +1,1327 @@
-//! TODO(owner: helper) — being written.
+//! Sentry's self-hosted configuration file (`warden --config PATH`).
+//!
+//! The file is a Dapr `Configuration` resource. Sentry reads only `spec.mtls` from it, and so
+//! does Warden; every other section (tracing, features, accessControl, ...) and every unknown
+//! field is skipped, so the file an operator already hands to Dapr loads unchanged.
+//!
+//! Loading follows Dapr's `LoadStandaloneConfiguration` and Sentry's `parseConfiguration`:
+//! 1. the file is read and `$VAR` / `${VAR}` are expanded as Go's `os.ExpandEnv` does
+//!    ([`expand_env`]);
+//! 2. the first YAML document is decoded (scalars of any type are accepted where Go's yaml.v3
+//!    would turn them into strings, so `allowedClockSkew: 0` works);
+//! 3. `workloadCertTTL` and `allowedClockSkew` are parsed with Go's `time.ParseDuration` rules
+//!    ([`parse_go_duration`]); absent or empty means Sentry's default;
+//! 4. `tokenValidators` names are checked exactly as Sentry checks them.
+//!
+//! `enabled` and `sentryAddress` are ignored, as Sentry ignores them. `controlPlaneTrustDomain`
+//! is ignored too: `--trust-domain` always wins.
+//!
+//! Deliberate differences from Sentry, all about inputs Sentry would silently misread:
+//! negative durations are rejected (Go accepts them), a zero `workloadCertTTL` is rejected,
+//! and a nested list or map inside validator `options` becomes its JSON text (Sentry's
+//! `cast.ToStringMapString` turns it into an empty string).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use warden_core::profile::{DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL};
+
+/// Field path of the workload certificate lifetime, used in error messages.
+const TTL_FIELD: &str = "spec.mtls.workloadCertTTL";
+/// Field path of the allowed clock skew, used in error messages.
+const SKEW_FIELD: &str = "spec.mtls.allowedClockSkew";
+/// The only validator name `tokenValidators` may carry (Sentry's CRD enum).
+const JWKS: &str = "jwks";
+
+/// The part of a Dapr `Configuration` that shapes Sentry's behaviour, already validated.
+///
+/// Everything here has a Sentry default, so a missing file section never leaves the server
+/// without a value; a config file only narrows or widens what Sentry would do by default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentryConfig {
+    /// Lifetime of every workload certificate Warden signs (`spec.mtls.workloadCertTTL`).
+    /// Never zero: a certificate that is born expired only produces confusing TLS failures.
+    pub workload_cert_ttl: Duration,
+    /// How far back `NotBefore` is moved so that peers with slow clocks accept fresh
+    /// certificates (`spec.mtls.allowedClockSkew`). Zero is allowed.
+    pub allowed_clock_skew: Duration,
+    /// Extra token validators in file order, names lower-cased (so always `jwks` today).
+    /// When this is empty, self-hosted Sentry enables the `insecure` validator as the default;
+    /// when it is not, `insecure` is off and clients must name a validator.
+    /// A repeated name keeps its first position and its last options, as Sentry's map does.
+    pub token_validators: Vec<TokenValidatorConfig>,
+}
+
+impl Default for SentryConfig {
+    /// Sentry's behaviour with no config file at all: 24h certificates, 15m skew, and no
+    /// extra validators (so `insecure` stays the default in self-hosted mode).
+    fn default() -> Self {
+        Self {
+            workload_cert_ttl: DEFAULT_WORKLOAD_TTL,
+            allowed_clock_skew: DEFAULT_CLOCK_SKEW,
+            token_validators: Vec::new(),
+        }
+    }
+}
+
+/// One `spec.mtls.tokenValidators` entry.
+///
+/// Options stay a flat string map because that is what Sentry hands its validators
+/// (`map[string]string`); each validator decodes and checks its own keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenValidatorConfig {
+    /// Validator name, lower-cased (the file may say `JWKS` or `Jwks`).
+    pub name: String,
+    /// Options with every value turned into text: strings as written, numbers and booleans
+    /// as Go prints them (`10`, `1.5`, `true`), null as the empty string, and nested lists or
+    /// maps as compact JSON. Keys keep their case; validators match them case-insensitively.
+    pub options: BTreeMap<String, String>,
+}
+
+impl SentryConfig {
+    /// Reads, expands and parses the config file at `path`.
+    ///
+    /// Sentry treats every failure here as fatal, including a missing file, because running
+    /// with defaults the operator did not choose would be worse than not starting.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] when the file cannot be read, and every error of
+    /// [`SentryConfig::from_yaml`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let expanded = expand_env(&text, process_env);
+        Self::from_yaml(&expanded, path)
+    }
+
+    /// Parses the text of a config file whose environment variables are already expanded.
+    ///
+    /// Split from [`SentryConfig::load`] so tests and callers holding the text need no file
+    /// and no process environment; `source` only names the file in error messages.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Yaml`] for text that is not YAML or a known field of the wrong shape,
+    /// [`ConfigError::Duration`] or [`ConfigError::ZeroWorkloadCertTtl`] for a bad duration,
+    /// and [`ConfigError::BuiltInValidator`], [`ConfigError::UnknownValidator`] or
+    /// [`ConfigError::ValidatorOptions`] for a bad `tokenValidators` entry, checked in that
+    /// order as Sentry does.
+    pub fn from_yaml(text: &str, source: &Path) -> Result<Self, ConfigError> {
+        let path = || source.to_path_buf();
+        // No snippets: after expansion the text may hold environment values, and an error
+        // message ends up in logs. Line and column are enough to find the spot.
+        let options = serde_saphyr::options! { with_snippet: false };
+        let documents: Vec<RawConfiguration> =
+            serde_saphyr::from_multiple_with_options(text, options).map_err(|err| {
+                ConfigError::Yaml {
+                    path: path(),
+                    message: err.to_string(),
+                }
+            })?;
+        // Go's yaml.Unmarshal decodes only the first document; an empty file is all defaults.
+        let mtls = documents
+            .into_iter()
+            .next()
+            .and_then(|doc| doc.spec)
+            .and_then(|spec| spec.mtls)
+            .unwrap_or_default();
+
+        let mut config = Self::default();
+        if let Some(ttl) = parse_duration_field(
+            mtls.workload_cert_ttl.as_deref(),
+            TTL_FIELD,
+            "WorkloadCertTTL",
+            source,
+        )? {
+            if ttl.is_zero() {
+                return Err(ConfigError::ZeroWorkloadCertTtl {
+                    path: path(),
+                    value: mtls.workload_cert_ttl.unwrap_or_default(),
+                });
+            }
+            config.workload_cert_ttl = ttl;
+        }
+        if let Some(skew) = parse_duration_field(
+            mtls.allowed_clock_skew.as_deref(),
+            SKEW_FIELD,
+            "AllowedClockSkew",
+            source,
+        )? {
+            config.allowed_clock_skew = skew;
+        }
+
+        if let Some(td) = mtls.control_plane_trust_domain.filter(|td| !td.is_empty()) {
+            tracing::info!(
+                config = %source.display(),
+                control_plane_trust_domain = %td,
+                "spec.mtls.controlPlaneTrustDomain is ignored; --trust-domain decides the trust domain"
+            );
+        }
+
+        for (index, raw) in mtls
+            .token_validators
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let validator = raw.validate(index, source)?;
+            match config
+                .token_validators
+                .iter_mut()
+                .find(|known| known.name == validator.name)
+            {
+                Some(known) => known.options = validator.options,
+                None => config.token_validators.push(validator),
+            }
+        }
+        Ok(config)
+    }
+
+    /// Refuses validators that the file may name but Warden cannot run yet.
+    ///
+    /// Loading keeps `jwks` because the file is valid for Sentry; starting without it would
+    /// silently fall back to accepting every client (`insecure`), so the server calls this at
+    /// start-up and stops instead.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnsupportedValidator`] naming the first configured validator.
+    pub fn check_supported_validators(&self) -> Result<(), ConfigError> {
+        match self.token_validators.first() {
+            Some(validator) => Err(ConfigError::UnsupportedValidator {
+                name: validator.name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a config file could not be used.
+///
+/// Every variant that comes from a file names it, and where it helps the field path and the
+/// offending value, because the operator fixes the file, not the code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read (missing, unreadable, a directory, not UTF-8).
+    #[error("config file {}: cannot read: {source}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not YAML, or a known field has the wrong shape.
+    #[error("config file {}: invalid YAML: {message}", path.display())]
+    Yaml {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// `workloadCertTTL` or `allowedClockSkew` is not a Go duration, or is negative.
+    #[error("config file {}: {field}: error parsing {setting} duration: {source}", path.display())]
+    Duration {
+        /// The config file.
+        path: PathBuf,
+        /// Field path, such as `spec.mtls.workloadCertTTL`.
+        field: &'static str,
+        /// Sentry's name for the setting in its own message (`WorkloadCertTTL`).
+        setting: &'static str,
+        /// What is wrong with the value (the value is quoted in it).
+        #[source]
+        source: DurationError,
+    },
+    /// `workloadCertTTL` parses to zero.
+    #[error(
+        "config file {}: spec.mtls.workloadCertTTL: a workload certificate lifetime of {} is not \
+         allowed; it must be greater than zero",
+        path.display(),
+        go_quote(value)
+    )]
+    ZeroWorkloadCertTtl {
+        /// The config file.
+        path: PathBuf,
+        /// The value as written.
+        value: String,
+    },
+    /// A `tokenValidators` entry names `kubernetes` or `insecure`, which Sentry manages itself.
+    #[error(
+        "config file {}: spec.mtls.tokenValidators[{index}].name: invalid token validator: the \
+         built-in 'kubernetes' and 'insecure' validators cannot be configured manually",
+        path.display()
+    )]
+    BuiltInValidator {
+        /// The config file.
+        path: PathBuf,
+        /// Position in `tokenValidators`.
+        index: usize,
+        /// The name as written.
+        name: String,
+    },
+    /// A `tokenValidators` entry names a validator Sentry does not know.
+    #[error(
+        "config file {}: spec.mtls.tokenValidators[{index}].name: invalid token validator name: \
+         '{name}'; supported values: 'jwks'",
+        path.display()
+    )]
+    UnknownValidator {
+        /// The config file.
+        path: PathBuf,
+        /// Position in `tokenValidators`.
+        index: usize,
+        /// The name as written.
+        name: String,
+    },
+    /// A `tokenValidators` entry has options that are not a map.
+    #[error("config file {}: spec.mtls.tokenValidators[{index}].options: {reason}", path.display())]
+    ValidatorOptions {
+        /// The config file.
+        path: PathBuf,
+        /// Position in `tokenValidators`.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file is valid for Sentry but names a validator Warden does not implement yet.
+    #[error(
+        "token validator '{name}' is not supported yet (configured in spec.mtls.tokenValidators)"
+    )]
+    UnsupportedValidator {
+        /// The validator name, lower-cased.
+        name: String,
+    },
+}
+
+/// A duration Go's `time.ParseDuration` would reject, or one Warden cannot use.
+///
+/// The messages are Go's, word for word, so an operator who searches for them finds the same
+/// answers as for Sentry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// Not the duration grammar, or out of Go's range (about 292 years).
+    #[error("time: invalid duration {}", go_quote(.input))]
+    Invalid {
+        /// The text as given.
+        input: String,
+    },
+    /// A number without a unit, as in `10`.
+    #[error("time: missing unit in duration {}", go_quote(.input))]
+    MissingUnit {
+        /// The text as given.
+        input: String,
+    },
+    /// A unit outside ns, us, µs, μs, ms, s, m, h (for example `d`).
+    #[error("time: unknown unit {} in duration {}", go_quote(.unit), go_quote(.input))]
+    UnknownUnit {
+        /// The unit as written.
+        unit: String,
+        /// The text as given.
+        input: String,
+    },
+    /// Valid for Go, but below zero: no lifetime or skew can be negative.
+    #[error("negative duration {} is not allowed", go_quote(.input))]
+    Negative {
+        /// The text as given.
+        input: String,
+    },
+}
+
+/// Go's `time.Duration` limit in nanoseconds, plus one: the bound its parser checks against.
+const GO_DURATION_BOUND: u64 = 1 << 63;
+
+/// Parses a duration exactly as Go's `time.ParseDuration` does, minus negative values.
+///
+/// Dapr config files are written for Go, so `1h30m`, `.5s` and `1µs` must mean what they mean
+/// to Sentry, and `1d` or `10` must fail as they fail there. The range is Go's too
+/// (`i64::MAX` nanoseconds), so a value Sentry accepts is never refused for size.
+///
+/// # Errors
+///
+/// Go's three errors ([`DurationError::Invalid`], [`DurationError::MissingUnit`],
+/// [`DurationError::UnknownUnit`]) with Go's text, and [`DurationError::Negative`] for a
+/// value below zero.
+pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
+    let invalid = || DurationError::Invalid {
+        input: s.to_owned(),
+    };
+    let (negative, mut rest) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        if !rest.starts_with(|c: char| c == '.' || c.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let (mut value, after_int) = leading_int(rest).ok_or_else(invalid)?;
+        let has_int = after_int.len() != rest.len();
+        rest = after_int;
+
+        let mut fraction = 0;
+        let mut scale = 1.0;
+        let mut has_fraction = false;
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let (f, sc, after_fraction) = leading_fraction(after_dot);
+            has_fraction = after_fraction.len() != after_dot.len();
+            (fraction, scale, rest) = (f, sc, after_fraction);
+        }
+        if !has_int && !has_fraction {
+            return Err(invalid());
+        }
+
+        let unit_len = rest
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let Some((unit, after_unit)) = rest.split_at_checked(unit_len) else {
+            return Err(invalid());
+        };
+        if unit.is_empty() {
+            return Err(DurationError::MissingUnit {
+                input: s.to_owned(),
+            });
+        }
+        rest = after_unit;
+        let unit_nanos = unit_nanos(unit).ok_or_else(|| DurationError::UnknownUnit {
+            unit: unit.to_owned(),
+            input: s.to_owned(),
+        })?;
+
+        if value > GO_DURATION_BOUND / unit_nanos {
+            return Err(invalid());
+        }
+        value *= unit_nanos;
+        if fraction > 0 {
+            // Go computes the fractional part in float64 (exact to the nanosecond up to hours)
+            // and truncates; doing the same gives the same nanosecond count.
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss
+            )]
+            let extra = (fraction as f64 * (unit_nanos as f64 / scale)) as u64;
+            value = value.checked_add(extra).ok_or_else(invalid)?;
+            if value > GO_DURATION_BOUND {
+                return Err(invalid());
+            }
+        }
+        total = total.checked_add(value).ok_or_else(invalid)?;
+        if total > GO_DURATION_BOUND {
+            return Err(invalid());
+        }
+    }
+    if negative && total > 0 {
+        return Err(DurationError::Negative {
+            input: s.to_owned(),
+        });
+    }
+    if total > GO_DURATION_BOUND - 1 {
+        return Err(invalid());
+    }
+    Ok(Duration::from_nanos(total))
+}
+
+/// Consumes leading ASCII digits; `None` when the number passes Go's bound.
+fn leading_int(s: &str) -> Option<(u64, &str)> {
+    let len = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (digits, rest) = s.split_at_checked(len)?;
+    let mut x: u64 = 0;
+    for digit in digits.bytes() {
+        if x > GO_DURATION_BOUND / 10 {
+            return None;
+        }
+        x = x * 10 + u64::from(digit - b'0');
+        if x > GO_DURATION_BOUND {
+            return None;
+        }
+    }
+    Some((x, rest))
+}
+
+/// Consumes leading fraction digits as Go does: digits past the precision are skipped, not an
+/// error. Returns the digits as an integer, ten to the number of digits kept, and the rest.
+fn leading_fraction(s: &str) -> (u64, f64, &str) {
+    let len = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (digits, rest) = s.split_at_checked(len).unwrap_or(("", s));
+    let mut x: u64 = 0;
+    let mut scale = 1.0;
+    for digit in digits.bytes() {
+        if x > (GO_DURATION_BOUND - 1) / 10 {
+            break;
+        }
+        let next = x * 10 + u64::from(digit - b'0');
+        if next > GO_DURATION_BOUND {
+            break;
+        }
+        x = next;
+        scale *= 10.0;
+    }
+    (x, scale, rest)
+}
+
+/// Nanoseconds in one Go duration unit.
+fn unit_nanos(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "ns" => 1,
+        // U+00B5 MICRO SIGN and U+03BC GREEK SMALL LETTER MU, both accepted by Go.
+        "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 60 * 60 * 1_000_000_000,
+        _ => return None,
+    })
+}
+
+/// Quotes text the way Go's `time` package does in its errors: ASCII as is (with `"` and `\`
+/// escaped), every byte of a control or non-ASCII character as `\xNN`.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c.is_ascii() && c >= ' ' {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        } else {
+            let mut buf = [0; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\x{byte:02x}");
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Expands `$VAR` and `${VAR}` as Go's `os.ExpandEnv` does, with `lookup` as the environment.
+///
+/// Sentry expands the whole file before parsing, so a config file that works with Dapr must
+/// expand the same way here, quirks included: an unset variable becomes empty, a `$` with no
+/// name after it stays, `${}` and an unterminated `${` are dropped, `$$`, `$1`, `$*` and the
+/// like name one-character variables, and `${A:-b}` looks up a variable literally named
+/// `A:-b` (no shell defaults).
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        let Some((before, from_dollar)) = rest.split_at_checked(dollar) else {
+            break;
+        };
+        out.push_str(before);
+        let after = from_dollar.get(1..).unwrap_or("");
+        if after.is_empty() {
+            // A `$` at the very end is kept; the final push below copies it.
+            rest = from_dollar;
+            break;
+        }
+        let (name, consumed) = shell_name(after);
+        match name {
+            ShellName::Var(name) => out.push_str(&lookup(name).unwrap_or_default()),
+            ShellName::Missing => out.push('$'),
+            ShellName::BadSyntax => {}
+        }
+        rest = after.get(consumed..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What follows a `$`, per Go's `getShellName`.
+enum ShellName<'a> {
+    /// A variable name to look up.
+    Var(&'a str),
+    /// No name: the `$` is literal.
+    Missing,
+    /// `${}` or an unclosed `${`: dropped.
+    BadSyntax,
+}
+
+/// Reads the variable name at the start of `s` (the text after a `$`, never empty) and how
+/// many bytes of `s` it takes.
+fn shell_name(s: &str) -> (ShellName<'_>, usize) {
+    let bytes = s.as_bytes();
+    if let Some(inner) = s.strip_prefix('{') {
+        if let (Some(&c), Some(b'}')) = (bytes.get(1), bytes.get(2))
+            && is_shell_special(c)
+        {
+            return (ShellName::Var(inner.get(..1).unwrap_or("")), 3);
+        }
+        return match inner.find('}') {
+            Some(0) => (ShellName::BadSyntax, 2),
+            Some(end) => (ShellName::Var(inner.get(..end).unwrap_or("")), end + 2),
+            None => (ShellName::BadSyntax, 1),
+        };
+    }
+    if bytes.first().copied().is_some_and(is_shell_special) {
+        return (ShellName::Var(s.get(..1).unwrap_or("")), 1);
+    }
+    let len = bytes
+        .iter()
+        .take_while(|&&c| c == b'_' || c.is_ascii_alphanumeric())
+        .count();
+    match s.get(..len) {
+        Some(name) if !name.is_empty() => (ShellName::Var(name), len),
+        _ => (ShellName::Missing, 0),
+    }
+}
+
+/// Go's `isShellSpecialVar`: characters that form a one-character variable name.
+fn is_shell_special(c: u8) -> bool {
+    matches!(
+        c,
+        b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-' | b'0'..=b'9'
+    )
+}
+
+/// The process environment as [`expand_env`] wants it. Names the OS cannot hold (empty, with
+/// `=` or NUL) are simply unset, and non-UTF-8 values are converted lossily rather than
+/// failing the whole file.
+fn process_env(name: &str) -> Option<String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return None;
+    }
+    std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+}
+
+/// Parses an optional duration field; `None` when it is absent or empty (Sentry's default).
+fn parse_duration_field(
+    value: Option<&str>,
+    field: &'static str,
+    setting: &'static str,
+    source: &Path,
+) -> Result<Option<Duration>, ConfigError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(text) => {
+            parse_go_duration(text)
+                .map(Some)
+                .map_err(|source_err| ConfigError::Duration {
+                    path: source.to_path_buf(),
+                    field,
+                    setting,
+                    source: source_err,
+                })
+        }
+    }
+}
+
+/// The top of a `Configuration` resource; everything but `spec` is skipped.
+#[derive(Debug, Default, Deserialize)]
+struct RawConfiguration {
+    #[serde(default)]
+    spec: Option<RawSpec>,
+}
+
+/// `spec`; everything but `mtls` is skipped.
+#[derive(Debug, Default, Deserialize)]
+struct RawSpec {
+    #[serde(default)]
+    mtls: Option<RawMtls>,
+}
+
+/// `spec.mtls` (Dapr's `MTLSSpec`). `enabled` is not declared because Sentry ignores it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct RawMtls {
+    #[serde(rename = "workloadCertTTL")]
+    workload_cert_ttl: Option<String>,
+    allowed_clock_skew: Option<String>,
+    #[allow(
+        dead_code,
+        reason = "decoded so a wrong shape fails as in Go; Sentry ignores it"
+    )]
+    sentry_address: Option<String>,
+    control_plane_trust_domain: Option<String>,
+    token_validators: Option<Vec<RawValidator>>,
+}
+
+/// One `tokenValidators` entry (Dapr's `ValidatorSpec`, whose options are `any`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawValidator {
+    name: Option<String>,
+    options: Option<serde_json::Value>,
+}
+
+impl RawValidator {
+    /// Applies Sentry's name rules and flattens the options.
+    fn validate(self, index: usize, source: &Path) -> Result<TokenValidatorConfig, ConfigError> {
+        let name = self.name.unwrap_or_default();
+        let lower = name.to_lowercase();
+        match lower.as_str() {
+            JWKS => {}
+            "kubernetes" | "insecure" => {
+                return Err(ConfigError::BuiltInValidator {
+                    path: source.to_path_buf(),
+                    index,
+                    name,
+                });
+            }
+            _ => {
+                return Err(ConfigError::UnknownValidator {
+                    path: source.to_path_buf(),
+                    index,
+                    name,
+                });
+            }
+        }
+        let options =
+            options_map(self.options).map_err(|reason| ConfigError::ValidatorOptions {
+                path: source.to_path_buf(),
+                index,
+                reason,
+            })?;
+        Ok(TokenValidatorConfig {
+            name: lower,
+            options,
+        })
+    }
+}
+
+/// Turns validator options into the string map Sentry passes on (`cast.ToStringMapString`):
+/// a map, or a string holding a JSON object; null means no options.
+fn options_map(options: Option<serde_json::Value>) -> Result<BTreeMap<String, String>, String> {
+    let object = match options {
+        None | Some(serde_json::Value::Null) => return Ok(BTreeMap::new()),
+        Some(serde_json::Value::Object(object)) => object,
+        Some(serde_json::Value::String(text)) => {
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(serde_json::Value::Object(object)) => object,
+                _ => return Err("expected a map, got a string that is not a JSON object".into()),
+            }
+        }
+        Some(other) => return Err(format!("expected a map, got {}", json_kind(&other))),
+    };
+    Ok(object
+        .into_iter()
+        .map(|(key, value)| (key, option_text(value)))
+        .collect())
+}
+
+/// One option value as text, as Go's `cast.ToString` prints scalars.
+fn option_text(value: serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(text) => text,
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (None, Some(u), _) => u.to_string(),
+            // Rust prints f64 like Go's FormatFloat(f, 'f', -1, 64): shortest, no exponent.
+            (None, None, Some(f)) => f.to_string(),
+            (None, None, None) => n.to_string(),
+        },
+        nested @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)) => nested.to_string(),
+    }
+}
+
+/// A short name for the kind of a decoded value, for error messages.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a map",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    const NS: u64 = 1;
+    const US: u64 = 1_000;
+    const MS: u64 = 1_000_000;
+    const S: u64 = 1_000_000_000;
+    const M: u64 = 60 * S;
+    const H: u64 = 60 * M;
+
+    fn src() -> &'static Path {
+        Path::new("/x/c.yaml")
+    }
+
+    fn parse(yaml: &str) -> Result<SentryConfig, ConfigError> {
+        SentryConfig::from_yaml(yaml, src())
+    }
+
+    fn parse_err(yaml: &str) -> String {
+        parse(yaml).unwrap_err().to_string()
+    }
+
+    fn mtls(body: &str) -> String {
+        let mut yaml = String::from(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  mtls:\n",
+        );
+        for line in body.lines() {
+            yaml.push_str("    ");
+            yaml.push_str(line);
+            yaml.push('\n');
+        }
+        yaml
+    }
+
+    #[test]
+    fn go_durations_accepted() {
+        let cases: &[(&str, u64)] = &[
+            ("24h", 24 * H),
+            ("15m", 15 * M),
+            ("1h30m", H + 30 * M),
+            ("25s", 25 * S),
+            ("1.5h", H + 30 * M),
+            ("300ms", 300 * MS),
+            ("1h1m1s1ms1us1ns", H + M + S + MS + US + NS),
+            ("0", 0),
+            ("+0", 0),
+            ("-0", 0),
+            ("0s", 0),
+            ("-0s", 0),
+            ("+5m", 5 * M),
+            (".5s", 500 * MS),
+            ("5.s", 5 * S),
+            ("1\u{b5}s", US),
+            ("1\u{3bc}s", US),
+            ("1.000000001s", S + 1),
+            ("0.3333333333333333333h", 1_200_000_000_000),
+            ("2562047h47m16.854775807s", (1 << 63) - 1),
+            ("9223372036854775807ns", (1 << 63) - 1),
+        ];
+        for &(text, nanos) in cases {
+            assert_eq!(
+                parse_go_duration(text),
+                Ok(Duration::from_nanos(nanos)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn go_durations_rejected() {
+        let cases: &[(&str, &str)] = &[
+            ("", r#"time: invalid duration """#),
+            ("1d", r#"time: unknown unit "d" in duration "1d""#),
+            ("10", r#"time: missing unit in duration "10""#),
+            ("h", r#"time: invalid duration "h""#),
+            ("-5m", r#"negative duration "-5m" is not allowed"#),
+            ("-1ns", r#"negative duration "-1ns" is not allowed"#),
+            ("1..5s", r#"time: missing unit in duration "1..5s""#),
+            ("1e3s", r#"time: unknown unit "e" in duration "1e3s""#),
+            ("-", r#"time: invalid duration "-""#),
+            ("+", r#"time: invalid duration "+""#),
+            (".s", r#"time: invalid duration ".s""#),
+            ("1h ", r#"time: unknown unit "h " in duration "1h ""#),
+            (" 1h", r#"time: invalid duration " 1h""#),
+            ("1H", r#"time: unknown unit "H" in duration "1H""#),
+            (
+                "5m\u{e9}",
+                r#"time: unknown unit "m\xc3\xa9" in duration "5m\xc3\xa9""#,
+            ),
+            ("1\"s", r#"time: unknown unit "\"s" in duration "1\"s""#),
+            ("1\ts", r#"time: unknown unit "\x09s" in duration "1\x09s""#),
+            (
+                "99999999999999999999h",
+                r#"time: invalid duration "99999999999999999999h""#,
+            ),
+            ("3000000h", r#"time: invalid duration "3000000h""#),
+            (
+                "9223372036854775808ns",
+                r#"time: invalid duration "9223372036854775808ns""#,
+            ),
+            (
+                "2562047h47m16.854775808s",
+                r#"time: invalid duration "2562047h47m16.854775808s""#,
+            ),
+            (
+                "9223372036854775808ns9223372036854775808ns",
+                r#"time: invalid duration "9223372036854775808ns9223372036854775808ns""#,
+            ),
+        ];
+        for &(text, message) in cases {
+            let err = parse_go_duration(text).unwrap_err();
+            assert_eq!(err.to_string(), message, "{text:?}");
+        }
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "A" => Some("alpha".into()),
+            "B_2" => Some("beta".into()),
+            "1" => Some("one".into()),
+            "$" => Some("pid".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn env_expansion_matches_go() {
+        let cases: &[(&str, &str)] = &[
+            ("${A}", "alpha"),
+            ("$A", "alpha"),
+            ("x$A.y", "xalpha.y"),
+            ("x${A}y", "xalphay"),
+            ("$Ay", ""),
+            ("${A}${B_2}", "alphabeta"),
+            ("$A$B_2", "alphabeta"),
+            ("${UNSET}", ""),
+            ("a $UNSET b", "a  b"),
+            ("$EMPTY|", "|"),
+            ("cost: 5$", "cost: 5$"),
+            ("$", "$"),
+            ("a$ b", "a$ b"),
+            ("\"$\"", "\"$\""),
+            ("${", ""),
+            ("x${A", "xA"),
+            ("${}", ""),
+            ("a${}b", "ab"),
+            ("$1x", "onex"),
+            ("${1}", "one"),
+            ("$$", "pid"),
+            ("${A:-dflt}", ""),
+            ("no dollars: é", "no dollars: é"),
+            ("é$A€", "éalpha€"),
+            ("${é}", ""),
+            ("$é", "$é"),
+        ];
+        for &(input, want) in cases {
+            assert_eq!(expand_env(input, env), want, "{input:?}");
+        }
+    }
+
+    const REAL_CONFIG: &str = r#"
+# Dapr control plane configuration, as shipped by `dapr init`.
+apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: daprsystem
+  namespace: default
+  labels:
+    app: dapr
+spec:
+  tracing:
+    samplingRate: "1"
+    stdout: true
+    zipkin:
+      endpointAddress: "http://localhost:9411/api/v2/spans"
+  metric:
+    enabled: true
+  features:
+    - name: SchedulerReminders
+      enabled: true
+    - name: HotReload
+      enabled: false
+  accessControl:
+    defaultAction: deny
+    trustDomain: "public"
+    policies:
+      - appId: app1
+        defaultAction: allow
+        trustDomain: "public"
+        namespace: "default"
+        operations:
+          - name: /op1
+            httpVerb: ["POST", "GET"]
+            action: deny
+  mtls:
+    enabled: true
+    workloadCertTTL: "1h30m"
+    allowedClockSkew: "20s"
+    sentryAddress: "localhost:50001"
+    controlPlaneTrustDomain: "cluster.local"
+    someFutureField: [1, 2, 3]
+    tokenValidators:
+      - name: jwks
+        options:
+          source: "https://issuer.example/jwks.json"
+          minRefreshInterval: 10m
+  nameResolution:
+    component: mdns
+    configuration:
+      anything: goes
+"#;
+
+    #[test]
+    fn real_configuration_parses() {
+        let config = parse(REAL_CONFIG).unwrap();
+        assert_eq!(
+            config,
+            SentryConfig {
+                workload_cert_ttl: Duration::from_secs(90 * 60),
+                allowed_clock_skew: Duration::from_secs(20),
+                token_validators: vec![TokenValidatorConfig {
+                    name: "jwks".into(),
+                    options: BTreeMap::from([
+                        ("minRefreshInterval".into(), "10m".into()),
+                        ("source".into(), "https://issuer.example/jwks.json".into()),
+                    ]),
+                }],
+            }
+        );
+    }
+
+    #[test]
+    fn defaults_when_absent_or_empty() {
+        let default = SentryConfig::default();
+        assert_eq!(default.workload_cert_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(default.allowed_clock_skew, Duration::from_secs(15 * 60));
+        assert!(default.token_validators.is_empty());
+        for yaml in [
+            "",
+            "# nothing\n",
+            "---\n",
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\n",
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nspec:\n  tracing:\n    samplingRate: '1'\n",
+            "spec:\n",
+            "spec:\n  mtls:\n",
+            "spec:\n  mtls: {}\n",
+            "spec:\n  mtls:\n    enabled: false\n",
+            "spec:\n  mtls:\n    workloadCertTTL: ''\n    allowedClockSkew: \"\"\n",
+            "spec:\n  mtls:\n    workloadCertTTL:\n    allowedClockSkew: ~\n",
+            "spec:\n  mtls:\n    tokenValidators: []\n",
+        ] {
+            assert_eq!(parse(yaml).unwrap(), default, "{yaml:?}");
+        }
+    }
+
+    #[test]
+    fn null_document_and_sections_are_defaults() {
+        for yaml in ["~\n", "--- ~\n", "spec: ~\n", "spec:\n  mtls: null\n"] {
+            assert_eq!(parse(yaml).unwrap(), SentryConfig::default(), "{yaml:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_rejected() {
+        let message = parse_err(&mtls("workloadCertTTL: 1h\nworkloadCertTTL: 2h"));
+        assert!(
+            message.starts_with("config file /x/c.yaml: invalid YAML: "),
+            "{message}"
+        );
+        assert!(message.contains("duplicate"), "{message}");
+    }
+
+    #[test]
+    fn only_first_document_counts() {
+        let yaml = "spec:\n  mtls:\n    workloadCertTTL: 2h\n---\nspec:\n  mtls:\n    workloadCertTTL: 3h\n";
+        assert_eq!(
+            parse(yaml).unwrap().workload_cert_ttl,
+            Duration::from_secs(2 * 3600)
+        );
+    }
+
+    #[test]
+    fn unquoted_scalars_are_duration_text() {
+        let config = parse(&mtls("workloadCertTTL: 45m\nallowedClockSkew: 0")).unwrap();
+        assert_eq!(config.workload_cert_ttl, Duration::from_secs(45 * 60));
+        assert_eq!(config.allowed_clock_skew, Duration::ZERO);
+    }
+
+    #[test]
+    fn missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.yaml");
+        let err = SentryConfig::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "config file {}: cannot read: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn load_reads_file_and_expands_env() {
+        // Variables this test sets are unlikely to exist elsewhere; reading HOME/PATH instead
+        // would depend on the machine, so expansion of set variables is covered by `expand_env`.
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(
+            mtls("workloadCertTTL: 2h${WARDEN_CONFIG_TEST_SURELY_UNSET}\nallowedClockSkew: 1m")
+                .as_bytes(),
+        )
+        .unwrap();
+        let config = SentryConfig::load(file.path()).unwrap();
+        assert_eq!(config.workload_cert_ttl, Duration::from_secs(2 * 3600));
+        assert_eq!(config.allowed_clock_skew, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn load_reports_bad_value_with_path() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(mtls("workloadCertTTL: 1d").as_bytes())
+            .unwrap();
+        let err = SentryConfig::load(file.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "config file {}: spec.mtls.workloadCertTTL: error parsing WorkloadCertTTL \
+                 duration: time: unknown unit \"d\" in duration \"1d\"",
+                file.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn bad_yaml() {
+        let err = parse("spec:\n  mtls: [\n");
+        assert!(matches!(err, Err(ConfigError::Yaml { .. })));
+        let message = parse_err("spec:\n  mtls: [\n");
+        assert!(
+            message.starts_with("config file /x/c.yaml: invalid YAML: "),
+            "{message}"
+        );
+        assert!(message.contains("line 2"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+
+        let message = parse_err(&mtls("workloadCertTTL: [1h]"));
+        assert!(
+            message.starts_with("config file /x/c.yaml: invalid YAML: "),
+            "{message}"
+        );
+        assert!(message.contains("line 7"), "{message}");
+
+        let message = parse_err("- just\n- a list\n");
+        assert!(
+            message.starts_with("config file /x/c.yaml: invalid YAML: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_ttl_names_field_and_value() {
+        assert_eq!(
+            parse_err(&mtls("workloadCertTTL: 1d")),
+            "config file /x/c.yaml: spec.mtls.workloadCertTTL: error parsing WorkloadCertTTL \
+             duration: time: unknown unit \"d\" in duration \"1d\""
+        );
+        assert_eq!(
+            parse_err(&mtls("workloadCertTTL: 10")),
+            "config file /x/c.yaml: spec.mtls.workloadCertTTL: error parsing WorkloadCertTTL \
+             duration: time: missing unit in duration \"10\""
+        );
+        assert_eq!(
+            parse_err(&mtls("workloadCertTTL: -1h")),
+            "config file /x/c.yaml: spec.mtls.workloadCertTTL: error parsing WorkloadCertTTL \
+             duration: negative duration \"-1h\" is not allowed"
+        );
+        assert_eq!(
+            parse_err(&mtls("workloadCertTTL: 0s")),
+            "config file /x/c.yaml: spec.mtls.workloadCertTTL: a workload certificate lifetime \
+             of \"0s\" is not allowed; it must be greater than zero"
+        );
+        assert!(matches!(
+            parse(&mtls("workloadCertTTL: '0'")),
+            Err(ConfigError::ZeroWorkloadCertTtl { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_skew_names_field_and_value() {
+        assert_eq!(
+            parse_err(&mtls("allowedClockSkew: 5 minutes")),
+            "config file /x/c.yaml: spec.mtls.allowedClockSkew: error parsing AllowedClockSkew \
+             duration: time: unknown unit \" minutes\" in duration \"5 minutes\""
+        );
+        assert_eq!(
+            parse_err(&mtls("allowedClockSkew: -5m")),
+            "config file /x/c.yaml: spec.mtls.allowedClockSkew: error parsing AllowedClockSkew \
+             duration: negative duration \"-5m\" is not allowed"
+        );
+        let err = parse(&mtls("allowedClockSkew: 1w")).unwrap_err();
+        match &err {
+            ConfigError::Duration {
+                field,
+                setting,
+                source,
+                ..
+            } => {
+                assert_eq!(*field, "spec.mtls.allowedClockSkew");
+                assert_eq!(*setting, "AllowedClockSkew");
+                assert_eq!(
+                    *source,
+                    DurationError::UnknownUnit {
+                        unit: "w".into(),
+                        input: "1w".into()
+                    }
+                );
+            }
+            other => unreachable!("unexpected {other:?}"),
+        }
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn ttl_checked_before_skew_and_validators() {
+        let message = parse_err(&mtls(
+            "workloadCertTTL: 1d\nallowedClockSkew: 1d\ntokenValidators:\n  - name: foo",
+        ));
+        assert!(message.contains("WorkloadCertTTL"), "{message}");
+    }
+
+    #[test]
+    fn builtin_validators_rejected() {
+        let builtin = "invalid token validator: the built-in 'kubernetes' and 'insecure' \
+                       validators cannot be configured manually";
+        assert_eq!(
+            parse_err(&mtls("tokenValidators:\n  - name: kubernetes")),
+            format!("config file /x/c.yaml: spec.mtls.tokenValidators[0].name: {builtin}")
+        );
+        assert_eq!(
+            parse_err(&mtls(
+                "tokenValidators:\n  - name: jwks\n  - name: INSECURE"
+            )),
+            format!("config file /x/c.yaml: spec.mtls.tokenValidators[1].name: {builtin}")
+        );
+        assert!(matches!(
+            parse(&mtls("tokenValidators:\n  - name: Kubernetes")),
+            Err(ConfigError::BuiltInValidator { index: 0, ref name, .. }) if name == "Kubernetes"
+        ));
+    }
+
+    #[test]
+    fn unknown_validators_rejected() {
+        assert_eq!(
+            parse_err(&mtls("tokenValidators:\n  - name: foo")),
+            "config file /x/c.yaml: spec.mtls.tokenValidators[0].name: invalid token validator \
+             name: 'foo'; supported values: 'jwks'"
+        );
+        // Sentry quotes the name as written, not lower-cased.
+        assert_eq!(
+            parse_err(&mtls("tokenValidators:\n  - name: OIDC")),
+            "config file /x/c.yaml: spec.mtls.tokenValidators[0].name: invalid token validator \
+             name: 'OIDC'; supported values: 'jwks'"
+        );
+        assert_eq!(
+            parse_err(&mtls("tokenValidators:\n  - options:\n      a: b")),
+            "config file /x/c.yaml: spec.mtls.tokenValidators[0].name: invalid token validator \
+             name: ''; supported values: 'jwks'"
+        );
+    }
+
+    #[test]
+    fn jwks_loads_but_is_not_supported_yet() {
+        let config = parse(&mtls("tokenValidators:\n  - name: JWKS")).unwrap();
+        assert_eq!(
+            config.token_validators,
+            vec![TokenValidatorConfig {
+                name: "jwks".into(),
+                options: BTreeMap::new(),
+            }]
+        );
+        let err = config.check_supported_validators().unwrap_err();
+        assert!(matches!(err, ConfigError::UnsupportedValidator { ref name } if name == "jwks"));
+        assert!(
+            err.to_string()
+                .starts_with("token validator 'jwks' is not supported yet"),
+            "{err}"
+        );
+        assert!(SentryConfig::default().check_supported_validators().is_ok());
+        assert!(
+            parse(REAL_CONFIG)
+                .unwrap()
+                .check_supported_validators()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn repeated_validator_keeps_last_options() {
+        let config = parse(&mtls(
+            "tokenValidators:\n  - name: jwks\n    options:\n      source: a\n  - name: Jwks\n    options:\n      source: b",
+        ))
+        .unwrap();
+        assert_eq!(config.token_validators.len(), 1);
+        assert_eq!(config.token_validators[0].options["source"], "b");
+    }
+
+    #[test]
+    fn options_values_become_strings() {
+        let config = parse(&mtls(
+            "tokenValidators:\n  - name: jwks\n    options:\n      \
+             source: /etc/jwks.json\n      \
+             requestTimeout: 30\n      \
+             minRefreshInterval: 1.5\n      \
+             big: 1e3\n      \
+             negative: -7\n      \
+             hex: 0x10\n      \
+             insecure: true\n      \
+             off: false\n      \
+             empty:\n      \
+             quoted: \"42\"\n      \
+             list: [1, two]\n      \
+             nested: {k: v}",
+        ))
+        .unwrap();
+        let options = &config.token_validators[0].options;
+        let want: BTreeMap<String, String> = [
+            ("source", "/etc/jwks.json"),
+            ("requestTimeout", "30"),
+            ("minRefreshInterval", "1.5"),
+            ("big", "1000"),
+            ("negative", "-7"),
+            ("hex", "16"),
+            ("insecure", "true"),
+            ("off", "false"),
+            ("empty", ""),
+            ("quoted", "42"),
+            ("list", r#"[1,"two"]"#),
+            ("nested", r#"{"k":"v"}"#),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(options, &want);
+    }
+
+    #[test]
+    fn options_as_json_string_or_null() {
+        let config = parse(&mtls(
+            "tokenValidators:\n  - name: jwks\n    options: '{\"source\": \"x\", \"n\": 3}'",
+        ))
+        .unwrap();
+        assert_eq!(
+            config.token_validators[0].options,
+            BTreeMap::from([("n".into(), "3".into()), ("source".into(), "x".into())])
+        );
+        let config = parse(&mtls("tokenValidators:\n  - name: jwks\n    options:")).unwrap();
+        assert!(config.token_validators[0].options.is_empty());
+    }
+
+    #[test]
+    fn options_of_wrong_shape_rejected() {
+        assert_eq!(
+            parse_err(&mtls(
+                "tokenValidators:\n  - name: jwks\n    options: [a, b]"
+            )),
+            "config file /x/c.yaml: spec.mtls.tokenValidators[0].options: expected a map, got a list"
+        );
+        assert_eq!(
+            parse_err(&mtls(
+                "tokenValidators:\n  - name: jwks\n    options: not json"
+            )),
+            "config file /x/c.yaml: spec.mtls.tokenValidators[0].options: expected a map, got a \
+             string that is not a JSON object"
+        );
+    }
+}

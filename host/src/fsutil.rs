@@ -101,7 +101,7 @@ fn write_one(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

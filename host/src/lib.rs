@@ -1,8 +1,14 @@
 //! The `warden` binary as a library: a Sentry-compatible SPIFFE CA (gRPC over TLS), and the
 //! daprd-like identity client. `main.rs` only calls [`cli::main`].
+pub mod cli;
 pub mod config;
 pub mod fsutil;
 pub mod identity;
 pub mod native;
 pub mod observability;
 pub mod proto;
+pub mod reload;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod tls;

@@ -1,1 +1,4 @@
-fn main() {}
+//! `warden`: see the library's `cli` module.
+fn main() -> std::process::ExitCode {
+    warden_host::cli::main()
+}

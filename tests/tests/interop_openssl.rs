@@ -16,8 +16,9 @@ mod common;
 use std::path::Path;
 
 use common::{
-    TestCa, certificate_pem, data_path, issue_leaf, now, openssl, parse_chain, read_file, run,
-    tempdir, try_run, verified_csr, workload_id, write_file,
+    OPENSSL_KEYS, TestCa, certificate_pem, data_path, issue_leaf, now, openssl, openssl_csr,
+    openssl_verify_ok, parse_chain, read_file, run, run_seed_recipe, tempdir, try_run,
+    verified_csr, workload_id, write_file,
 };
 use der::{Decode, Encode};
 use warden_core::bundle::{BundleError, CaBundle};
@@ -26,80 +27,6 @@ use warden_core::crypto::{CaSigner as _, KeyAlgorithm, KeyType, RustCryptoVerifi
 use warden_core::csr::{self, CsrTemplate};
 use x509_cert::Certificate;
 use x509_cert::request::CertReq;
-
-/// A key type openssl makes with `genpkey`, and what core must classify it as.
-struct OpensslKey {
-    name: &'static str,
-    genpkey: &'static [&'static str],
-    expected: KeyType,
-}
-
-const OPENSSL_KEYS: [OpensslKey; 4] = [
-    OpensslKey {
-        name: "p256",
-        genpkey: &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        expected: KeyType::EcdsaP256,
-    },
-    OpensslKey {
-        name: "p384",
-        genpkey: &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
-        expected: KeyType::EcdsaP384,
-    },
-    OpensslKey {
-        name: "ed25519",
-        genpkey: &["-algorithm", "ED25519"],
-        expected: KeyType::Ed25519,
-    },
-    OpensslKey {
-        name: "rsa2048",
-        genpkey: &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-        expected: KeyType::Rsa { bits: 2048 },
-    },
-];
-
-/// A key and an empty-subject CSR made by openssl.
-struct OpensslCsr {
-    /// `<name>.key`, PKCS#8 PEM.
-    key_file: String,
-    /// The CSR as PEM.
-    pem: Vec<u8>,
-    /// The CSR as DER.
-    der: Vec<u8>,
-    /// The key's SubjectPublicKeyInfo DER as openssl prints it.
-    spki_der: Vec<u8>,
-}
-
-fn openssl_csr(dir: &Path, key: &OpensslKey) -> OpensslCsr {
-    let key_file = format!("{}.key", key.name);
-    let pem_file = format!("{}.csr.pem", key.name);
-    let der_file = format!("{}.csr.der", key.name);
-    let spki_file = format!("{}.spki.der", key.name);
-    run(openssl(dir, ["genpkey", "-out", &key_file]).args(key.genpkey));
-    run(openssl(
-        dir,
-        [
-            "req", "-new", "-key", &key_file, "-subj", "/", "-out", &pem_file,
-        ],
-    ));
-    run(openssl(
-        dir,
-        [
-            "req", "-in", &pem_file, "-outform", "DER", "-out", &der_file,
-        ],
-    ));
-    run(openssl(
-        dir,
-        [
-            "pkey", "-in", &key_file, "-pubout", "-outform", "DER", "-out", &spki_file,
-        ],
-    ));
-    OpensslCsr {
-        key_file,
-        pem: read_file(&dir.join(pem_file)),
-        der: read_file(&dir.join(der_file)),
-        spki_der: read_file(&dir.join(spki_file)),
-    }
-}
 
 #[test]
 fn openssl_empty_subject_csrs_are_accepted_with_their_key_type() {
@@ -292,33 +219,6 @@ fn tampered_core_csr_fails_openssl_req_verify() {
     }
 }
 
-/// `openssl verify -x509_strict -CAfile <ca> -untrusted <issuer> -purpose <purpose> <leaf>` for
-/// both `sslclient` and `sslserver`; panics unless openssl prints `<leaf>: OK` each time.
-fn openssl_verify_ok(dir: &Path, ca: &str, untrusted: &str, leaf: &str) {
-    for purpose in ["sslclient", "sslserver"] {
-        let out = run(openssl(
-            dir,
-            [
-                "verify",
-                "-x509_strict",
-                "-CAfile",
-                ca,
-                "-untrusted",
-                untrusted,
-                "-purpose",
-                purpose,
-                leaf,
-            ],
-        ));
-        assert_eq!(
-            out.stdout.trim(),
-            format!("{leaf}: OK"),
-            "openssl verify -purpose {purpose} {leaf}: {}",
-            out.combined()
-        );
-    }
-}
-
 /// The public key of a certificate (or key file) as openssl prints it.
 fn openssl_public_key_pem(dir: &Path, args: &[&str]) -> String {
     run(openssl(dir, args)).stdout
@@ -463,77 +363,8 @@ fn openssl_rejects_core_leaf_after_not_after() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The Dapr docs' OpenSSL "bring your own certificates" recipe, run verbatim.
-
-/// `root.conf` exactly as the docs give it.
-const SEED_ROOT_CONF: &str = "\
-[req]
-distinguished_name = req_distinguished_name
-x509_extensions = v3_req
-prompt = no
-[req_distinguished_name]
-C = US
-ST = VA
-L = Daprville
-O = dapr.io/sentry
-OU = dapr.io/sentry
-CN = cluster.local
-[v3_req]
-basicConstraints = critical, CA:true
-keyUsage = critical, digitalSignature, cRLSign, keyCertSign
-extendedKeyUsage = serverAuth, clientAuth
-subjectAltName = @alt_names
-[alt_names]
-DNS.1 = cluster.local
-";
-
-/// The docs' root commands, verbatim.
-const SEED_ROOT_COMMANDS: [&str; 3] = [
-    "openssl ecparam -genkey -name prime256v1 | openssl ec -out root.key",
-    "openssl req -new -nodes -sha256 -key root.key -out root.csr -config root.conf -extensions v3_req",
-    "openssl x509 -req -sha256 -days 365 -in root.csr -signkey root.key -outform PEM -out root.pem -extfile root.conf -extensions v3_req",
-];
-
-/// The docs' issuer commands, verbatim.
-const SEED_ISSUER_COMMANDS: [&str; 3] = [
-    "openssl ecparam -genkey -name prime256v1 | openssl ec -out issuer.key",
-    "openssl req -new -sha256 -key issuer.key -out issuer.csr -config issuer.conf -extensions v3_req",
-    "openssl x509 -req -in issuer.csr -CA root.pem -CAkey root.key -CAcreateserial -outform PEM -out issuer.pem -days 365 -sha256 -extfile issuer.conf -extensions v3_req",
-];
-
-/// `issuer.conf`: the same content with `pathlen:0` appended to the basicConstraints line.
-fn seed_issuer_conf() -> String {
-    const LINE: &str = "basicConstraints = critical, CA:true\n";
-    assert_eq!(SEED_ROOT_CONF.matches(LINE).count(), 1);
-    SEED_ROOT_CONF.replace(LINE, "basicConstraints = critical, CA:true, pathlen:0\n")
-}
-
-/// Runs the recipe in `dir`, leaving `root.pem`, `root.key`, `issuer.pem`, `issuer.key`.
-fn run_seed_recipe(dir: &Path) {
-    write_file(dir, "root.conf", SEED_ROOT_CONF);
-    write_file(dir, "issuer.conf", seed_issuer_conf());
-    for line in SEED_ROOT_COMMANDS.iter().chain(&SEED_ISSUER_COMMANDS) {
-        // The recipe pipes one openssl into another, so it runs under sh as written.
-        let mut cmd = std::process::Command::new("sh");
-        cmd.current_dir(dir).args(["-c", line]);
-        run(&mut cmd);
-    }
-    // Sanity: the recipe produced the shape the docs describe.
-    let issuer_text = run(openssl(
-        dir,
-        ["x509", "-noout", "-text", "-in", "issuer.pem"],
-    ))
-    .stdout;
-    assert!(
-        issuer_text.contains("CA:TRUE, pathlen:0"),
-        "recipe issuer lacks pathlen:0: {issuer_text}"
-    );
-    let root_text = run(openssl(dir, ["x509", "-noout", "-text", "-in", "root.pem"])).stdout;
-    assert!(
-        root_text.contains("CA:TRUE") && !root_text.contains("pathlen"),
-        "recipe root: {root_text}"
-    );
-}
+// The Dapr docs' OpenSSL "bring your own certificates" recipe (`common::run_seed_recipe`), run
+// verbatim.
 
 /// Loads the recipe's files with core, with `issuer.crt` and `issuer.key` taken from the files
 /// given.

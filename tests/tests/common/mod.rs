@@ -18,7 +18,7 @@ use warden_core::bundle::{
     CaBundle, CaParams, CredentialFiles, IssuedSvid, WorkloadRequest, certificates_to_pem,
     parse_certificates,
 };
-use warden_core::crypto::{KeyAlgorithm, RustCryptoVerifier};
+use warden_core::crypto::{KeyAlgorithm, KeyType, RustCryptoVerifier};
 use warden_core::csr::{self, VerifiedCsr};
 use warden_core::profile::{DEFAULT_CA_TTL, DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL};
 use warden_core::spiffe::{SpiffeId, TrustDomain};
@@ -267,4 +267,179 @@ impl TestCa {
             ),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// openssl-made keys and CSRs, `openssl verify`, and the Dapr docs' OpenSSL "bring your own
+// certificates" recipe (shared by `interop_openssl.rs` and the `server_*` tests).
+
+/// A key type openssl makes with `genpkey`, and what core must classify it as.
+pub(crate) struct OpensslKey {
+    pub(crate) name: &'static str,
+    pub(crate) genpkey: &'static [&'static str],
+    pub(crate) expected: KeyType,
+}
+
+pub(crate) const OPENSSL_KEYS: [OpensslKey; 4] = [
+    OpensslKey {
+        name: "p256",
+        genpkey: &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        expected: KeyType::EcdsaP256,
+    },
+    OpensslKey {
+        name: "p384",
+        genpkey: &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        expected: KeyType::EcdsaP384,
+    },
+    OpensslKey {
+        name: "ed25519",
+        genpkey: &["-algorithm", "ED25519"],
+        expected: KeyType::Ed25519,
+    },
+    OpensslKey {
+        name: "rsa2048",
+        genpkey: &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        expected: KeyType::Rsa { bits: 2048 },
+    },
+];
+
+/// A key and an empty-subject CSR made by openssl.
+pub(crate) struct OpensslCsr {
+    /// `<name>.key`, PKCS#8 PEM.
+    pub(crate) key_file: String,
+    /// The CSR as PEM.
+    pub(crate) pem: Vec<u8>,
+    /// The CSR as DER.
+    pub(crate) der: Vec<u8>,
+    /// The key's SubjectPublicKeyInfo DER as openssl prints it.
+    pub(crate) spki_der: Vec<u8>,
+}
+
+pub(crate) fn openssl_csr(dir: &Path, key: &OpensslKey) -> OpensslCsr {
+    let key_file = format!("{}.key", key.name);
+    let pem_file = format!("{}.csr.pem", key.name);
+    let der_file = format!("{}.csr.der", key.name);
+    let spki_file = format!("{}.spki.der", key.name);
+    run(openssl(dir, ["genpkey", "-out", &key_file]).args(key.genpkey));
+    run(openssl(
+        dir,
+        [
+            "req", "-new", "-key", &key_file, "-subj", "/", "-out", &pem_file,
+        ],
+    ));
+    run(openssl(
+        dir,
+        [
+            "req", "-in", &pem_file, "-outform", "DER", "-out", &der_file,
+        ],
+    ));
+    run(openssl(
+        dir,
+        [
+            "pkey", "-in", &key_file, "-pubout", "-outform", "DER", "-out", &spki_file,
+        ],
+    ));
+    OpensslCsr {
+        key_file,
+        pem: read_file(&dir.join(pem_file)),
+        der: read_file(&dir.join(der_file)),
+        spki_der: read_file(&dir.join(spki_file)),
+    }
+}
+
+/// `openssl verify -x509_strict -CAfile <ca> -untrusted <issuer> -purpose <purpose> <leaf>` for
+/// both `sslclient` and `sslserver`; panics unless openssl prints `<leaf>: OK` each time.
+pub(crate) fn openssl_verify_ok(dir: &Path, ca: &str, untrusted: &str, leaf: &str) {
+    for purpose in ["sslclient", "sslserver"] {
+        let out = run(openssl(
+            dir,
+            [
+                "verify",
+                "-x509_strict",
+                "-CAfile",
+                ca,
+                "-untrusted",
+                untrusted,
+                "-purpose",
+                purpose,
+                leaf,
+            ],
+        ));
+        assert_eq!(
+            out.stdout.trim(),
+            format!("{leaf}: OK"),
+            "openssl verify -purpose {purpose} {leaf}: {}",
+            out.combined()
+        );
+    }
+}
+
+/// `root.conf` exactly as the docs give it.
+pub(crate) const SEED_ROOT_CONF: &str = "\
+[req]
+distinguished_name = req_distinguished_name
+x509_extensions = v3_req
+prompt = no
+[req_distinguished_name]
+C = US
+ST = VA
+L = Daprville
+O = dapr.io/sentry
+OU = dapr.io/sentry
+CN = cluster.local
+[v3_req]
+basicConstraints = critical, CA:true
+keyUsage = critical, digitalSignature, cRLSign, keyCertSign
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = @alt_names
+[alt_names]
+DNS.1 = cluster.local
+";
+
+/// The docs' root commands, verbatim.
+pub(crate) const SEED_ROOT_COMMANDS: [&str; 3] = [
+    "openssl ecparam -genkey -name prime256v1 | openssl ec -out root.key",
+    "openssl req -new -nodes -sha256 -key root.key -out root.csr -config root.conf -extensions v3_req",
+    "openssl x509 -req -sha256 -days 365 -in root.csr -signkey root.key -outform PEM -out root.pem -extfile root.conf -extensions v3_req",
+];
+
+/// The docs' issuer commands, verbatim.
+pub(crate) const SEED_ISSUER_COMMANDS: [&str; 3] = [
+    "openssl ecparam -genkey -name prime256v1 | openssl ec -out issuer.key",
+    "openssl req -new -sha256 -key issuer.key -out issuer.csr -config issuer.conf -extensions v3_req",
+    "openssl x509 -req -in issuer.csr -CA root.pem -CAkey root.key -CAcreateserial -outform PEM -out issuer.pem -days 365 -sha256 -extfile issuer.conf -extensions v3_req",
+];
+
+/// `issuer.conf`: the same content with `pathlen:0` appended to the basicConstraints line.
+pub(crate) fn seed_issuer_conf() -> String {
+    const LINE: &str = "basicConstraints = critical, CA:true\n";
+    assert_eq!(SEED_ROOT_CONF.matches(LINE).count(), 1);
+    SEED_ROOT_CONF.replace(LINE, "basicConstraints = critical, CA:true, pathlen:0\n")
+}
+
+/// Runs the recipe in `dir`, leaving `root.pem`, `root.key`, `issuer.pem`, `issuer.key`.
+pub(crate) fn run_seed_recipe(dir: &Path) {
+    write_file(dir, "root.conf", SEED_ROOT_CONF);
+    write_file(dir, "issuer.conf", seed_issuer_conf());
+    for line in SEED_ROOT_COMMANDS.iter().chain(&SEED_ISSUER_COMMANDS) {
+        // The recipe pipes one openssl into another, so it runs under sh as written.
+        let mut cmd = Command::new("sh");
+        cmd.current_dir(dir).args(["-c", line]);
+        run(&mut cmd);
+    }
+    // Sanity: the recipe produced the shape the docs describe.
+    let issuer_text = run(openssl(
+        dir,
+        ["x509", "-noout", "-text", "-in", "issuer.pem"],
+    ))
+    .stdout;
+    assert!(
+        issuer_text.contains("CA:TRUE, pathlen:0"),
+        "recipe issuer lacks pathlen:0: {issuer_text}"
+    );
+    let root_text = run(openssl(dir, ["x509", "-noout", "-text", "-in", "root.pem"])).stdout;
+    assert!(
+        root_text.contains("CA:TRUE") && !root_text.contains("pathlen"),
+        "recipe root: {root_text}"
+    );
 }

@@ -1,0 +1,109 @@
+//! What operators see of a running Warden: Dapr kit-style logs, Sentry's Prometheus metrics, and the
+//! healthz and metrics HTTP servers, all compatible with Sentry so existing probes, dashboards and log
+//! pipelines keep working.
+//!
+//! - Logs: [`init_logging`] with scopes [`SCOPE_SENTRY`], [`SCOPE_CA`], [`SCOPE_SERVER`] as tracing targets;
+//!   mark a fatal error with `tracing::error!(target: SCOPE_SENTRY, fatal = true, "...")`.
+//! - Metrics: [`Metrics`], served by [`serve_metrics`] (Sentry's `--metrics-port`, default 9090).
+//! - Readiness: [`Health`] and [`HealthTarget`], served by [`serve_healthz`] (`--healthz-port`, default 8080).
+
+mod health;
+mod logging;
+mod metrics;
+
+pub use health::{Health, HealthTarget, serve_healthz};
+pub use logging::{
+    LogLevel, LogOptions, LoggingError, SCOPE_CA, SCOPE_SENTRY, SCOPE_SERVER, init_logging,
+    make_subscriber,
+};
+pub use metrics::{METRICS_CONTENT_TYPE, Metrics, serve_metrics};
+
+/// A tiny HTTP/1.1 client and server harness for the endpoint tests, so they need no client dependency.
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod test_http {
+    use std::future::Future;
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    /// A parsed response.
+    pub(super) struct Response {
+        pub(super) status: u16,
+        pub(super) headers: Vec<(String, String)>,
+        pub(super) body: String,
+    }
+
+    impl Response {
+        pub(super) fn header(&self, name: &str) -> Option<String> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    /// Binds 127.0.0.1:0, runs `serve` on it in a task, and returns the address, the shutdown trigger and the task.
+    pub(super) async fn spawn_until<F, Fut>(
+        serve: F,
+    ) -> (
+        SocketAddr,
+        oneshot::Sender<()>,
+        JoinHandle<std::io::Result<()>>,
+    )
+    where
+        F: FnOnce(TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        let task = tokio::spawn(serve(listener, shutdown));
+        (addr, stop, task)
+    }
+
+    /// Sends one `Connection: close` request and reads the whole response (the body is not chunked for these
+    /// handlers: axum sets Content-Length on fixed bodies).
+    pub(super) async fn request(addr: SocketAddr, method: &str, path: &str) -> Response {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').unwrap();
+                (name.trim().to_owned(), value.trim().to_owned())
+            })
+            .collect();
+        Response {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+}

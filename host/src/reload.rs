@@ -1,0 +1,165 @@
+//! Hot reload of the issuer credentials, and the hourly expiry report.
+//!
+//! Sentry tears its whole runner down on any change in the credential directories. Warden
+//! swaps only the bundle: requests in flight finish with the bundle they loaded, new ones get the
+//! new one, and a set that does not validate is refused while the old one keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use warden_core::UnixTime;
+use warden_core::bundle::CaBundle;
+use warden_core::expiry::{CaCertKind, ExpiryStatus, expiry_status, expiry_warning};
+use warden_core::profile::Validity;
+
+use crate::observability::{Metrics, SCOPE_CA, SCOPE_SENTRY};
+use crate::store::{self, CredentialPaths};
+
+/// Sentry's batching window: events within it cause one reload.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// Watches the credential directories and calls `on_reload` with each new valid bundle.
+/// Returns the watcher, which must be kept alive.
+pub fn watch(
+    paths: CredentialPaths,
+    debounce: Duration,
+    metrics: Metrics,
+    on_reload: impl Fn(Arc<CaBundle>) + Send + 'static,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let names: Vec<PathBuf> = [
+        &paths.trust_anchors,
+        &paths.issuer_certificate,
+        &paths.issuer_key,
+    ]
+    .into_iter()
+    .cloned()
+    .collect();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            Ok(event) if is_credential_change(&event, &names) => {
+                // A full channel already means "reload pending": dropping is right.
+                let _ = tx.try_send(());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(target: SCOPE_SENTRY, "Error watching credential directories: {e}");
+            }
+        }
+    })?;
+    let dirs = paths.directories();
+    for dir in &dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    tracing::info!(target: SCOPE_SENTRY, "Starting watch on filesystem directories: [{}]", shown.join(" "));
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(debounce).await;
+            while rx.try_recv().is_ok() {}
+            metrics.issuer_cert_changed();
+            tracing::warn!(target: SCOPE_SENTRY, "Issuer credentials changed; reloading");
+            match store::load(&paths, crate::service::now()) {
+                Ok(bundle) => {
+                    let bundle = Arc::new(bundle);
+                    report_expiry(&bundle, &metrics, crate::service::now());
+                    on_reload(bundle);
+                    tracing::info!(target: SCOPE_CA, "CA certificate key pair ready");
+                }
+                Err(e) => tracing::error!(
+                    target: SCOPE_SENTRY,
+                    "Failed to reload issuer credentials; still serving with the previous ones: {e}"
+                ),
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+fn is_credential_change(event: &notify::Event, names: &[PathBuf]) -> bool {
+    // Reading the files ourselves produces access events: reacting to them would loop.
+    let relevant = matches!(
+        event.kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    );
+    relevant
+        && event
+            .paths
+            .iter()
+            .any(|p| names.iter().any(|n| same_file_name(p, n)))
+}
+
+fn same_file_name(event_path: &Path, credential: &Path) -> bool {
+    event_path == credential
+        || (event_path.file_name() == credential.file_name()
+            && event_path
+                .parent()
+                .map(Path::canonicalize)
+                .and_then(Result::ok)
+                == credential
+                    .parent()
+                    .map(Path::canonicalize)
+                    .and_then(Result::ok))
+}
+
+/// Logs Sentry's expiry texts for every anchor and for the issuer, and sets the expiry gauges.
+pub fn report_expiry(bundle: &CaBundle, metrics: &Metrics, now: UnixTime) {
+    let mut earliest_root: Option<UnixTime> = None;
+    for anchor in bundle.trust_anchors() {
+        let not_after = Validity::of(anchor).not_after;
+        earliest_root = Some(earliest_root.map_or(not_after, |e| e.min(not_after)));
+        log_expiry(CaCertKind::Root, not_after, now);
+    }
+    let issuer_not_after = bundle.issuer_validity().not_after;
+    log_expiry(CaCertKind::Issuer, issuer_not_after, now);
+    metrics.set_issuer_cert_expiry(unix_secs(issuer_not_after));
+    if let Some(root) = earliest_root {
+        metrics.set_root_cert_expiry(unix_secs(root));
+    }
+}
+
+fn unix_secs(t: UnixTime) -> i64 {
+    i64::try_from(t.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn log_expiry(kind: CaCertKind, not_after: UnixTime, now: UnixTime) {
+    if let Some(warning) = expiry_warning(kind, not_after, now) {
+        tracing::warn!(target: SCOPE_SENTRY, "{warning}");
+    } else if let ExpiryStatus::Valid { remaining } = expiry_status(not_after, now) {
+        tracing::debug!(target: SCOPE_SENTRY, "{} is still valid for {}", kind.subject(), go_duration(remaining));
+    }
+}
+
+/// Go's `Duration.String` for whole seconds and above (`8759h59m59s`), which is what the
+/// "still valid for" line prints after truncation to seconds.
+pub fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_duration_format() {
+        assert_eq!(go_duration(Duration::from_secs(0)), "0s");
+        assert_eq!(go_duration(Duration::from_secs(59)), "59s");
+        assert_eq!(go_duration(Duration::from_secs(61)), "1m1s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(
+            go_duration(Duration::from_secs(365 * 24 * 3600 - 1)),
+            "8759h59m59s"
+        );
+    }
+}

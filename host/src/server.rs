@@ -1,0 +1,389 @@
+//! `warden` with no subcommand: Sentry's flags, Sentry's start-up sequence and log lines, the
+//! gRPC CA over TLS, healthz and metrics, hot reload, expiry reports and graceful shutdown.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use warden_core::bundle::{ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME, TRUST_ANCHORS_FILENAME};
+use warden_core::spiffe::{SpiffeId, TrustDomain};
+
+use crate::config::SentryConfig;
+use crate::observability::{self, Health, LogLevel, Metrics, SCOPE_CA, SCOPE_SENTRY, SCOPE_SERVER};
+use crate::reload;
+use crate::service::{self, CaService, CaState, IssuancePolicy, Validators};
+use crate::store::{self, CredentialPaths, GenerateOptions, Origin};
+use crate::tls::{self, ServingCert};
+
+/// Sentry's flags, names and defaults (spec §4). Go's single-dash spelling (`-port`) is
+/// accepted too, see [`crate::cli`].
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory holding the trust anchors, issuer certificate and issuer key. Generated
+    /// (self-signed root + issuer, files 0600) on first start when any file is missing.
+    #[arg(long, default_value = "/var/run/secrets/dapr.io/credentials")]
+    pub issuer_credentials: PathBuf,
+    /// Trust anchors file name (PEM, one or more self-signed roots). An absolute path is used
+    /// as given.
+    #[arg(long, default_value = TRUST_ANCHORS_FILENAME)]
+    pub issuer_ca_filename: String,
+    /// Issuer certificate chain file name (PEM, issuer first).
+    #[arg(long, default_value = ISSUER_CERT_FILENAME)]
+    pub issuer_certificate_filename: String,
+    /// Issuer private key file name (PEM: PKCS#8, SEC1 EC or PKCS#1 RSA).
+    #[arg(long, default_value = ISSUER_KEY_FILENAME)]
+    pub issuer_key_filename: String,
+    /// Trust domain of the CA: the root's subject and this server's SPIFFE ID
+    /// spiffe://<trust-domain>/ns/<NAMESPACE>/dapr-sentry.
+    #[arg(long, default_value = "localhost")]
+    pub trust_domain: String,
+    /// Path of a Dapr Configuration YAML (spec.mtls: workloadCertTTL, allowedClockSkew,
+    /// tokenValidators). Without it: 24h TTL, 15m skew, insecure validator.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// gRPC port of the CA (TLS, ALPN h2).
+    #[arg(long, default_value_t = 50001)]
+    pub port: u16,
+    /// Address the gRPC server binds; empty means all interfaces.
+    #[arg(long, default_value = "")]
+    pub listen_address: String,
+    /// Port of the health endpoint GET /healthz.
+    #[arg(long, default_value_t = 8080)]
+    pub healthz_port: u16,
+    /// Address of the health endpoint; empty means all interfaces.
+    #[arg(long, default_value = "")]
+    pub healthz_listen_address: String,
+    /// Serve Prometheus metrics.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_metrics: bool,
+    /// Port of the Prometheus endpoint (GET / and /metrics).
+    #[arg(long, default_value_t = 9090)]
+    pub metrics_port: u16,
+    /// Address of the Prometheus endpoint.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub metrics_listen_address: String,
+    /// Only `standalone` is supported; `kubernetes` is refused with an explanation.
+    #[arg(long, default_value = "standalone")]
+    pub mode: String,
+    /// Accepted for compatibility; only used in kubernetes mode.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Minimum log level.
+    #[arg(long, value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+    /// Log JSON lines with Dapr's fields (time, level, msg, scope, type, instance, ver).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub log_as_json: bool,
+    /// Sentry's namespace: the issuer's and this server's SPIFFE path.
+    #[arg(
+        long = "namespace",
+        env = "NAMESPACE",
+        default_value = "default",
+        hide = true
+    )]
+    pub namespace: String,
+}
+
+/// Version printed in the start-up line and in JSON logs.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const COMMIT: &str = match option_env!("WARDEN_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// How long in-flight requests get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// A TLS handshake that takes longer than this is dropped (slow or idle clients).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the CA until SIGTERM/SIGINT. Start-up errors are returned (the caller logs them as
+/// fatal and exits non-zero); nothing on disk is touched when validation fails.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing::info!(target: SCOPE_SENTRY, "Starting Dapr Sentry certificate authority -- version {VERSION} -- commit {COMMIT}");
+    match args.mode.as_str() {
+        "standalone" => {}
+        "kubernetes" => bail!(
+            "--mode kubernetes is not supported yet by warden; run with --mode standalone (the default)"
+        ),
+        other => bail!("invalid --mode {other:?}: expected standalone or kubernetes"),
+    }
+    let config = match &args.config {
+        Some(path) => SentryConfig::load(path)?,
+        None => SentryConfig::default(),
+    };
+    config.check_supported_validators()?;
+    let trust_domain = TrustDomain::new(&args.trust_domain)
+        .map_err(|e| anyhow::anyhow!("invalid --trust-domain {:?}: {e}", args.trust_domain))?;
+    let server_id = SpiffeId::sentry(&trust_domain, &args.namespace)
+        .map_err(|e| anyhow::anyhow!("invalid NAMESPACE {:?}: {e}", args.namespace))?;
+    let policy = IssuancePolicy {
+        ttl: config.workload_cert_ttl,
+        clock_skew: config.allowed_clock_skew,
+    };
+
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let healthz_target = health.register("healthz-server");
+    let sentry_target = health.register("sentry-server");
+    let metrics_target = args
+        .enable_metrics
+        .then(|| health.register("metrics-exporter"));
+
+    tracing::info!(target: SCOPE_SENTRY, "Using local file system for trust bundle storage");
+    let paths = CredentialPaths::new(
+        &args.issuer_credentials,
+        &args.issuer_ca_filename,
+        &args.issuer_certificate_filename,
+        &args.issuer_key_filename,
+    );
+    let generate = GenerateOptions {
+        trust_domain: trust_domain.clone(),
+        namespace: args.namespace.clone(),
+        clock_skew: policy.clock_skew,
+    };
+    let (bundle, origin) = store::load_or_generate(
+        &paths,
+        &generate,
+        service::now(),
+        &mut rand_core::UnwrapErr(getrandom::SysRng),
+    )?;
+    match origin {
+        Origin::Generated => {
+            tracing::info!(target: SCOPE_CA, "Root and issuer certs not found: generating self signed CA");
+            metrics.issuer_cert_changed();
+        }
+        Origin::Loaded => {
+            tracing::info!(target: SCOPE_CA, "Root and issuer certs found: using credentials from store");
+        }
+    }
+    tracing::info!(target: SCOPE_CA, "CA certificate key pair ready");
+    let bundle = Arc::new(bundle);
+    reload::report_expiry(&bundle, &metrics, service::now());
+
+    let serving = Arc::new(ServingCert::new(
+        &bundle,
+        &server_id,
+        policy,
+        service::now(),
+    )?);
+    let state = Arc::new(CaState {
+        bundle: ArcSwap::new(Arc::clone(&bundle)),
+        policy,
+        validators: Validators::insecure_default(),
+        namespace: args.namespace.clone(),
+        trust_domain: trust_domain.clone(),
+        metrics: metrics.clone(),
+    });
+    tracing::info!(target: SCOPE_SERVER, "Adding validator 'insecure' with Sentry ID: {server_id}");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = move || {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let healthz_listener = bind(&args.healthz_listen_address, args.healthz_port, "healthz").await?;
+    let healthz = tokio::spawn(observability::serve_healthz(
+        healthz_listener,
+        health.clone(),
+        axum::Router::new(),
+        shutdown(),
+    ));
+    tracing::info!(target: SCOPE_SENTRY, "Healthz server is listening on {}:{}", args.healthz_listen_address, args.healthz_port);
+    healthz_target.ready();
+    let metrics_server = match metrics_target {
+        Some(target) => {
+            let listener = bind(&args.metrics_listen_address, args.metrics_port, "metrics").await?;
+            target.ready();
+            tracing::info!(target: SCOPE_SENTRY, "metrics server started on {}:{}/", args.metrics_listen_address, args.metrics_port);
+            Some(tokio::spawn(observability::serve_metrics(
+                listener,
+                metrics.clone(),
+                shutdown(),
+            )))
+        }
+        None => None,
+    };
+
+    // Reload and renewal share one path: a new bundle also means a new serving certificate,
+    // so clients that only trust a new root can still reach the server.
+    let on_new_bundle = {
+        let state = Arc::clone(&state);
+        let serving = Arc::clone(&serving);
+        let server_id = server_id.clone();
+        let metrics = metrics.clone();
+        move |bundle: Arc<warden_core::bundle::CaBundle>| {
+            state.bundle.store(Arc::clone(&bundle));
+            if let Err(e) = serving.renew(&bundle, &server_id, policy, service::now()) {
+                metrics.server_cert_issue_failed("ca_error");
+                tracing::error!(target: SCOPE_SERVER, "Failed to renew the server certificate after reload: {e}");
+            }
+        }
+    };
+    let _watcher = reload::watch(
+        paths.clone(),
+        reload::RELOAD_DEBOUNCE,
+        metrics.clone(),
+        on_new_bundle,
+    )
+    .context("cannot watch the credential directories")?;
+    tokio::spawn(renew_serving_cert(
+        Arc::clone(&state),
+        Arc::clone(&serving),
+        server_id.clone(),
+    ));
+    tokio::spawn(hourly_expiry_report(Arc::clone(&state)));
+
+    let grpc_listener = bind(&args.listen_address, args.port, "gRPC").await?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(Arc::clone(&serving))?));
+    let incoming = tls_incoming(grpc_listener, acceptor);
+    tracing::info!(target: SCOPE_SERVER, "Running gRPC server on port {}", args.port);
+    sentry_target.ready();
+
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .add_service(CaService::new(Arc::clone(&state)).into_server())
+            .serve_with_incoming_shutdown(incoming, shutdown()),
+    );
+
+    wait_for_signal().await;
+    tracing::info!(target: SCOPE_SENTRY, "Received shutdown signal; finishing in-flight requests");
+    sentry_target.not_ready();
+    let _ = shutdown_tx.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, grpc).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(target: SCOPE_SERVER, "gRPC server error: {e}"),
+        Ok(Err(e)) => tracing::error!(target: SCOPE_SERVER, "gRPC server task failed: {e}"),
+        Err(_) => {
+            tracing::warn!(target: SCOPE_SERVER, "In-flight requests did not finish within {SHUTDOWN_GRACE:?}")
+        }
+    }
+    let _ = healthz.await;
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
+    tracing::info!(target: SCOPE_SENTRY, "Sentry shut down gracefully");
+    Ok(())
+}
+
+async fn bind(address: &str, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    let ip: IpAddr = if address.is_empty() {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        address
+            .parse()
+            .with_context(|| format!("invalid {what} listen address {address:?}"))?
+    };
+    let addr = SocketAddr::new(ip, port);
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        // Hosts without IPv6 cannot bind [::]; all-interfaces then means 0.0.0.0.
+        Err(_) if address.is_empty() => TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+            .await
+            .with_context(|| format!("cannot listen for {what} on port {port}")),
+        Err(e) => Err(e).with_context(|| format!("cannot listen for {what} on {addr}")),
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes off the accept loop, so one slow
+/// client cannot hold up the others.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(target: SCOPE_SERVER, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            if tx.is_closed() {
+                break;
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(target: SCOPE_SERVER, "TLS handshake with {peer} failed: {e}");
+                    }
+                    Err(_) => {
+                        tracing::debug!(target: SCOPE_SERVER, "TLS handshake with {peer} timed out");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Renews the server's own SVID at half its life; retries every 10 s on failure.
+async fn renew_serving_cert(state: Arc<CaState>, serving: Arc<ServingCert>, server_id: SpiffeId) {
+    loop {
+        let due = tls::renewal_time(serving.validity());
+        let wait = service::now().until(due).min(Duration::from_secs(60));
+        tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
+        if service::now() < due {
+            continue;
+        }
+        let bundle = state.bundle.load_full();
+        match serving.renew(&bundle, &server_id, state.policy, service::now()) {
+            Ok(v) => {
+                tracing::info!(target: SCOPE_SERVER, "Renewed server certificate; expires on {}", v.not_after)
+            }
+            Err(e) => {
+                state.metrics.server_cert_issue_failed("ca_error");
+                tracing::error!(target: SCOPE_SERVER, "Failed to renew the server certificate: {e}");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+    }
+}
+
+/// Sentry ≤1.11's hourly check, extended to the issuer.
+async fn hourly_expiry_report(state: Arc<CaState>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    ticker.tick().await; // the first tick is immediate; start-up already reported
+    loop {
+        ticker.tick().await;
+        reload::report_expiry(&state.bundle.load(), &state.metrics, service::now());
+    }
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(target: SCOPE_SENTRY, "cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,317 @@
+//! `dapr.proto.sentry.v1.CA/SignCertificate`: Sentry's checks, in Sentry's order, with its
+//! gRPC codes and messages (spec §2), over core's issuance.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use futures_util::FutureExt as _;
+use tonic::{Request, Response, Status};
+use warden_core::UnixTime;
+use warden_core::bundle::{CaBundle, WorkloadRequest};
+use warden_core::csr::{self, CsrError};
+use warden_core::spiffe::{SpiffeId, TrustDomain, validate_app_id};
+
+use crate::native::NativeVerifier;
+use crate::observability::{Metrics, SCOPE_SERVER};
+use crate::proto::sign_certificate_request::TokenValidator;
+use crate::proto::{SignCertificateRequest, SignCertificateResponse, ca_server};
+
+/// The largest gRPC message accepted: room for a CSR at core's limit plus the other fields.
+/// Anything bigger is refused by the transport before it is buffered whole.
+pub const MAX_REQUEST_BYTES: usize = csr::MAX_CSR_LEN + 16 * 1024;
+
+/// Which token validators are enabled and which one a request without a choice gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validators {
+    enabled: Vec<TokenValidator>,
+    default: Option<TokenValidator>,
+}
+
+impl Validators {
+    /// Self-hosted with no `tokenValidators` configured: `insecure`, as the default.
+    pub fn insecure_default() -> Self {
+        Self {
+            enabled: vec![TokenValidator::Insecure],
+            default: Some(TokenValidator::Insecure),
+        }
+    }
+
+    fn select(&self, requested: i32) -> Result<TokenValidator, Status> {
+        let chosen = match TokenValidator::try_from(requested) {
+            Ok(TokenValidator::Unknown) => self.default,
+            Ok(v) => Some(v),
+            // A number outside the enum names no validator that could be enabled.
+            Err(_) => {
+                return Err(Status::invalid_argument(
+                    "the requested validator is not enabled",
+                ));
+            }
+        };
+        let chosen = chosen.ok_or_else(|| {
+            Status::invalid_argument("a validator name must be specified in this environment")
+        })?;
+        if !self.enabled.contains(&chosen) {
+            return Err(Status::invalid_argument(
+                "the requested validator is not enabled",
+            ));
+        }
+        Ok(chosen)
+    }
+}
+
+/// How workload certificates are shaped (`spec.mtls` of the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IssuancePolicy {
+    /// `workloadCertTTL`.
+    pub ttl: Duration,
+    /// `allowedClockSkew`.
+    pub clock_skew: Duration,
+}
+
+/// Everything a request needs; shared by all connections.
+#[derive(Debug)]
+pub struct CaState {
+    /// The live credentials; replaced whole on reload, so a request in flight keeps the
+    /// bundle it started with.
+    pub bundle: ArcSwap<CaBundle>,
+    /// TTL and skew.
+    pub policy: IssuancePolicy,
+    /// Enabled validators.
+    pub validators: Validators,
+    /// Sentry's own namespace (env `NAMESPACE`): requests from it get control-plane DNS SANs.
+    pub namespace: String,
+    /// Sentry's trust domain (`--trust-domain`), the fallback cluster domain for the
+    /// scheduler's DNS names.
+    pub trust_domain: TrustDomain,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// The gRPC service.
+#[derive(Clone, Debug)]
+pub struct CaService {
+    state: Arc<CaState>,
+}
+
+impl CaService {
+    /// A service over shared state.
+    pub fn new(state: Arc<CaState>) -> Self {
+        Self { state }
+    }
+
+    /// The tonic server with Sentry's message size limit applied.
+    pub fn into_server(self) -> ca_server::CaServer<Self> {
+        ca_server::CaServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(1024 * 1024)
+    }
+}
+
+#[tonic::async_trait]
+impl ca_server::Ca for CaService {
+    async fn sign_certificate(
+        &self,
+        request: Request<SignCertificateRequest>,
+    ) -> Result<Response<SignCertificateResponse>, Status> {
+        let state = Arc::clone(&self.state);
+        state.metrics.sign_request_received();
+        // A bug in the handler must cost one request, never the server or the connection.
+        let outcome = AssertUnwindSafe(async move { sign(&state, request.get_ref()) })
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(result) => result.map(Response::new),
+            Err(_) => {
+                tracing::error!(target: SCOPE_SERVER, "Request handler panicked; request failed");
+                self.state.metrics.sign_failure("sign");
+                Err(Status::internal("failed to sign certificate"))
+            }
+        }
+    }
+}
+
+fn sign(state: &CaState, req: &SignCertificateRequest) -> Result<SignCertificateResponse, Status> {
+    let validator = state.validators.select(req.token_validator)?;
+    let trust_domain = validate(validator, req).map_err(|message| {
+        tracing::warn!(target: SCOPE_SERVER, "Failed to validate request: {message}");
+        Status::permission_denied(message)
+    })?;
+    let verified = csr::parse_and_verify(&req.certificate_signing_request, &NativeVerifier)
+        .map_err(|e| {
+            tracing::warn!(target: SCOPE_SERVER, "Failed to verify CSR for app {}: {e}", req.id);
+            csr_status(&e)
+        })?;
+    let dns_names = control_plane_dns_names(state, &req.id, &req.namespace);
+    let failed = |what: &str| {
+        tracing::error!(target: SCOPE_SERVER, "Error signing identity certificate: {what}");
+        state.metrics.sign_failure("sign");
+        Status::internal("failed to sign certificate")
+    };
+    // An id that is valid for Sentry's checks but not as a SPIFFE path segment (a space, say)
+    // only fails here, so it is Internal, as in Sentry.
+    let spiffe_id = SpiffeId::workload(&trust_domain, &req.namespace, &req.id)
+        .map_err(|e| failed(&e.to_string()))?;
+    let bundle = state.bundle.load_full();
+    let issued = bundle
+        .issue_workload(
+            &WorkloadRequest {
+                public_key: &verified.public_key,
+                spiffe_id: &spiffe_id,
+                dns_names: &dns_names,
+                ttl: state.policy.ttl,
+                clock_skew: state.policy.clock_skew,
+            },
+            now(),
+            &mut rand_core::UnwrapErr(getrandom::SysRng),
+        )
+        .map_err(|e| failed(&e.to_string()))?;
+    let valid_until = i64::try_from(issued.validity.not_after.as_secs())
+        .map_err(|_| failed("NotAfter out of range"))?;
+    state.metrics.sign_success();
+    tracing::debug!(target: SCOPE_SERVER, "Signed certificate for {spiffe_id}, valid until {}", issued.validity.not_after);
+    Ok(SignCertificateResponse {
+        workload_certificate: issued.chain_pem.into_bytes(),
+        trust_chain_certificates: vec![bundle.trust_anchors_pem().as_bytes().to_vec()],
+        valid_until: Some(prost_types::Timestamp {
+            seconds: valid_until,
+            nanos: 0,
+        }),
+        jwt: None,
+        per_audience_jwts: Default::default(),
+    })
+}
+
+/// The validator's checks. `insecure` has only the common rules; the others are not built yet,
+/// and `select` never returns them because they cannot be enabled.
+fn validate(
+    validator: TokenValidator,
+    req: &SignCertificateRequest,
+) -> Result<TrustDomain, String> {
+    match validator {
+        TokenValidator::Insecure => common_rules(req),
+        other => Err(format!(
+            "validator {} is not implemented",
+            other.as_str_name().to_ascii_lowercase()
+        )),
+    }
+}
+
+/// Sentry's `validator/internal/common.go`: the field errors are joined (Go's `errors.Join`
+/// separates with a newline) under "invalid request: "; the trust domain is checked after.
+fn common_rules(req: &SignCertificateRequest) -> Result<TrustDomain, String> {
+    let mut errors: Vec<String> = Vec::new();
+    if let Err(e) = validate_app_id(&req.id) {
+        errors.push(e.to_string());
+    }
+    if req.certificate_signing_request.is_empty() {
+        errors.push("CSR is required".into());
+    }
+    if req.namespace.is_empty() {
+        errors.push("namespace is required".into());
+    }
+    if !errors.is_empty() {
+        return Err(format!("invalid request: {}", errors.join("\n")));
+    }
+    TrustDomain::from_request(&req.trust_domain).map_err(|e| e.to_string())
+}
+
+fn csr_status(e: &CsrError) -> Status {
+    if e.is_framing_error() {
+        Status::invalid_argument("invalid certificate signing request")
+    } else if matches!(e, CsrError::InvalidSignature(_)) {
+        Status::invalid_argument("invalid signature")
+    } else {
+        Status::invalid_argument(format!("failed to parse certificate signing request: {e}"))
+    }
+}
+
+/// Spec §2 step 4: webhook and scheduler DNS names for control-plane ids in Sentry's namespace.
+/// Standalone mode has no cluster DNS to ask for the cluster domain, so it falls back to the
+/// trust domain, as Sentry does when the lookup fails.
+fn control_plane_dns_names(state: &CaState, id: &str, namespace: &str) -> Vec<String> {
+    if namespace != state.namespace {
+        return Vec::new();
+    }
+    match id {
+        "dapr-injector" => vec![format!("dapr-sidecar-injector.{namespace}.svc")],
+        "dapr-operator" => vec![format!("dapr-webhook.{namespace}.svc")],
+        "dapr-scheduler" => (0..3)
+            .map(|i| {
+                format!(
+                    "dapr-scheduler-server-{i}.dapr-scheduler-server.{namespace}.svc.{}",
+                    state.trust_domain.as_str()
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The system clock as core's time type.
+pub fn now() -> UnixTime {
+    // A clock before 1970 is a broken host; treating it as the epoch makes every certificate
+    // check fail loudly rather than panicking.
+    UnixTime::from_duration(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn request(id: &str, namespace: &str, td: &str, csr: &[u8]) -> SignCertificateRequest {
+        SignCertificateRequest {
+            id: id.into(),
+            namespace: namespace.into(),
+            trust_domain: td.into(),
+            certificate_signing_request: csr.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validator_selection_follows_sentry() {
+        let insecure = Validators::insecure_default();
+        assert_eq!(insecure.select(0).unwrap(), TokenValidator::Insecure);
+        assert_eq!(insecure.select(1).unwrap(), TokenValidator::Insecure);
+        let err = insecure.select(3).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.message(), "the requested validator is not enabled");
+        assert_eq!(
+            insecure.select(42).unwrap_err().message(),
+            "the requested validator is not enabled"
+        );
+        let no_default = Validators {
+            enabled: vec![TokenValidator::Jwks],
+            default: None,
+        };
+        assert_eq!(
+            no_default.select(0).unwrap_err().message(),
+            "a validator name must be specified in this environment"
+        );
+    }
+
+    #[test]
+    fn common_rules_join_field_errors() {
+        let err = common_rules(&request("", "", "", b"")).unwrap_err();
+        assert_eq!(
+            err,
+            "invalid request: parameter app-id cannot be empty\nCSR is required\nnamespace is required"
+        );
+        let err = common_rules(&request("a.b", "ns", "", b"x")).unwrap_err();
+        assert_eq!(err, "invalid request: parameter app-id cannot contain dots");
+        let err = common_rules(&request("app", "ns", "Upper", b"x")).unwrap_err();
+        assert_eq!(
+            err,
+            "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores"
+        );
+        let td = common_rules(&request("app", "ns", "", b"x")).unwrap();
+        assert_eq!(td.as_str(), "public");
+    }
+}
