@@ -349,6 +349,12 @@ impl fmt::Display for KeyError {
 
 impl core::error::Error for KeyError {}
 
+/// `SEQUENCE { INTEGER 0, SEQUENCE { id-Ed25519 }, OCTET STRING { OCTET STRING (32) } }`, up
+/// to the 32-byte seed: PKCS#8 v1 for Ed25519 (RFC 8410 §7).
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
 const PKCS8_LABEL: &str = "PRIVATE KEY";
 const SEC1_LABEL: &str = "EC PRIVATE KEY";
 /// Sentry accepts PKCS#1 RSA issuer keys; Warden recognises them to say why it cannot sign.
@@ -413,13 +419,23 @@ impl SoftwareKey {
     }
 
     /// The key as PKCS#8 DER, for handing it to another backend.
+    ///
+    /// Ed25519 keys are written as PKCS#8 v1 (RFC 8410 §7, no public key), as Go writes them:
+    /// ed25519-dalek writes v2, which OpenSSL 3.0 cannot read.
     pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        let doc = match &self.key {
-            KeyMaterial::P256(k) => k.to_pkcs8_der(),
-            KeyMaterial::Ed25519(k) => k.to_pkcs8_der(),
+        match &self.key {
+            KeyMaterial::P256(k) => {
+                let doc = k.to_pkcs8_der().map_err(|_| KeyError::Malformed)?;
+                Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+            }
+            KeyMaterial::Ed25519(k) => {
+                let mut der =
+                    Zeroizing::new(Vec::with_capacity(ED25519_PKCS8_V1_PREFIX.len() + 32));
+                der.extend_from_slice(&ED25519_PKCS8_V1_PREFIX);
+                der.extend_from_slice(k.as_bytes());
+                Ok(der)
+            }
         }
-        .map_err(|_| KeyError::Malformed)?;
-        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
     }
 
     /// Which algorithm this key uses.
@@ -523,6 +539,16 @@ mod tests {
         let der = key.to_pkcs8_der().unwrap();
         let again = SoftwareKey::from_pkcs8_der(&der).unwrap();
         assert_eq!(again.public_key(), spki);
+    }
+
+    #[test]
+    fn ed25519_pkcs8_is_version_1_like_go() {
+        let key = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut seeded_rng(7));
+        let der = key.to_pkcs8_der().unwrap();
+        assert_eq!(der.len(), 48, "v1: no public key field");
+        assert_eq!(der[..16], ED25519_PKCS8_V1_PREFIX);
+        let again = SoftwareKey::from_pkcs8_der(&der).unwrap();
+        assert_eq!(again.public_key(), key.public_key());
     }
 
     #[test]

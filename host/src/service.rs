@@ -261,7 +261,12 @@ pub fn now() -> UnixTime {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -294,6 +299,78 @@ mod tests {
         assert_eq!(
             no_default.select(0).unwrap_err().message(),
             "a validator name must be specified in this environment"
+        );
+    }
+
+    /// A signer that panics, standing in for any bug below the handler.
+    struct PanickingSigner(warden_core::crypto::SoftwareKey);
+
+    impl warden_core::crypto::CaSigner for PanickingSigner {
+        fn signature_algorithm(&self) -> spki::AlgorithmIdentifierOwned {
+            self.0.signature_algorithm()
+        }
+        fn public_key(&self) -> spki::SubjectPublicKeyInfoOwned {
+            self.0.public_key()
+        }
+        fn sign(&self, _: &[u8]) -> Result<Vec<u8>, warden_core::crypto::SignError> {
+            panic!("signer bug")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_fails_one_request_only() {
+        use crate::proto::ca_server::Ca as _;
+        use warden_core::crypto::{KeyAlgorithm, SoftwareKey};
+        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+        let td = TrustDomain::new("localhost").unwrap();
+        let (_, files) = CaBundle::generate(
+            &warden_core::bundle::CaParams {
+                trust_domain: &td,
+                namespace: "default",
+                key_algorithm: KeyAlgorithm::P256,
+                lifetime: Duration::from_secs(3600),
+                clock_skew: Duration::ZERO,
+            },
+            now(),
+            &mut rng,
+        )
+        .unwrap();
+        let bundle = CaBundle::from_parts(
+            warden_core::bundle::parse_certificates(files.trust_anchors.as_bytes()).unwrap(),
+            warden_core::bundle::parse_certificates(files.issuer_certificate.as_bytes()).unwrap(),
+            Box::new(PanickingSigner(
+                SoftwareKey::from_pem(files.issuer_key.as_bytes()).unwrap(),
+            )),
+            now(),
+            &NativeVerifier,
+        )
+        .unwrap();
+        let service = CaService::new(Arc::new(CaState {
+            bundle: ArcSwap::from_pointee(bundle),
+            policy: IssuancePolicy {
+                ttl: Duration::from_secs(60),
+                clock_skew: Duration::ZERO,
+            },
+            validators: Validators::insecure_default(),
+            namespace: "default".into(),
+            trust_domain: td,
+            metrics: Metrics::new(),
+        }));
+        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
+        let csr_der = csr::create_csr(&key, &csr::CsrTemplate::default()).unwrap();
+        let csr_pem = csr::csr_to_pem(&csr_der).unwrap();
+        for _ in 0..2 {
+            let err = service
+                .sign_certificate(Request::new(request("app", "ns", "", csr_pem.as_bytes())))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Internal);
+            assert_eq!(err.message(), "failed to sign certificate");
+        }
+        let metrics = service.state.metrics.encode();
+        assert!(
+            metrics.contains("dapr_sentry_cert_sign_failure_total{reason=\"sign\"} 2"),
+            "{metrics}"
         );
     }
 

@@ -568,6 +568,12 @@ fn identity_fetch_writes_a_verified_svid_and_checks_the_server_id() {
         "fetch trusted a server with the wrong SPIFFE ID: {}",
         got.combined()
     );
+    let said = got.combined();
+    assert!(
+        said.contains("spiffe://localhost/ns/dapr-system/dapr-sentry")
+            && said.contains(&warden.server_id),
+        "the failure should name the expected and the presented server ID: {said}"
+    );
     assert!(
         !other.join("cert.pem").exists() && !other.join("key.pem").exists(),
         "a failed fetch must not write credentials"

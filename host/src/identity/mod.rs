@@ -103,7 +103,8 @@ pub struct FetchArgs {
     /// validator.
     #[arg(long, value_name = "FILE", env = "DAPR_SENTRY_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Trust domain of the CA's own SPIFFE ID, spiffe://<TD>/ns/<NS>/dapr-sentry.
+    /// Trust domain of the CA's own SPIFFE ID (spiffe://TD/ns/NS/dapr-sentry, where NS is
+    /// --control-plane-namespace).
     #[arg(
         long,
         env = "DAPR_CONTROLPLANE_TRUST_DOMAIN",
@@ -359,6 +360,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use arc_swap::ArcSwap;
+    use der::Decode as _;
     use tokio::net::TcpListener;
     use tokio_rustls::TlsAcceptor;
     use tokio_stream::wrappers::ReceiverStream;
@@ -480,6 +482,12 @@ mod tests {
             assert_eq!(identity.trust_anchors_pem, server.anchors_pem);
             let key = SoftwareKey::from_pem(identity.private_key_pem.as_bytes()).unwrap();
             assert_eq!(KeyAlgorithm::from(key_type), key.algorithm());
+            // PKCS#8 v1 without the public key, as Go writes it (OpenSSL 3.0 reads no v2).
+            let (label, der) =
+                pem_rfc7468::decode_vec(identity.private_key_pem.as_bytes()).unwrap();
+            assert_eq!(label, "PRIVATE KEY");
+            let info = pkcs8::PrivateKeyInfoRef::from_der(&der).unwrap();
+            assert_eq!(info.version(), pkcs8::Version::V1, "{key_type:?}");
             let chain = parse_certificates(identity.certificate_chain_pem.as_bytes()).unwrap();
             assert_eq!(chain.len(), 2, "leaf + issuer");
         }

@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use warden_core::UnixTime;
 use warden_core::bundle::{CertificatesError, parse_certificates};
 use warden_core::chain::{SvidError, verify_svid};
-use warden_core::crypto::{CaSigner as _, KeyAlgorithm, SignatureVerifier, SoftwareKey};
+use warden_core::crypto::{CaSigner as _, KeyAlgorithm, SignatureVerifier};
 use warden_core::csr::{CsrTemplate, create_csr, csr_to_pem};
 use warden_core::profile::Validity;
 use warden_core::spiffe::{SpiffeId, TrustDomain};
@@ -18,7 +18,7 @@ use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 use zeroize::Zeroizing;
 
-use crate::native::NativeVerifier;
+use crate::native::{NativeKey, NativeVerifier};
 use crate::proto::ca_client::CaClient;
 use crate::proto::sign_certificate_request::TokenValidator;
 use crate::proto::{SignCertificateRequest, SignCertificateResponse};
@@ -219,8 +219,11 @@ impl FetchError {
 
 /// A fresh key and its CSR as daprd makes them: empty template (no subject, no SANs, no
 /// attributes), PEM `CERTIFICATE REQUEST`.
-pub fn new_key_and_csr(algorithm: KeyAlgorithm) -> Result<(SoftwareKey, String), FetchError> {
-    let key = SoftwareKey::generate(algorithm, &mut rand_core::UnwrapErr(getrandom::SysRng));
+///
+/// The key is an aws-lc-rs [`NativeKey`]: it exports PKCS#8 v1 as Go does (core's
+/// `SoftwareKey` writes Ed25519 keys as PKCS#8 v2, which OpenSSL 3.0 cannot read).
+pub fn new_key_and_csr(algorithm: KeyAlgorithm) -> Result<(NativeKey, String), FetchError> {
+    let key = NativeKey::generate(algorithm).map_err(|e| FetchError::Csr(e.to_string()))?;
     let der =
         create_csr(&key, &CsrTemplate::default()).map_err(|e| FetchError::Csr(e.to_string()))?;
     let pem = csr_to_pem(&der).map_err(|e| FetchError::Csr(e.to_string()))?;
@@ -351,6 +354,7 @@ mod tests {
     use std::time::Duration;
 
     use warden_core::bundle::certificates_to_pem;
+    use warden_core::crypto::SoftwareKey;
 
     use super::*;
     use crate::identity::test_support::{TestCa, now, two_uri_san_certificate};

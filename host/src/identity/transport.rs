@@ -251,14 +251,9 @@ impl fmt::Display for DialError {
     }
 }
 
-impl std::error::Error for DialError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            // Our Display already includes the cause.
-            Self::Tcp { .. } | Self::Tls { .. } | Self::NoAlpnH2 { .. } => None,
-        }
-    }
-}
+/// No `source`: the `Display` text already includes the cause, and error chains printed with
+/// `{:#}` would otherwise repeat it.
+impl std::error::Error for DialError {}
 
 /// Why [`connect`] failed.
 #[derive(Debug, thiserror::Error)]
