@@ -138,6 +138,12 @@ fn sign(state: &CaState, req: &SignCertificateRequest) -> Result<SignCertificate
         tracing::warn!(target: SCOPE_SERVER, "Failed to validate request: {message}");
         Status::permission_denied(message)
     })?;
+    // Sentry PEM-decodes first, so bare DER (which core also accepts) is not a CSR here.
+    if req.certificate_signing_request.first() == Some(&0x30) {
+        return Err(Status::invalid_argument(
+            "invalid certificate signing request",
+        ));
+    }
     let verified = csr::parse_and_verify(&req.certificate_signing_request, &NativeVerifier)
         .map_err(|e| {
             tracing::warn!(target: SCOPE_SERVER, "Failed to verify CSR for app {}: {e}", req.id);
