@@ -18,35 +18,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use der::referenced::OwnedToRef;
 use getrandom::SysRng;
 use rand_core::UnwrapErr;
+use warden_benches::{CSR_ED25519, CSR_P256, ca_params, message, now};
 use warden_core::UnixTime;
-use warden_core::bundle::{self, CaBundle, CaParams, WorkloadRequest};
+use warden_core::bundle::{self, CaBundle};
 use warden_core::crypto::{
     CaSigner, KeyAlgorithm, RustCryptoVerifier, SignatureVerifier, SoftwareKey,
 };
-use warden_core::csr;
-use warden_core::profile::{DEFAULT_CA_TTL, DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL};
-use warden_core::spiffe::{SpiffeId, TrustDomain};
+use warden_core::spiffe::TrustDomain;
 use warden_host::native::{NativeKey, NativeVerifier};
-
-const CSR_P256: &[u8] = include_bytes!("../../tests/data/go-csr/csr-p256.pem");
-const CSR_ED25519: &[u8] = include_bytes!("../../tests/data/go-csr/csr-ed25519.pem");
-
-/// About the size of the TBSCertificate of a workload SVID (300–400 bytes).
-const MESSAGE_LEN: usize = 300;
-
-fn now() -> UnixTime {
-    UnixTime::from_duration(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap(),
-    )
-}
 
 /// What `SignCertificateResponse` carries, without the protobuf type.
 struct Response {
@@ -65,13 +50,7 @@ struct Backend {
 /// One P-256 CA's files, loaded once per backend.
 fn backends(now: UnixTime) -> [Backend; 2] {
     let trust_domain = TrustDomain::new("cluster.local").unwrap();
-    let params = CaParams {
-        trust_domain: &trust_domain,
-        namespace: "dapr-system",
-        key_algorithm: KeyAlgorithm::P256,
-        lifetime: DEFAULT_CA_TTL,
-        clock_skew: DEFAULT_CLOCK_SKEW,
-    };
+    let params = ca_params(&trust_domain, KeyAlgorithm::P256);
     let (_, files) = CaBundle::generate(&params, now, &mut UnwrapErr(SysRng)).unwrap();
     let native = CaBundle::from_parts(
         bundle::parse_certificates(files.trust_anchors.as_bytes()).unwrap(),
@@ -105,22 +84,7 @@ fn backends(now: UnixTime) -> [Backend; 2] {
 
 /// One `SignCertificate` past the validator: PEM CSR in, response out.
 fn handle(backend: &Backend, request_td: &TrustDomain, csr_pem: &[u8], now: UnixTime) -> Response {
-    let verified = csr::parse_and_verify(csr_pem, backend.verifier).expect("CSR verifies");
-    let id = SpiffeId::workload(request_td, "default", "myapp").expect("valid SPIFFE ID");
-    let issued = backend
-        .bundle
-        .issue_workload(
-            &WorkloadRequest {
-                public_key: &verified.public_key,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl: DEFAULT_WORKLOAD_TTL,
-                clock_skew: DEFAULT_CLOCK_SKEW,
-            },
-            now,
-            &mut UnwrapErr(SysRng),
-        )
-        .expect("issue");
+    let issued = warden_benches::issue(&backend.bundle, backend.verifier, request_td, csr_pem, now);
     Response {
         workload_certificate: issued.chain_pem.into_bytes(),
         trust_chain_certificates: vec![backend.bundle.trust_anchors_pem().as_bytes().to_vec()],
@@ -163,7 +127,7 @@ fn handler(c: &mut Criterion) {
 }
 
 fn primitives(c: &mut Criterion) {
-    let message: Vec<u8> = (0..MESSAGE_LEN).map(|i| (i * 7 + 3) as u8).collect();
+    let message = message();
     let p256 = SoftwareKey::generate(KeyAlgorithm::P256, &mut UnwrapErr(SysRng));
     let ed25519 = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut UnwrapErr(SysRng));
     // The same P-256 key in both backends.

@@ -16,67 +16,35 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use der::referenced::OwnedToRef;
 use getrandom::SysRng;
 use rand_core::UnwrapErr;
+use warden_benches::{CSR_ED25519, CSR_P256, ca_params, message, now};
 use warden_core::UnixTime;
-use warden_core::bundle::{CaBundle, CaParams, WorkloadRequest};
+use warden_core::bundle::{CaBundle, WorkloadRequest};
 use warden_core::crypto::{
     CaSigner, KeyAlgorithm, RustCryptoVerifier, SignatureVerifier, SoftwareKey,
 };
 use warden_core::csr;
-use warden_core::profile::{DEFAULT_CA_TTL, DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL};
+use warden_core::profile::{DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL};
 use warden_core::spiffe::{SpiffeId, TrustDomain};
 
-const CSR_P256: &[u8] = include_bytes!("../../tests/data/go-csr/csr-p256.pem");
-const CSR_ED25519: &[u8] = include_bytes!("../../tests/data/go-csr/csr-ed25519.pem");
-
-/// About the size of the TBSCertificate of a workload SVID (300–400 bytes).
-const MESSAGE_LEN: usize = 300;
-
-fn now() -> UnixTime {
-    UnixTime::from_duration(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap(),
-    )
-}
-
 fn ca(algorithm: KeyAlgorithm, trust_domain: &TrustDomain, now: UnixTime) -> CaBundle {
-    let params = CaParams {
-        trust_domain,
-        namespace: "dapr-system",
-        key_algorithm: algorithm,
-        lifetime: DEFAULT_CA_TTL,
-        clock_skew: DEFAULT_CLOCK_SKEW,
-    };
-    CaBundle::generate(&params, now, &mut UnwrapErr(SysRng))
-        .expect("generate CA")
-        .0
+    CaBundle::generate(
+        &ca_params(trust_domain, algorithm),
+        now,
+        &mut UnwrapErr(SysRng),
+    )
+    .expect("generate CA")
+    .0
 }
 
 /// One `SignCertificate`: PEM CSR in, PEM chain out.
 fn issue(bundle: &CaBundle, request_td: &TrustDomain, csr_pem: &[u8], now: UnixTime) -> String {
-    let mut rng = UnwrapErr(SysRng);
-    let verified = csr::parse_and_verify(csr_pem, &RustCryptoVerifier).expect("CSR verifies");
-    let id = SpiffeId::workload(request_td, "default", "myapp").expect("valid SPIFFE ID");
-    bundle
-        .issue_workload(
-            &WorkloadRequest {
-                public_key: &verified.public_key,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl: DEFAULT_WORKLOAD_TTL,
-                clock_skew: DEFAULT_CLOCK_SKEW,
-            },
-            now,
-            &mut rng,
-        )
-        .expect("issue")
-        .chain_pem
+    warden_benches::issue(bundle, &RustCryptoVerifier, request_td, csr_pem, now).chain_pem
 }
 
 fn issue_workload(c: &mut Criterion) {
@@ -148,7 +116,7 @@ fn steps(c: &mut Criterion) {
 
 fn primitives(c: &mut Criterion) {
     let mut rng = UnwrapErr(SysRng);
-    let message: Vec<u8> = (0..MESSAGE_LEN).map(|i| (i * 7 + 3) as u8).collect();
+    let message = message();
     let mut group = c.benchmark_group("primitives");
     for (name, algorithm) in [
         ("p256", KeyAlgorithm::P256),
