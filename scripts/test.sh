@@ -19,13 +19,17 @@ step() {
 SECONDS=0
 
 # --- 1. System tools: openssl CLI, python3 with cryptography.x509.verification ------------------
-step "1/8 system tools (openssl, python3 cryptography)"
+step "1/8 system tools (openssl, python3 cryptography, softhsm2)"
 need_apt=()
 if ! command -v openssl >/dev/null 2>&1; then
     need_apt+=(openssl)
 fi
 if ! command -v python3 >/dev/null 2>&1; then
     need_apt+=(python3 python3-pip)
+fi
+# SoftHSM2: the PKCS#11 token the hsm tests (warden-hsm, server_hsm) run against.
+if ! command -v softhsm2-util >/dev/null 2>&1 || [[ ! -e /usr/lib/softhsm/libsofthsm2.so ]]; then
+    need_apt+=(softhsm2)
 fi
 if ((${#need_apt[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
