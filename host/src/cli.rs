@@ -27,6 +27,12 @@ enum Command {
     /// Act as a workload: get an X509-SVID from a running CA, as daprd does.
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Manage the root key held in a PKCS#11 HSM.
+    #[command(subcommand)]
+    Hsm(crate::rotation::HsmCommand),
+    /// Manage the issuer (intermediate) certificate.
+    #[command(subcommand)]
+    Issuer(crate::rotation::IssuerCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +103,12 @@ pub fn main() -> ExitCode {
             None => server::run(cli.serve).await,
             Some(Command::Identity(IdentityCommand::Fetch(args))) => {
                 crate::identity::run_fetch(args).await
+            }
+            Some(Command::Hsm(crate::rotation::HsmCommand::InitRoot(args))) => {
+                crate::rotation::run_init_root(args).map_err(anyhow::Error::from)
+            }
+            Some(Command::Issuer(crate::rotation::IssuerCommand::Rotate(args))) => {
+                crate::rotation::run_rotate(args).map_err(anyhow::Error::from)
             }
         }
     });

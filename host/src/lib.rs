@@ -8,6 +8,7 @@ pub mod native;
 pub mod observability;
 pub mod proto;
 pub mod reload;
+pub mod rotation;
 pub mod server;
 pub mod service;
 pub mod store;

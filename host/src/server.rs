@@ -89,6 +89,9 @@ pub struct ServeArgs {
         hide = true
     )]
     pub namespace: String,
+    /// The HSM-held root: with these, the server rotates its issuer automatically.
+    #[command(flatten)]
+    pub hsm: crate::rotation::HsmArgs,
 }
 
 /// Version printed in the start-up line and in JSON logs.
@@ -233,9 +236,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         paths.clone(),
         reload::RELOAD_DEBOUNCE,
         metrics.clone(),
-        on_new_bundle,
+        on_new_bundle.clone(),
     )
     .context("cannot watch the credential directories")?;
+    if let Some(hsm) = args.hsm.config()? {
+        let state = Arc::clone(&state);
+        tokio::spawn(crate::rotation::auto_rotate(
+            hsm,
+            paths.clone(),
+            move || state.bundle.load_full(),
+            on_new_bundle,
+            policy.ttl,
+            policy.clock_skew,
+        ));
+    }
     tokio::spawn(renew_serving_cert(
         Arc::clone(&state),
         Arc::clone(&serving),

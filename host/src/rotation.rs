@@ -1,0 +1,538 @@
+//! The HSM-held root: `warden hsm init-root`, `warden issuer rotate`, and the server's
+//! automatic issuer rotation.
+//!
+//! The root key lives in a PKCS#11 token ([`warden_hsm`]) and signs only issuers (a YubiHSM 2
+//! manages about 9 signatures/s); the issuer is a software key that signs every workload
+//! certificate. Rotation writes `issuer.key` then `issuer.crt`, each atomically (0600): the
+//! reload watcher refuses a mismatched pair and takes the new set once both are in place.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use warden_core::UnixTime;
+use warden_core::bundle::{
+    CaBundle, certificates_to_pem, create_issuer, create_root, key_matches, parse_certificates,
+};
+use warden_core::crypto::{CaSigner, KeyAlgorithm};
+use warden_core::profile::{DEFAULT_CLOCK_SKEW, Validity};
+use warden_core::spiffe::{SpiffeId, TrustDomain};
+use warden_hsm::{Hsm, HsmConfig, HsmError};
+use x509_cert::Certificate;
+
+use crate::fsutil;
+use crate::native::{NativeKey, NativeVerifier};
+use crate::observability::SCOPE_CA;
+use crate::store::CredentialPaths;
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Which HSM key to use; the same flags on every command that touches the HSM. The PIN comes
+/// from `WARDEN_HSM_PIN` or `--hsm-pin-file`, never from the command line.
+#[derive(Clone, Debug, Default, Args)]
+pub struct HsmArgs {
+    /// PKCS#11 module (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so; YubiHSM 2: yubihsm_pkcs11.so).
+    #[arg(long, value_name = "PATH")]
+    pub hsm_module: Option<PathBuf>,
+    /// Label of the token holding the root key (the slot is looked up by label).
+    #[arg(long, value_name = "LABEL")]
+    pub hsm_token_label: Option<String>,
+    /// Label of the root key pair in the token.
+    #[arg(long, value_name = "LABEL")]
+    pub hsm_key_label: Option<String>,
+    /// File holding the user PIN (default: the WARDEN_HSM_PIN environment variable).
+    #[arg(long, value_name = "FILE")]
+    pub hsm_pin_file: Option<PathBuf>,
+}
+
+impl HsmArgs {
+    /// The HSM configuration, `None` when no `--hsm-*` flag is given; an error when only some
+    /// are, or when the PIN cannot be read.
+    pub fn config(&self) -> Result<Option<HsmConfig>, RotationError> {
+        match (&self.hsm_module, &self.hsm_token_label, &self.hsm_key_label) {
+            (None, None, None) if self.hsm_pin_file.is_none() => Ok(None),
+            (Some(module), Some(token), Some(key)) => Ok(Some(HsmConfig {
+                module: module.clone(),
+                token_label: token.clone(),
+                key_label: key.clone(),
+                pin: warden_hsm::read_pin(self.hsm_pin_file.as_deref())?,
+            })),
+            _ => Err(RotationError::Usage(
+                "--hsm-module, --hsm-token-label and --hsm-key-label must be given together"
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
+/// `warden hsm ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum HsmCommand {
+    /// Create the root key pair inside the HSM, a self-signed root (ca.crt) and a first issuer
+    /// (issuer.crt, issuer.key: a software key signed by the HSM root).
+    InitRoot(InitRootArgs),
+}
+
+/// `warden hsm init-root`
+#[derive(Debug, Args)]
+pub struct InitRootArgs {
+    #[command(flatten)]
+    hsm: HsmArgs,
+    /// Trust domain of the root (`O=<td>`) and of the issuer's SPIFFE ID.
+    #[arg(long, default_value = "localhost")]
+    trust_domain: String,
+    /// Root lifetime in days; the first issuer gets the same (capped at the root's).
+    #[arg(long, value_name = "DAYS", default_value_t = 3650)]
+    valid_until: u64,
+    /// First issuer's lifetime in days (default: 365).
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    issuer_valid_until: u64,
+    /// Where ca.crt, issuer.crt and issuer.key are written.
+    #[arg(long, value_name = "DIR")]
+    issuer_credentials: PathBuf,
+    /// Sentry's namespace: the issuer's SPIFFE path.
+    #[arg(long, env = "NAMESPACE", default_value = "default", hide = true)]
+    namespace: String,
+}
+
+/// `warden issuer ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum IssuerCommand {
+    /// Make a new issuer key and certificate signed by the root (in the HSM with --hsm-*, or
+    /// --root-key FILE) and atomically replace issuer.crt / issuer.key; a running server
+    /// hot-reloads them.
+    Rotate(RotateArgs),
+}
+
+/// `warden issuer rotate`
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The credential directory holding ca.crt, issuer.crt and issuer.key.
+    #[arg(long, value_name = "DIR")]
+    issuer_credentials: PathBuf,
+    #[command(flatten)]
+    hsm: HsmArgs,
+    /// The root private key as a PKCS#8 PEM file (instead of --hsm-*).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["hsm_module", "hsm_token_label", "hsm_key_label"])]
+    root_key: Option<PathBuf>,
+    /// New issuer lifetime in days (capped at the root's NotAfter).
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    valid_until: u64,
+    /// New issuer lifetime in seconds (tests and drills; overrides --valid-until).
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    valid_for_secs: Option<u64>,
+}
+
+/// Why a root or issuer operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RotationError {
+    /// The HSM refused or could not be reached.
+    #[error("{0}")]
+    Hsm(#[from] HsmError),
+    /// Flags that do not go together.
+    #[error("{0}")]
+    Usage(String),
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The credential files are not usable for rotation.
+    #[error("{0}")]
+    Credentials(String),
+    /// Building or validating a certificate failed.
+    #[error("{0}")]
+    Issue(String),
+    /// Writing the new files failed.
+    #[error("{0}")]
+    Write(#[from] fsutil::WriteError),
+}
+
+fn now() -> UnixTime {
+    crate::service::now()
+}
+
+fn rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
+    rand_core::UnwrapErr(getrandom::SysRng)
+}
+
+fn issue_err(e: impl fmt::Display) -> RotationError {
+    RotationError::Issue(e.to_string())
+}
+
+fn default_paths(dir: &Path) -> CredentialPaths {
+    CredentialPaths::new(dir, "ca.crt", "issuer.crt", "issuer.key")
+}
+
+/// `warden hsm init-root`.
+pub fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
+    let config = args.hsm.config()?.ok_or_else(|| {
+        RotationError::Usage(
+            "warden hsm init-root needs --hsm-module, --hsm-token-label and --hsm-key-label"
+                .to_owned(),
+        )
+    })?;
+    let trust_domain = TrustDomain::new(&args.trust_domain).map_err(|e| {
+        RotationError::Usage(format!(
+            "invalid --trust-domain {:?}: {e}",
+            args.trust_domain
+        ))
+    })?;
+    let paths = default_paths(&args.issuer_credentials);
+    if let Some(existing) = [
+        &paths.trust_anchors,
+        &paths.issuer_certificate,
+        &paths.issuer_key,
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    {
+        return Err(RotationError::Usage(format!(
+            "{} already exists; refusing to overwrite credentials (use `warden issuer rotate` for a new issuer)",
+            existing.display()
+        )));
+    }
+    let hsm = Hsm::open(&config)?;
+    let root_key = hsm.generate_key(&config.key_label)?;
+    let now = now();
+    let root = create_root(
+        &root_key,
+        &trust_domain,
+        Validity::backdated(now, DEFAULT_CLOCK_SKEW, DAY * days(args.valid_until)?),
+        &mut rng(),
+    )
+    .map_err(issue_err)?;
+    let sentry_id = SpiffeId::sentry(&trust_domain, &args.namespace)
+        .map_err(|e| RotationError::Usage(format!("invalid NAMESPACE: {e}")))?;
+    fsutil::create_private_dir(&paths.dir)?;
+    let ca_pem = certificates_to_pem([&root]).map_err(issue_err)?;
+    let issuer = new_issuer(
+        &root_key,
+        std::slice::from_ref(&root),
+        &sentry_id,
+        DAY * days(args.issuer_valid_until)?,
+        DEFAULT_CLOCK_SKEW,
+        now,
+    )?;
+    // ca.crt last: a set without it is incomplete and never mistaken for a finished one.
+    fsutil::write_files_atomically(&[
+        (&paths.issuer_key, issuer.key_pem.as_bytes()),
+        (&paths.issuer_certificate, issuer.certificate_pem.as_bytes()),
+        (&paths.trust_anchors, ca_pem.as_bytes()),
+    ])?;
+    tracing::info!(target: SCOPE_CA,
+        "Root key {:?} created in HSM token {:?}; wrote {}, {} and {} (issuer valid until {})",
+        config.key_label, config.token_label,
+        paths.trust_anchors.display(), paths.issuer_certificate.display(), paths.issuer_key.display(),
+        issuer.validity.not_after.as_secs());
+    Ok(())
+}
+
+fn days(n: u64) -> Result<u32, RotationError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|d| *d > 0)
+        .ok_or_else(|| RotationError::Usage(format!("invalid number of days: {n}")))
+}
+
+/// `warden issuer rotate`.
+pub fn run_rotate(args: RotateArgs) -> Result<(), RotationError> {
+    let paths = default_paths(&args.issuer_credentials);
+    let lifetime = match args.valid_for_secs {
+        Some(secs) => Duration::from_secs(secs),
+        None => DAY * days(args.valid_until)?,
+    };
+    let root: Box<dyn CaSigner> = match (&args.root_key, args.hsm.config()?) {
+        (Some(file), None) => {
+            let pem = zeroize::Zeroizing::new(std::fs::read(file).map_err(|source| {
+                RotationError::Read {
+                    path: file.clone(),
+                    source,
+                }
+            })?);
+            Box::new(
+                NativeKey::from_pem(&pem)
+                    .map_err(|e| RotationError::Credentials(format!("{}: {e}", file.display())))?,
+            )
+        }
+        (None, Some(config)) => Box::new(Hsm::open_signer(&config)?),
+        _ => {
+            return Err(RotationError::Usage(
+                "give the root key: --hsm-module/--hsm-token-label/--hsm-key-label or --root-key FILE"
+                    .to_owned(),
+            ));
+        }
+    };
+    let rotated = rotate_issuer(&paths, root.as_ref(), lifetime, DEFAULT_CLOCK_SKEW, now())?;
+    tracing::info!(target: SCOPE_CA, "New issuer written to {} (valid until unix {})",
+        paths.issuer_certificate.display(), rotated.validity.not_after.as_secs());
+    Ok(())
+}
+
+/// A freshly made issuer: what is written, and the bundle it makes with the current anchors.
+pub struct NewIssuer {
+    /// `issuer.crt` text.
+    pub certificate_pem: String,
+    /// `issuer.key` text.
+    pub key_pem: zeroize::Zeroizing<String>,
+    /// Its validity.
+    pub validity: Validity,
+    /// The validated bundle (anchors + new issuer + key).
+    pub bundle: CaBundle,
+}
+
+impl fmt::Debug for NewIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewIssuer")
+            .field("validity", &self.validity)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_issuer(
+    root_key: &dyn CaSigner,
+    anchors: &[Certificate],
+    sentry_id: &SpiffeId,
+    lifetime: Duration,
+    clock_skew: Duration,
+    now: UnixTime,
+) -> Result<NewIssuer, RotationError> {
+    let root_public = root_key.public_key();
+    let root = anchors
+        .iter()
+        .find(|anchor| key_matches(anchor, &root_public))
+        .ok_or_else(|| {
+            RotationError::Credentials(
+                "the root key does not match any certificate in ca.crt".to_owned(),
+            )
+        })?;
+    let key = NativeKey::generate(KeyAlgorithm::P256).map_err(issue_err)?;
+    let issuer = create_issuer(
+        root_key,
+        root,
+        key.public_key(),
+        sentry_id,
+        Validity::backdated(now, clock_skew, lifetime),
+        &mut rng(),
+    )
+    .map_err(issue_err)?;
+    let validity = Validity::of(&issuer);
+    let certificate_pem = certificates_to_pem([&issuer]).map_err(issue_err)?;
+    let key_pem = key.to_pkcs8_pem().map_err(issue_err)?;
+    // What is written must load: the same validation the server runs on reload.
+    let bundle = CaBundle::from_parts(
+        anchors.to_vec(),
+        vec![issuer],
+        Box::new(key),
+        now,
+        &NativeVerifier,
+    )
+    .map_err(issue_err)?;
+    Ok(NewIssuer {
+        certificate_pem,
+        key_pem,
+        validity,
+        bundle,
+    })
+}
+
+/// The Sentry SPIFFE ID of an issuer certificate: its subject `O=` (spiffe://td/ns/NS/dapr-sentry).
+fn sentry_id_of(issuer: &Certificate) -> Option<SpiffeId> {
+    issuer
+        .tbs_certificate()
+        .subject()
+        .iter()
+        .filter(|atv| atv.oid == const_oid::db::rfc4519::O)
+        .find_map(|atv| {
+            let text = der::asn1::Utf8StringRef::try_from(&atv.value)
+                .map(|s| s.as_str().to_owned())
+                .or_else(|_| {
+                    der::asn1::PrintableStringRef::try_from(&atv.value)
+                        .map(|s| s.as_str().to_owned())
+                })
+                .ok()?;
+            SpiffeId::parse(&text).ok()
+        })
+}
+
+/// Makes a new issuer signed by `root_key` for the credential set in `paths` and writes
+/// `issuer.key` then `issuer.crt` atomically. The issuer keeps the current issuer's SPIFFE ID.
+pub fn rotate_issuer(
+    paths: &CredentialPaths,
+    root_key: &dyn CaSigner,
+    lifetime: Duration,
+    clock_skew: Duration,
+    now: UnixTime,
+) -> Result<NewIssuer, RotationError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| RotationError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let anchors = parse_certificates(&read(&paths.trust_anchors)?).map_err(|e| {
+        RotationError::Credentials(format!("{}: {e}", paths.trust_anchors.display()))
+    })?;
+    let current = parse_certificates(&read(&paths.issuer_certificate)?).map_err(|e| {
+        RotationError::Credentials(format!("{}: {e}", paths.issuer_certificate.display()))
+    })?;
+    let sentry_id = current.first().and_then(sentry_id_of).ok_or_else(|| {
+        RotationError::Credentials(format!(
+            "{}: cannot find the issuer's SPIFFE ID (subject O=spiffe://...)",
+            paths.issuer_certificate.display()
+        ))
+    })?;
+    let issuer = new_issuer(root_key, &anchors, &sentry_id, lifetime, clock_skew, now)?;
+    fsutil::write_files_atomically(&[
+        (&paths.issuer_key, issuer.key_pem.as_bytes()),
+        (&paths.issuer_certificate, issuer.certificate_pem.as_bytes()),
+    ])?;
+    Ok(issuer)
+}
+
+/// When the issuer valid over `issuer` should be replaced: once less than a third of its life
+/// is left, or less than twice the workload TTL (when its life is longer than that, so that a
+/// short-lived issuer is not rotated without end). `clock_skew` is the backdating of NotBefore.
+pub fn rotation_due_at(issuer: Validity, clock_skew: Duration, workload_ttl: Duration) -> UnixTime {
+    let life = issuer
+        .not_before
+        .until(issuer.not_after)
+        .saturating_sub(clock_skew);
+    let mut left = life / 3;
+    if life > workload_ttl * 3 {
+        left = left.max(workload_ttl * 2);
+    }
+    issuer.not_after.saturating_sub(left)
+}
+
+/// The lifetime a replacement issuer gets: the current one's (without the backdating).
+pub fn issuer_lifetime(issuer: Validity, clock_skew: Duration) -> Duration {
+    issuer
+        .not_before
+        .until(issuer.not_after)
+        .saturating_sub(clock_skew)
+        .max(Duration::from_secs(1))
+}
+
+/// First retry after a failed rotation; doubled up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between rotation attempts after failures.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest sleep between checks (a reload may bring a new issuer at any time).
+const CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The server's automatic rotation: sleeps until the live issuer is due, rotates it with the
+/// HSM root, hands the new bundle to `install`, and on failure keeps the current issuer, logs
+/// and retries with backoff. Runs until the task is dropped.
+pub async fn auto_rotate(
+    config: HsmConfig,
+    paths: CredentialPaths,
+    current: impl Fn() -> Arc<CaBundle> + Send + 'static,
+    install: impl Fn(Arc<CaBundle>) + Send + 'static,
+    workload_ttl: Duration,
+    clock_skew: Duration,
+) {
+    tracing::info!(target: SCOPE_CA,
+        "Automatic issuer rotation enabled: root key {:?} in HSM token {:?}",
+        config.key_label, config.token_label);
+    let config = Arc::new(config);
+    let mut signer: Option<Arc<warden_hsm::HsmSigner>> = None;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let validity = current().issuer_validity();
+        let due = rotation_due_at(validity, clock_skew, workload_ttl);
+        let now = now();
+        if now < due {
+            tokio::time::sleep(now.until(due).min(CHECK_INTERVAL)).await;
+            continue;
+        }
+        let lifetime = issuer_lifetime(validity, clock_skew);
+        let attempt = {
+            let config = Arc::clone(&config);
+            let paths = paths.clone();
+            let cached = signer.clone();
+            tokio::task::spawn_blocking(move || {
+                let signer = match cached {
+                    Some(signer) => signer,
+                    None => Arc::new(Hsm::open_signer(&config)?),
+                };
+                let issuer = rotate_issuer(&paths, signer.as_ref(), lifetime, clock_skew, now)?;
+                Ok::<_, RotationError>((signer, issuer))
+            })
+            .await
+        };
+        match attempt {
+            Ok(Ok((used, issuer))) => {
+                signer = Some(used);
+                backoff = FIRST_BACKOFF;
+                tracing::info!(target: SCOPE_CA,
+                    "Issuer rotated with the HSM root: new issuer valid until unix {}",
+                    issuer.validity.not_after.as_secs());
+                install(Arc::new(issuer.bundle));
+            }
+            Ok(Err(e)) => {
+                // A broken session or a token that went away: reopen on the next attempt.
+                signer = None;
+                tracing::error!(target: SCOPE_CA,
+                    "Issuer rotation failed, still serving with the current issuer (valid until unix {}); retrying in {}s: {e}",
+                    validity.not_after.as_secs(), backoff.as_secs());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => {
+                signer = None;
+                tracing::error!(target: SCOPE_CA, "Issuer rotation task failed: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validity(not_before: u64, not_after: u64) -> Validity {
+        Validity {
+            not_before: UnixTime::from_secs(not_before),
+            not_after: UnixTime::from_secs(not_after),
+        }
+    }
+
+    #[test]
+    fn due_with_a_third_of_the_life_left() {
+        // 365 days, skew 15 min, TTL 24 h: a third of the life wins.
+        let skew = Duration::from_secs(900);
+        let life = 365 * 86_400;
+        let v = validity(1_000_000 - 900, 1_000_000 + life);
+        let due = rotation_due_at(v, skew, Duration::from_secs(86_400));
+        assert_eq!(due.as_secs(), 1_000_000 + life - life / 3);
+    }
+
+    #[test]
+    fn due_with_twice_the_ttl_left_when_that_is_more() {
+        // 9 days, TTL 2 days: 4 days before the end rather than 3.
+        let v = validity(0, 9 * 86_400);
+        let due = rotation_due_at(v, Duration::ZERO, Duration::from_secs(2 * 86_400));
+        assert_eq!(due.as_secs(), 5 * 86_400);
+    }
+
+    #[test]
+    fn a_short_issuer_is_not_rotated_without_end() {
+        // 30 s issuer with a 24 h TTL: the TTL rule cannot apply, a third of the life does.
+        let v = validity(10_100 - 900, 10_130);
+        let due = rotation_due_at(v, Duration::from_secs(900), Duration::from_secs(86_400));
+        assert_eq!(due.as_secs(), 10_120);
+        assert_eq!(
+            issuer_lifetime(v, Duration::from_secs(900)),
+            Duration::from_secs(30)
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! The HSM-held root on a real SoftHSM2 token: `warden hsm init-root`, `warden issuer rotate`
+//! under client load, the server's automatic rotation, and serving on when the HSM goes away.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+mod server_support;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{OPENSSL_KEYS, openssl, openssl_csr, run, tempdir};
+use server_support::{Options, WARDEN, Warden, check_response, ders, mode, request, sign};
+use warden_core::bundle::parse_certificates;
+use warden_core::profile::Validity;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN: &str = "warden-e2e";
+const KEY: &str = "warden-root";
+const PIN: &str = "e2e-user-pin";
+
+/// A SoftHSM2 token in its own directory, reached through `SOFTHSM2_CONF`.
+struct Token {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+}
+
+impl Token {
+    fn new() -> Self {
+        let dir = tempdir();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let mut init = Command::new("softhsm2-util");
+        init.args(["--init-token", "--free", "--label", TOKEN])
+            .args(["--pin", PIN, "--so-pin", "e2e-so-pin"])
+            .env("SOFTHSM2_CONF", &conf);
+        run(init);
+        Self { dir, conf }
+    }
+
+    fn tokens(&self) -> PathBuf {
+        self.dir.path().join("tokens")
+    }
+
+    fn hsm_flags() -> Vec<String> {
+        [
+            "--hsm-module",
+            MODULE,
+            "--hsm-token-label",
+            TOKEN,
+            "--hsm-key-label",
+            KEY,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// `warden <args>` with this token and the PIN in the environment.
+    fn warden(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(WARDEN);
+        cmd.args(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env("WARDEN_HSM_PIN", PIN);
+        cmd
+    }
+
+    fn init_root(&self, creds: &Path) {
+        let mut cmd = self.warden(&["hsm", "init-root", "--trust-domain", "public"]);
+        cmd.args(Self::hsm_flags())
+            .arg("--issuer-credentials")
+            .arg(creds);
+        run(cmd);
+    }
+
+    fn rotate(&self, creds: &Path, extra: &[&str]) {
+        let mut cmd = self.warden(&["issuer", "rotate"]);
+        cmd.args(Self::hsm_flags())
+            .arg("--issuer-credentials")
+            .arg(creds)
+            .args(extra);
+        run(cmd);
+    }
+
+    fn server_options(&self) -> Options {
+        Options::new()
+            .args(Self::hsm_flags())
+            .env("SOFTHSM2_CONF", self.conf.to_str().unwrap())
+            .env("WARDEN_HSM_PIN", PIN)
+    }
+}
+
+fn issuer_der(creds: &Path) -> Vec<u8> {
+    let certs = parse_certificates(&std::fs::read(creds.join("issuer.crt")).unwrap()).unwrap();
+    ders(&certs[..1]).remove(0)
+}
+
+fn openssl_verify_issuer(creds: &Path) {
+    run(openssl(
+        creds,
+        [
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            "ca.crt",
+            "-partial_chain",
+            "issuer.crt",
+        ],
+    ));
+}
+
+/// A request loop (a request every 5 ms on one connection) that records every failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    issuers: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Load {
+    async fn start(warden: &Warden, csr: Vec<u8>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let issuers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut client = warden.client().await;
+        let task = {
+            let (stop, ok, issuers) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&issuers));
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    match sign(&mut client, request("loop", "default", "", &csr)).await {
+                        Ok(response) => match parse_certificates(&response.workload_certificate) {
+                            Ok(certs) if certs.len() >= 2 => {
+                                let issuer = ders(&certs[1..2]).remove(0);
+                                let mut seen = issuers.lock().unwrap();
+                                if seen.last() != Some(&issuer) {
+                                    seen.push(issuer);
+                                }
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => failures.push(format!("{n}: bad chain {other:?}")),
+                        },
+                        Err(status) => failures.push(format!("{n}: {status:?}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                failures
+            })
+        };
+        Self {
+            stop,
+            ok,
+            issuers,
+            task,
+        }
+    }
+
+    async fn wait_for_issuer(&self, issuer: &[u8], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.issuers.lock().unwrap().last().map(Vec::as_slice) != Some(issuer) {
+            assert!(
+                Instant::now() < deadline,
+                "issuer not seen within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn wait_for_more(&self, more: u64) {
+        let target = self.ok.load(Ordering::Relaxed) + more;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.ok.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "requests stalled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_root_in_the_hsm_then_rotate_the_issuer_under_load_without_a_failed_request() {
+    let token = Token::new();
+    let creds = tempdir();
+    let work = tempdir();
+    token.init_root(creds.path());
+    // The root is self-signed, strict X.509, and its issuer verifies under it.
+    run(openssl(
+        creds.path(),
+        ["verify", "-x509_strict", "-CAfile", "ca.crt", "ca.crt"],
+    ));
+    openssl_verify_issuer(creds.path());
+    assert_eq!(mode(&creds.path().join("issuer.key")), 0o600);
+    // Running init-root again refuses to overwrite anything.
+    let mut again = token.warden(&["hsm", "init-root"]);
+    again
+        .args(Token::hsm_flags())
+        .arg("--issuer-credentials")
+        .arg(creds.path());
+    let out = again.output().unwrap();
+    assert!(!out.status.success());
+    let ca_before = std::fs::read(creds.path().join("ca.crt")).unwrap();
+
+    let warden = Warden::start(creds.path());
+    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[2]).pem;
+    let load = Load::start(&warden, csr.clone()).await;
+    let first = issuer_der(creds.path());
+    load.wait_for_issuer(&first, Duration::from_secs(10)).await;
+    load.wait_for_more(20).await;
+    let mut client = warden.client().await;
+    let before = sign(&mut client, request("before", "default", "", &csr))
+        .await
+        .unwrap();
+
+    token.rotate(creds.path(), &["--valid-until", "30"]);
+    let second = issuer_der(creds.path());
+    assert_ne!(first, second);
+    // The new issuer is signed by the HSM root: it verifies under the unchanged ca.crt.
+    assert_eq!(
+        std::fs::read(creds.path().join("ca.crt")).unwrap(),
+        ca_before
+    );
+    openssl_verify_issuer(creds.path());
+    load.wait_for_issuer(&second, Duration::from_secs(15)).await;
+    load.wait_for_more(20).await;
+    let after = sign(&mut client, request("after", "default", "", &csr))
+        .await
+        .unwrap();
+    let failures = load.finish().await;
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+
+    let anchors = warden.trust_anchors_path();
+    let before = check_response(&before, &anchors, "spiffe://public/ns/default/before");
+    let after = check_response(&after, &anchors, "spiffe://public/ns/default/after");
+    before.openssl_verify(work.path(), &anchors, "before");
+    after.openssl_verify(work.path(), &anchors, "after");
+    assert_ne!(before.akid(), after.akid());
+    let second_cert =
+        &parse_certificates(&std::fs::read(creds.path().join("issuer.crt")).unwrap()).unwrap()[0];
+    let days = Validity::of(second_cert);
+    let life = days.not_before.until(days.not_after).as_secs();
+    assert!((30 * 86_400..=30 * 86_400 + 3600).contains(&life), "{life}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_rotates_its_issuer_on_its_own_and_serves_on_when_the_hsm_is_gone() {
+    let token = Token::new();
+    let creds = tempdir();
+    let work = tempdir();
+    token.init_root(creds.path());
+    // A 9-second issuer: due for rotation 6 s after it was made.
+    token.rotate(creds.path(), &["--valid-for-secs", "9"]);
+    let first = issuer_der(creds.path());
+
+    let warden = Warden::start_with(creds.path(), &token.server_options());
+    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[2]).pem;
+    let load = Load::start(&warden, csr.clone()).await;
+    warden
+        .output
+        .wait_for(
+            0,
+            "info",
+            "Issuer rotated with the HSM root",
+            Duration::from_secs(20),
+        )
+        .await;
+    let second = issuer_der(creds.path());
+    assert_ne!(first, second);
+    openssl_verify_issuer(creds.path());
+    load.wait_for_issuer(&second, Duration::from_secs(10)).await;
+    let mut client = warden.client().await;
+    let response = sign(&mut client, request("auto", "default", "", &csr))
+        .await
+        .unwrap();
+    let issued = check_response(
+        &response,
+        &warden.trust_anchors_path(),
+        "spiffe://public/ns/default/auto",
+    );
+    // Leaves never outlive the short issuer.
+    let issuer_cert =
+        &parse_certificates(&std::fs::read(creds.path().join("issuer.crt")).unwrap()).unwrap()[0];
+    assert!(issued.validity().not_after <= Validity::of(issuer_cert).not_after);
+
+    // The token goes away: the next rotation fails, is logged, and serving goes on.
+    let gone = token.dir.path().join("tokens-gone");
+    std::fs::rename(token.tokens(), &gone).unwrap();
+    let mark = warden.output.len();
+    warden
+        .output
+        .wait_for(
+            mark,
+            "error",
+            "Issuer rotation failed",
+            Duration::from_secs(20),
+        )
+        .await;
+    sign(&mut client, request("hsm-gone", "default", "", &csr))
+        .await
+        .unwrap();
+    load.wait_for_more(10).await;
+    let failures = load.finish().await;
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+}
