@@ -164,6 +164,8 @@ impl SentryConfig {
             );
         }
 
+        // Where each kept entry's options came from, for error messages.
+        let mut options_index: Vec<usize> = Vec::new();
         for (index, raw) in mtls
             .token_validators
             .unwrap_or_default()
@@ -173,32 +175,37 @@ impl SentryConfig {
             let validator = raw.validate(index, source)?;
             match config
                 .token_validators
-                .iter_mut()
-                .find(|known| known.name == validator.name)
+                .iter()
+                .position(|known| known.name == validator.name)
             {
-                Some(known) => known.options = validator.options,
-                None => config.token_validators.push(validator),
+                Some(at) => {
+                    if let (Some(known), Some(from)) = (
+                        config.token_validators.get_mut(at),
+                        options_index.get_mut(at),
+                    ) {
+                        known.options = validator.options;
+                        *from = index;
+                    }
+                }
+                None => {
+                    config.token_validators.push(validator);
+                    options_index.push(index);
+                }
             }
         }
-        Ok(config)
-    }
-
-    /// Refuses validators that the file may name but Warden cannot run yet.
-    ///
-    /// Loading keeps `jwks` because the file is valid for Sentry; starting without it would
-    /// silently fall back to accepting every client (`insecure`), so the server calls this at
-    /// start-up and stops instead.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::UnsupportedValidator`] naming the first configured validator.
-    pub fn check_supported_validators(&self) -> Result<(), ConfigError> {
-        match self.token_validators.first() {
-            Some(validator) => Err(ConfigError::UnsupportedValidator {
-                name: validator.name.clone(),
-            }),
-            None => Ok(()),
+        // Every name is valid (only `jwks` gets here). Its options are decoded now, after all
+        // names are checked, so a bad one stops the server before anything starts; the source
+        // itself is resolved when the validator starts.
+        for (validator, index) in config.token_validators.iter().zip(options_index) {
+            crate::jwks::JwksOptions::parse(&validator.options).map_err(|error| {
+                ConfigError::ValidatorOption {
+                    path: path(),
+                    index,
+                    error,
+                }
+            })?;
         }
+        Ok(config)
     }
 }
 
@@ -290,13 +297,21 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-    /// The file is valid for Sentry but names a validator Warden does not implement yet.
+    /// A `jwks` option cannot be used (missing `source`, bad duration, unreadable
+    /// `caCertificate`, a `source` that is neither a URL, a file nor a JWKS, ...).
     #[error(
-        "token validator '{name}' is not supported yet (configured in spec.mtls.tokenValidators)"
+        "config file {}: spec.mtls.tokenValidators[{index}].options.{}: {}",
+        path.display(),
+        error.option,
+        error.reason
     )]
-    UnsupportedValidator {
-        /// The validator name, lower-cased.
-        name: String,
+    ValidatorOption {
+        /// The config file.
+        path: PathBuf,
+        /// Position in `tokenValidators`.
+        index: usize,
+        /// The option and what is wrong with it.
+        error: crate::jwks::OptionError,
     },
 }
 
@@ -1220,28 +1235,97 @@ spec:
     }
 
     #[test]
-    fn jwks_loads_but_is_not_supported_yet() {
-        let config = parse(&mtls("tokenValidators:\n  - name: JWKS")).unwrap();
+    fn jwks_loads_with_its_options() {
+        let config = parse(&mtls(
+            "tokenValidators:\n  - name: JWKS\n    options:\n      SOURCE: /etc/jwks.json",
+        ))
+        .unwrap();
         assert_eq!(
             config.token_validators,
             vec![TokenValidatorConfig {
                 name: "jwks".into(),
-                options: BTreeMap::new(),
+                options: BTreeMap::from([("SOURCE".into(), "/etc/jwks.json".into())]),
             }]
         );
-        let err = config.check_supported_validators().unwrap_err();
-        assert!(matches!(err, ConfigError::UnsupportedValidator { ref name } if name == "jwks"));
-        assert!(
-            err.to_string()
-                .starts_with("token validator 'jwks' is not supported yet"),
-            "{err}"
-        );
-        assert!(SentryConfig::default().check_supported_validators().is_ok());
-        assert!(
-            parse(REAL_CONFIG)
-                .unwrap()
-                .check_supported_validators()
-                .is_err()
+        assert_eq!(parse(REAL_CONFIG).unwrap().token_validators.len(), 1);
+    }
+
+    /// Every jwks option error, as the operator sees it at start-up: file, field, reason.
+    #[test]
+    fn jwks_option_errors_name_the_field() {
+        let at = "config file /x/c.yaml: spec.mtls.tokenValidators[0].options";
+        let cases: &[(&str, String)] = &[
+            (
+                "",
+                format!(
+                    "{at}.source: required: an https:// or http:// URL, a file path, JWKS JSON \
+                     or base64 of it"
+                ),
+            ),
+            (
+                "\n      source: ''",
+                format!(
+                    "{at}.source: required: an https:// or http:// URL, a file path, JWKS JSON \
+                     or base64 of it"
+                ),
+            ),
+            (
+                "\n      source: ftp://x/jwks",
+                format!("{at}.source: unsupported URL scheme 'ftp'; use https:// (or http://)"),
+            ),
+            (
+                "\n      source: HTTPS://x/jwks",
+                format!("{at}.source: write the URL scheme in lower case ('https://')"),
+            ),
+            (
+                "\n      source: https://x\n      minRefreshInterval: 10 minutes",
+                format!(
+                    "{at}.minRefreshInterval: expected a duration such as 10m or 30s, or a \
+                     number of seconds: time: unknown unit \" minutes\" in duration \"10 minutes\""
+                ),
+            ),
+            (
+                "\n      source: https://x\n      requestTimeout: -1s",
+                format!(
+                    "{at}.requestTimeout: expected a duration such as 10m or 30s, or a number \
+                     of seconds: negative duration \"-1s\" is not allowed"
+                ),
+            ),
+            (
+                "\n      source: https://x\n      requestTimeout: '99999999999999999999'",
+                format!(
+                    "{at}.requestTimeout: invalid number of seconds \"99999999999999999999\": \
+                     number too large to fit in target type"
+                ),
+            ),
+            (
+                "\n      source: https://x\n      Source: https://y",
+                format!(
+                    "{at}.source: given twice (as 'Source' and 'source'); option names are \
+                     case-insensitive"
+                ),
+            ),
+        ];
+        for (options, want) in cases {
+            let yaml = mtls(&format!(
+                "tokenValidators:\n  - name: jwks\n    options:{options}"
+            ));
+            let err = parse(&yaml).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::ValidatorOption { index: 0, .. }),
+                "{err:?}"
+            );
+            assert_eq!(&err.to_string(), want, "options:{options}");
+        }
+        // The index is the entry whose options were kept.
+        assert_eq!(
+            parse_err(&mtls(
+                "tokenValidators:\n  - name: jwks\n    options:\n      source: a\n  - name: Jwks"
+            )),
+            format!(
+                "config file /x/c.yaml: spec.mtls.tokenValidators[1].options.source: required: \
+                 an https:// or http:// URL, a file path, JWKS JSON or base64 of it"
+            )
         );
     }
 
@@ -1261,7 +1345,8 @@ spec:
             "tokenValidators:\n  - name: jwks\n    options:\n      \
              source: /etc/jwks.json\n      \
              requestTimeout: 30\n      \
-             minRefreshInterval: 1.5\n      \
+             minRefreshInterval: 90\n      \
+             float: 1.5\n      \
              big: 1e3\n      \
              negative: -7\n      \
              hex: 0x10\n      \
@@ -1277,7 +1362,8 @@ spec:
         let want: BTreeMap<String, String> = [
             ("source", "/etc/jwks.json"),
             ("requestTimeout", "30"),
-            ("minRefreshInterval", "1.5"),
+            ("minRefreshInterval", "90"),
+            ("float", "1.5"),
             ("big", "1000"),
             ("negative", "-7"),
             ("hex", "16"),
@@ -1304,8 +1390,8 @@ spec:
             config.token_validators[0].options,
             BTreeMap::from([("n".into(), "3".into()), ("source".into(), "x".into())])
         );
-        let config = parse(&mtls("tokenValidators:\n  - name: jwks\n    options:")).unwrap();
-        assert!(config.token_validators[0].options.is_empty());
+        let err = parse(&mtls("tokenValidators:\n  - name: jwks\n    options:")).unwrap_err();
+        assert!(matches!(err, ConfigError::ValidatorOption { .. }), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod fsutil;
 pub mod identity;
+pub mod jwks;
 pub mod native;
 pub mod observability;
 pub mod proto;

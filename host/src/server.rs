@@ -18,7 +18,7 @@ use warden_core::spiffe::{SpiffeId, TrustDomain};
 use crate::config::SentryConfig;
 use crate::observability::{self, Health, LogLevel, Metrics, SCOPE_CA, SCOPE_SENTRY, SCOPE_SERVER};
 use crate::reload;
-use crate::service::{self, CaService, CaState, IssuancePolicy, Validators};
+use crate::service::{self, CaService, CaState, IssuancePolicy};
 use crate::store::{self, CredentialPaths, GenerateOptions, Origin};
 use crate::tls::{self, ServingCert};
 
@@ -121,7 +121,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => SentryConfig::load(path)?,
         None => SentryConfig::default(),
     };
-    config.check_supported_validators()?;
     let trust_domain = TrustDomain::new(&args.trust_domain)
         .map_err(|e| anyhow::anyhow!("invalid --trust-domain {:?}: {e}", args.trust_domain))?;
     let server_id = SpiffeId::sentry(&trust_domain, &args.namespace)
@@ -138,6 +137,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics_target = args
         .enable_metrics
         .then(|| health.register("metrics-exporter"));
+    // A configured jwks validator registers its own health target, ready after its first load.
+    let validators = crate::jwks::start_validators(
+        &config,
+        args.config.as_deref().unwrap_or(std::path::Path::new("")),
+        &health,
+        &server_id.to_string(),
+    )?;
 
     tracing::info!(target: SCOPE_SENTRY, "Using local file system for trust bundle storage");
     let paths = CredentialPaths::new(
@@ -179,12 +185,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(CaState {
         bundle: ArcSwap::new(Arc::clone(&bundle)),
         policy,
-        validators: Validators::insecure_default(),
+        validators: validators.clone(),
         namespace: args.namespace.clone(),
         trust_domain: trust_domain.clone(),
         metrics: metrics.clone(),
     });
-    tracing::info!(target: SCOPE_SERVER, "Adding validator 'insecure' with Sentry ID: {server_id}");
+    for name in validators.names() {
+        tracing::info!(target: SCOPE_SERVER, "Adding validator '{name}' with Sentry ID: {server_id}");
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown = move || {

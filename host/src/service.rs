@@ -13,6 +13,7 @@ use warden_core::bundle::{CaBundle, WorkloadRequest};
 use warden_core::csr::{self, CsrError};
 use warden_core::spiffe::{SpiffeId, TrustDomain, validate_app_id};
 
+use crate::jwks::{JwksValidator, VerifyError};
 use crate::native::NativeVerifier;
 use crate::observability::{Metrics, SCOPE_SERVER};
 use crate::proto::sign_certificate_request::TokenValidator;
@@ -23,10 +24,11 @@ use crate::proto::{SignCertificateRequest, SignCertificateResponse, ca_server};
 pub const MAX_REQUEST_BYTES: usize = csr::MAX_CSR_LEN + 16 * 1024;
 
 /// Which token validators are enabled and which one a request without a choice gets.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Validators {
     enabled: Vec<TokenValidator>,
     default: Option<TokenValidator>,
+    jwks: Option<Arc<JwksValidator>>,
 }
 
 impl Validators {
@@ -35,7 +37,26 @@ impl Validators {
         Self {
             enabled: vec![TokenValidator::Insecure],
             default: Some(TokenValidator::Insecure),
+            jwks: None,
         }
+    }
+
+    /// Self-hosted with `tokenValidators` configured: only those are enabled, `insecure` is
+    /// off, and there is no default, so clients must name a validator (spec §5).
+    pub fn configured(jwks: Arc<JwksValidator>) -> Self {
+        Self {
+            enabled: vec![TokenValidator::Jwks],
+            default: None,
+            jwks: Some(jwks),
+        }
+    }
+
+    /// The enabled validators' names, for the start-up log.
+    pub fn names(&self) -> Vec<String> {
+        self.enabled
+            .iter()
+            .map(|v| v.as_str_name().to_ascii_lowercase())
+            .collect()
     }
 
     fn select(&self, requested: i32) -> Result<TokenValidator, Status> {
@@ -118,7 +139,7 @@ impl ca_server::Ca for CaService {
         let state = Arc::clone(&self.state);
         state.metrics.sign_request_received();
         // A bug in the handler must cost one request, never the server or the connection.
-        let outcome = AssertUnwindSafe(async move { sign(&state, request.get_ref()) })
+        let outcome = AssertUnwindSafe(async move { sign(&state, request.get_ref()).await })
             .catch_unwind()
             .await;
         match outcome {
@@ -132,12 +153,17 @@ impl ca_server::Ca for CaService {
     }
 }
 
-fn sign(state: &CaState, req: &SignCertificateRequest) -> Result<SignCertificateResponse, Status> {
+async fn sign(
+    state: &CaState,
+    req: &SignCertificateRequest,
+) -> Result<SignCertificateResponse, Status> {
     let validator = state.validators.select(req.token_validator)?;
-    let trust_domain = validate(validator, req).map_err(|message| {
-        tracing::warn!(target: SCOPE_SERVER, "Failed to validate request: {message}");
-        Status::permission_denied(message)
-    })?;
+    let trust_domain = validate(&state.validators, validator, req)
+        .await
+        .map_err(|message| {
+            tracing::warn!(target: SCOPE_SERVER, "Failed to validate request: {message}");
+            Status::permission_denied(message)
+        })?;
     // Sentry PEM-decodes first, so bare DER (which core also accepts) is not a CSR here.
     if req.certificate_signing_request.first() == Some(&0x30) {
         return Err(Status::invalid_argument(
@@ -189,15 +215,33 @@ fn sign(state: &CaState, req: &SignCertificateRequest) -> Result<SignCertificate
     })
 }
 
-/// The validator's checks. `insecure` has only the common rules; the others are not built yet,
-/// and `select` never returns them because they cannot be enabled.
-fn validate(
+/// The validator's checks. `insecure` has only the common rules. `jwks` (Sentry's
+/// `validator/jwks`): a token is required, the key set must be loaded, then the common rules,
+/// then the token against the requester's SPIFFE ID. `kubernetes` is never enabled here, so
+/// `select` never returns it.
+async fn validate(
+    validators: &Validators,
     validator: TokenValidator,
     req: &SignCertificateRequest,
 ) -> Result<TrustDomain, String> {
-    match validator {
-        TokenValidator::Insecure => common_rules(req),
-        other => Err(format!(
+    match (validator, &validators.jwks) {
+        (TokenValidator::Insecure, _) => common_rules(req),
+        (TokenValidator::Jwks, Some(jwks)) => {
+            if req.token.is_empty() {
+                return Err("the request does not contain a token".into());
+            }
+            if !jwks.is_ready() {
+                return Err(VerifyError::NotReady.to_string());
+            }
+            let trust_domain = common_rules(req)?;
+            let subject = SpiffeId::workload(&trust_domain, &req.namespace, &req.id)
+                .map_err(|e| format!("failed to construct SPIFFE ID for requestor: {e}"))?;
+            jwks.verify(&req.token, &subject.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(trust_domain)
+        }
+        (other, _) => Err(format!(
             "validator {} is not implemented",
             other.as_str_name().to_ascii_lowercase()
         )),
@@ -301,6 +345,7 @@ mod tests {
         let no_default = Validators {
             enabled: vec![TokenValidator::Jwks],
             default: None,
+            jwks: None,
         };
         assert_eq!(
             no_default.select(0).unwrap_err().message(),

@@ -147,6 +147,8 @@ pub(crate) struct Options {
     env: Vec<(String, String)>,
     namespace: Option<String>,
     trust_domain: Option<String>,
+    /// Return once `/healthz` answers at all, even 503 (a component not ready yet).
+    unready_ok: bool,
 }
 
 impl Options {
@@ -179,6 +181,12 @@ impl Options {
     /// Passes `--trust-domain`, which is also in the server's SPIFFE ID.
     pub(crate) fn trust_domain(mut self, trust_domain: &str) -> Self {
         self.trust_domain = Some(trust_domain.into());
+        self
+    }
+
+    /// Lets the start return as soon as `/healthz` answers, even 503 (not ready).
+    pub(crate) fn unready_ok(mut self) -> Self {
+        self.unready_ok = true;
         self
     }
 }
@@ -363,8 +371,10 @@ impl Warden {
                     output: warden.output.clone(),
                 });
             }
-            if matches!(http_get(healthz_port, "/healthz"), Ok((200, _))) {
-                return Ok(warden);
+            match http_get(healthz_port, "/healthz") {
+                Ok((200, _)) => return Ok(warden),
+                Ok(_) if options.unready_ok => return Ok(warden),
+                _ => {}
             }
             assert!(
                 Instant::now() < deadline,

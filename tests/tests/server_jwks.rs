@@ -1,0 +1,935 @@
+//! The `jwks` token validator end to end: a real `warden` process configured with
+//! `tokenValidators: [{name: jwks}]`, a real HTTPS JWKS server on loopback (certificate from a
+//! test CA made with openssl, passed as `caCertificate`), tokens signed with jsonwebtoken over
+//! keys made by openssl (P-256, RSA 2048, Ed25519).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+mod server_support;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use common::{OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir, write_file};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use server_support::{Options, WARDEN, Warden, check_response, request, sign};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::Code;
+use warden_core::bundle::parse_certificates;
+use warden_host::proto::SignCertificateRequest;
+use warden_host::proto::sign_certificate_request::TokenValidator;
+
+/// The audience every token must name: the server's SPIFFE ID (harness defaults).
+const AUD: &str = "spiffe://localhost/ns/default/dapr-sentry";
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys and tokens.
+
+/// A signing key made by openssl, with its public JWK.
+struct SigningKey {
+    alg: Algorithm,
+    encoding: EncodingKey,
+    public_pem: Vec<u8>,
+    kid: String,
+}
+
+impl SigningKey {
+    fn generate(dir: &Path, alg: Algorithm, kid: &str) -> Self {
+        let genpkey: &[&str] = match alg {
+            Algorithm::ES256 => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            Algorithm::RS256 => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            Algorithm::EdDSA => &["-algorithm", "ED25519"],
+            other => panic!("no key recipe for {other:?}"),
+        };
+        let key = format!("{kid}.key");
+        let public = format!("{kid}.pub");
+        let mut args = vec!["genpkey"];
+        args.extend_from_slice(genpkey);
+        args.extend_from_slice(&["-out", &key]);
+        run(openssl(dir, args));
+        run(openssl(
+            dir,
+            ["pkey", "-in", &key, "-pubout", "-out", &public],
+        ));
+        let pem = read_file(&dir.join(&key));
+        let encoding = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+            _ => EncodingKey::from_ed_pem(&pem),
+        }
+        .unwrap();
+        Self {
+            alg,
+            encoding,
+            public_pem: read_file(&dir.join(&public)),
+            kid: kid.into(),
+        }
+    }
+
+    fn jwk(&self) -> Jwk {
+        let mut jwk = Jwk::from_encoding_key(&self.encoding, self.alg).unwrap();
+        jwk.common.key_id = Some(self.kid.clone());
+        jwk
+    }
+
+    /// A token with this key's kid.
+    fn token(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+
+    /// A token with the given header fields instead of the defaults.
+    fn token_with(&self, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+}
+
+fn jwks_json(keys: &[&SigningKey]) -> String {
+    serde_json::to_string(&JwkSet {
+        keys: keys.iter().map(|k| k.jwk()).collect(),
+    })
+    .unwrap()
+}
+
+/// Claims of a good token for app `id` in `namespace` under trust domain `td`.
+fn claims(td: &str, namespace: &str, id: &str) -> Value {
+    let now = unix_now();
+    json!({
+        "aud": [AUD],
+        "sub": format!("spiffe://{td}/ns/{namespace}/{id}"),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    })
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A test CA and an HTTPS JWKS server.
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, made by openssl.
+struct TestCa {
+    ca_pem: PathBuf,
+    cert_pem: PathBuf,
+    key_pem: PathBuf,
+}
+
+impl TestCa {
+    fn generate(dir: &Path) -> Self {
+        run(openssl(
+            dir,
+            [
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=jwks test CA",
+                "-days",
+                "2",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ));
+        run(openssl(
+            dir,
+            [
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ));
+        write_file(
+            dir,
+            "server.ext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        );
+        run(openssl(
+            dir,
+            [
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "1",
+                "-extfile",
+                "server.ext",
+            ],
+        ));
+        Self {
+            ca_pem: dir.join("ca.pem"),
+            cert_pem: dir.join("server.pem"),
+            key_pem: dir.join("server.key"),
+        }
+    }
+}
+
+/// What the JWKS server does now.
+struct Served {
+    /// Drop every connection without answering (the source is down).
+    down: AtomicBool,
+    body: Mutex<String>,
+    /// Successful answers so far.
+    hits: AtomicUsize,
+}
+
+/// An HTTPS server answering every GET with the current JWKS.
+struct JwksServer {
+    url: String,
+    served: Arc<Served>,
+}
+
+impl JwksServer {
+    async fn start(ca: &TestCa, body: String, down: bool) -> Self {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca.cert_pem)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&ca.key_pem).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://127.0.0.1:{}/jwks.json",
+            listener.local_addr().unwrap().port()
+        );
+        let served = Arc::new(Served {
+            down: AtomicBool::new(down),
+            body: Mutex::new(body),
+            hits: AtomicUsize::new(0),
+        });
+        let state = Arc::clone(&served);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                if state.down.load(Ordering::SeqCst) {
+                    drop(tcp);
+                    continue;
+                }
+                let acceptor = acceptor.clone();
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = state.body.lock().unwrap().clone();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    state.hits.fetch_add(1, Ordering::SeqCst);
+                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Self { url, served }
+    }
+
+    fn set_body(&self, body: String) {
+        *self.served.body.lock().unwrap() = body;
+    }
+
+    fn set_down(&self, down: bool) {
+        self.served.down.store(down, Ordering::SeqCst);
+    }
+
+    fn hits(&self) -> usize {
+        self.served.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A Dapr Configuration with one jwks validator and these options.
+fn write_config(dir: &Path, options: &[(&str, &str)]) -> PathBuf {
+    let mut yaml = String::from(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprsystem\n\
+         spec:\n  mtls:\n    enabled: true\n    tokenValidators:\n      - name: jwks\n        options:\n",
+    );
+    for (key, value) in options {
+        yaml.push_str(&format!(
+            "          {key}: {}\n",
+            serde_json::to_string(value).unwrap()
+        ));
+    }
+    write_file(dir, "config.yaml", yaml)
+}
+
+fn start_with_config(creds: &Path, config: &Path, unready_ok: bool) -> Warden {
+    let mut options = Options::new().args(["--config", config.to_str().unwrap()]);
+    if unready_ok {
+        options = options.unready_ok();
+    }
+    Warden::start_with(creds, &options)
+}
+
+/// A jwks request for `id` in `namespace` (trust domain `td`, empty for the default).
+fn jwks_request(
+    id: &str,
+    namespace: &str,
+    td: &str,
+    csr: &[u8],
+    token: &str,
+) -> SignCertificateRequest {
+    SignCertificateRequest {
+        token: token.into(),
+        token_validator: TokenValidator::Jwks.into(),
+        ..request(id, namespace, td, csr)
+    }
+}
+
+fn assert_status(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: Code,
+    message: &str,
+    what: &str,
+) {
+    let status = result.expect_err(what);
+    assert_eq!((status.code(), status.message()), (code, message), "{what}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
+    let work = tempdir();
+    let creds = tempdir();
+    let dir = work.path();
+    let ca = TestCa::generate(dir);
+    let es = SigningKey::generate(dir, Algorithm::ES256, "es");
+    let rs = SigningKey::generate(dir, Algorithm::RS256, "rs");
+    let ed = SigningKey::generate(dir, Algorithm::EdDSA, "ed");
+    let stranger = SigningKey::generate(dir, Algorithm::ES256, "stranger");
+    let server = JwksServer::start(&ca, jwks_json(&[&es, &rs, &ed]), false).await;
+    let config = write_config(
+        dir,
+        &[
+            ("source", &server.url),
+            ("caCertificate", ca.ca_pem.to_str().unwrap()),
+        ],
+    );
+    let warden = start_with_config(creds.path(), &config, false);
+    warden
+        .output
+        .wait_for(
+            0,
+            "info",
+            "Adding validator 'jwks' with Sentry ID: spiffe://localhost/ns/default/dapr-sentry",
+            Duration::from_secs(5),
+        )
+        .await;
+    let mut client = warden.client().await;
+    let csr = openssl_csr(dir, &OPENSSL_KEYS[0]).pem;
+
+    // Validator selection: no default, insecure is off.
+    let good = es.token(&claims("public", "default", "app"));
+    let mut unknown = jwks_request("app", "default", "", &csr, &good);
+    unknown.token_validator = TokenValidator::Unknown.into();
+    assert_status(
+        sign(&mut client, unknown).await,
+        Code::InvalidArgument,
+        "a validator name must be specified in this environment",
+        "validator UNKNOWN",
+    );
+    let mut insecure = jwks_request("app", "default", "", &csr, &good);
+    insecure.token_validator = TokenValidator::Insecure.into();
+    assert_status(
+        sign(&mut client, insecure).await,
+        Code::InvalidArgument,
+        "the requested validator is not enabled",
+        "validator INSECURE",
+    );
+
+    // Valid tokens for each key type; the leaf's SPIFFE ID is the token's sub.
+    for (key, td, namespace, id) in [
+        (&es, "", "default", "app"),
+        (&rs, "", "prod", "orders"),
+        (&ed, "example.org", "default", "web"),
+    ] {
+        let sub_td = if td.is_empty() { "public" } else { td };
+        let token = key.token(&claims(sub_td, namespace, id));
+        let response = sign(&mut client, jwks_request(id, namespace, td, &csr, &token))
+            .await
+            .unwrap_or_else(|e| panic!("{:?} token refused: {e:?}", key.alg));
+        check_response(
+            &response,
+            &warden.trust_anchors_path(),
+            &format!("spiffe://{sub_td}/ns/{namespace}/{id}"),
+        );
+    }
+    // Without a kid, every key of the token's type is tried.
+    sign(
+        &mut client,
+        jwks_request(
+            "app",
+            "default",
+            "",
+            &csr,
+            &rs.token_with(None, &claims("public", "default", "app")),
+        ),
+    )
+    .await
+    .expect("a token without kid");
+
+    // Bad tokens: each PermissionDenied with its reason.
+    let now = unix_now();
+    let with = |changes: &[(&str, Value)]| {
+        let mut c = claims("public", "default", "app");
+        for (name, value) in changes {
+            c[*name] = value.clone();
+        }
+        c
+    };
+    let without = |name: &str| {
+        let mut c = claims("public", "default", "app");
+        c.as_object_mut().unwrap().remove(name);
+        c
+    };
+    let good_parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let mut tampered_claims = claims("public", "default", "app");
+    tampered_claims["sub"] = "spiffe://public/ns/default/admin".into();
+    let tampered = format!(
+        "{}.{}.{}",
+        good_parts[0],
+        b64url(tampered_claims.to_string().as_bytes()),
+        good_parts[2]
+    );
+    let alg_none = format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","typ":"JWT"}"#),
+        b64url(claims("public", "default", "app").to_string().as_bytes())
+    );
+    let hs256_with_public_key = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("es".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims("public", "default", "app"),
+            &EncodingKey::from_secret(&es.public_pem).unwrap(),
+        )
+        .unwrap()
+    };
+    let failed = |reason: &str| format!("token validation failed: {reason}");
+    let expected_sub = "spiffe://public/ns/default/app";
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "expired",
+            es.token(&with(&[
+                ("exp", json!(now - 600)),
+                ("iat", json!(now - 1200)),
+                ("nbf", json!(now - 1200)),
+            ])),
+            failed("\"exp\" not satisfied: the token has expired"),
+        ),
+        (
+            "nbf in the future",
+            es.token(&with(&[("nbf", json!(now + 600))])),
+            failed("\"nbf\" not satisfied: the token is not valid yet"),
+        ),
+        (
+            "iat in the future",
+            ed.token(&with(&[("iat", json!(now + 600))])),
+            failed("\"iat\" not satisfied: the token was issued in the future"),
+        ),
+        (
+            "wrong aud",
+            es.token(&with(&[(
+                "aud",
+                json!(["dapr.io/sentry", "spiffe://localhost/ns/other/dapr-sentry"]),
+            )])),
+            failed(&format!(
+                "\"aud\" not satisfied: the audience does not contain {AUD}"
+            )),
+        ),
+        (
+            "missing aud",
+            rs.token(&without("aud")),
+            failed("\"aud\" not satisfied: required claim not found"),
+        ),
+        (
+            "missing sub",
+            ed.token(&without("sub")),
+            failed("\"sub\" not satisfied: required claim not found"),
+        ),
+        (
+            "wrong sub",
+            es.token(&with(&[("sub", json!("not-a-spiffe-id"))])),
+            failed(&format!("\"sub\" not satisfied: expected {expected_sub}")),
+        ),
+        (
+            "sub for another app",
+            es.token(&claims("public", "default", "other")),
+            failed(&format!("\"sub\" not satisfied: expected {expected_sub}")),
+        ),
+        (
+            "sub for another namespace",
+            rs.token(&claims("public", "prod", "app")),
+            failed(&format!("\"sub\" not satisfied: expected {expected_sub}")),
+        ),
+        (
+            "sub for another trust domain",
+            ed.token(&claims("example.org", "default", "app")),
+            failed(&format!("\"sub\" not satisfied: expected {expected_sub}")),
+        ),
+        (
+            "alg none",
+            alg_none,
+            failed(
+                "unsupported signature algorithm \"none\"; accepted: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA",
+            ),
+        ),
+        (
+            "HS256 with the public key as secret",
+            hs256_with_public_key,
+            failed(
+                "unsupported signature algorithm \"HS256\"; accepted: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA",
+            ),
+        ),
+        (
+            "unknown kid",
+            stranger.token(&claims("public", "default", "app")),
+            failed("failed to find key with key ID \"stranger\" in key set"),
+        ),
+        (
+            "signature by another key",
+            stranger.token_with(Some("es"), &claims("public", "default", "app")),
+            failed("could not verify message using any of the signatures or keys"),
+        ),
+        (
+            "key type does not match alg",
+            ed.token_with(Some("es"), &claims("public", "default", "app")),
+            failed("algorithm \"EdDSA\" does not match key \"es\" (EC P-256 with alg ES256)"),
+        ),
+        (
+            "tampered payload",
+            tampered,
+            failed("could not verify message using any of the signatures or keys"),
+        ),
+        (
+            "malformed JWT",
+            "eyJhbGciOiJFUzI1NiJ9.not-a-token".into(),
+            failed("failed to parse token: a signed JWT has 3 dot-separated parts, this one has 2"),
+        ),
+        (
+            "garbage header",
+            "abc.def.ghi".into(),
+            failed("failed to parse token: the header is not base64url JSON"),
+        ),
+        (
+            "empty token",
+            String::new(),
+            "the request does not contain a token".into(),
+        ),
+    ];
+    assert!(cases.len() >= 15);
+    let mark = warden.output.len();
+    for (name, token, want) in &cases {
+        assert_status(
+            sign(&mut client, jwks_request("app", "default", "", &csr, token)).await,
+            Code::PermissionDenied,
+            want,
+            name,
+        );
+    }
+    // Never a token in the logs.
+    let logged = warden.output.lines()[mark..].join("\n");
+    for (name, token, _) in &cases {
+        if token.len() > 20 {
+            assert!(
+                !logged.contains(token.as_str()),
+                "the {name} token was logged"
+            );
+        }
+    }
+
+    // The common rules still apply, after the token check and before the JWT.
+    assert_status(
+        sign(&mut client, jwks_request("a.b", "default", "", &csr, "")).await,
+        Code::PermissionDenied,
+        "the request does not contain a token",
+        "token checked first",
+    );
+    assert_status(
+        sign(&mut client, jwks_request("a.b", "default", "", &csr, &good)).await,
+        Code::PermissionDenied,
+        "invalid request: parameter app-id cannot contain dots",
+        "common rules",
+    );
+    assert_status(
+        sign(
+            &mut client,
+            jwks_request("app", "default", "Upper", &csr, &good),
+        )
+        .await,
+        Code::PermissionDenied,
+        "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores",
+        "trust domain",
+    );
+    // A bad CSR is checked after the token, as in Sentry.
+    assert_status(
+        sign(
+            &mut client,
+            jwks_request("app", "default", "", b"not a csr", &good),
+        )
+        .await,
+        Code::InvalidArgument,
+        "invalid certificate signing request",
+        "CSR after token",
+    );
+
+    // `identity fetch --token-file` asks for the JWKS validator and gets a certificate.
+    let token_file = write_file(
+        dir,
+        "token",
+        ed.token(&claims("public", "default", "myapp")),
+    );
+    let out = dir.join("svid");
+    let mut cmd = Command::new(WARDEN);
+    cmd.args(["identity", "fetch", "--sentry-address"])
+        .arg(warden.address())
+        .arg("--trust-anchors")
+        .arg(warden.trust_anchors_path())
+        .args(["--app-id", "myapp", "--out"])
+        .arg(&out)
+        .arg("--token-file")
+        .arg(&token_file)
+        .env_remove("RUST_LOG");
+    let got = common::try_run(cmd);
+    assert!(
+        got.success,
+        "identity fetch --token-file failed: {}",
+        got.combined()
+    );
+    let chain = parse_certificates(&read_file(&out.join("cert.pem"))).unwrap();
+    support::assert_x509_svid_leaf(&chain[0], "spiffe://public/ns/default/myapp");
+    assert_eq!(
+        server.hits(),
+        1,
+        "one fetch at start; unknown kids within minRefreshInterval do not refetch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
+    let work = tempdir();
+    let creds = tempdir();
+    let dir = work.path();
+    let ca = TestCa::generate(dir);
+    let k1 = SigningKey::generate(dir, Algorithm::ES256, "k1");
+    let k2 = SigningKey::generate(dir, Algorithm::EdDSA, "k2");
+    let server = JwksServer::start(&ca, jwks_json(&[&k1]), true).await;
+    let config = write_config(
+        dir,
+        &[
+            ("source", &server.url),
+            (
+                "CACERTIFICATE",
+                &String::from_utf8(read_file(&ca.ca_pem)).unwrap(),
+            ),
+            ("minRefreshInterval", "3"),
+            ("requestTimeout", "5s"),
+        ],
+    );
+    let warden = start_with_config(creds.path(), &config, true);
+    let csr = openssl_csr(dir, &OPENSSL_KEYS[1]).pem;
+    let t1 = k1.token(&claims("public", "default", "app"));
+
+    // Down: not ready, and requests say so.
+    assert_eq!(warden.healthz().0, 503);
+    let mut client = warden.client().await;
+    assert_status(
+        sign(&mut client, jwks_request("app", "default", "", &csr, &t1)).await,
+        Code::PermissionDenied,
+        "jwks validator not ready",
+        "before the first load",
+    );
+    warden
+        .output
+        .wait_for(0, "warning", "not ready yet", Duration::from_secs(10))
+        .await;
+
+    // Up: ready within the retry backoff, and tokens are accepted.
+    server.set_down(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while warden.healthz().0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready after the source came up:\n{}",
+            warden.output.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready_at = Instant::now();
+    let response = sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
+        .await
+        .unwrap();
+    check_response(
+        &response,
+        &warden.trust_anchors_path(),
+        "spiffe://public/ns/default/app",
+    );
+    let hits = server.hits();
+
+    // Rotation: the server now publishes only k2.
+    server.set_body(jwks_json(&[&k2]));
+    let t2 = k2.token(&claims("public", "default", "app"));
+    if ready_at.elapsed() < Duration::from_secs(2) {
+        // Within minRefreshInterval of the last fetch: no refetch, the old set keeps serving.
+        assert_status(
+            sign(&mut client, jwks_request("app", "default", "", &csr, &t2)).await,
+            Code::PermissionDenied,
+            "token validation failed: failed to find key with key ID \"k2\" in key set",
+            "unknown kid inside minRefreshInterval",
+        );
+        sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
+            .await
+            .unwrap();
+        assert_eq!(server.hits(), hits, "rate-limited");
+    }
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(ready_at.elapsed())).await;
+    let mark = warden.output.len();
+    let response = sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
+        .await
+        .unwrap_or_else(|e| panic!("rotated key refused: {e:?}\n{}", warden.output.text()));
+    check_response(
+        &response,
+        &warden.trust_anchors_path(),
+        "spiffe://public/ns/default/app",
+    );
+    assert_eq!(server.hits(), hits + 1, "one refetch for the unknown kid");
+    assert!(
+        warden
+            .output
+            .find(
+                mark,
+                "info",
+                "refreshed the key set for an unknown key ID \"k2\""
+            )
+            .is_some()
+    );
+    // k1 is gone now.
+    assert_status(
+        sign(&mut client, jwks_request("app", "default", "", &csr, &t1)).await,
+        Code::PermissionDenied,
+        "token validation failed: failed to find key with key ID \"k1\" in key set",
+        "retired key",
+    );
+
+    // A failed refresh keeps the last good set.
+    server.set_down(true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_status(
+        sign(&mut client, jwks_request("app", "default", "", &csr, &t1)).await,
+        Code::PermissionDenied,
+        "token validation failed: failed to find key with key ID \"k1\" in key set",
+        "refresh failed",
+    );
+    warden
+        .output
+        .wait_for(
+            mark,
+            "warning",
+            "keeping the previous set",
+            Duration::from_secs(10),
+        )
+        .await;
+    sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
+        .await
+        .unwrap();
+    assert_eq!(warden.healthz().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_source_reloads_and_inline_and_base64_sources_work() {
+    let work = tempdir();
+    let dir = work.path();
+    let k1 = SigningKey::generate(dir, Algorithm::EdDSA, "k1");
+    let k2 = SigningKey::generate(dir, Algorithm::ES256, "k2");
+    let csr = openssl_csr(dir, &OPENSSL_KEYS[0]).pem;
+    let t1 = k1.token(&claims("public", "default", "app"));
+    let t2 = k2.token(&claims("public", "default", "app"));
+
+    // File: loaded at start, reloaded when replaced; a broken file keeps the last good set.
+    let jwks_dir = tempdir();
+    let file = write_file(jwks_dir.path(), "jwks.json", jwks_json(&[&k1]));
+    let creds = tempdir();
+    let warden = start_with_config(
+        creds.path(),
+        &write_config(dir, &[("source", file.to_str().unwrap())]),
+        false,
+    );
+    let mut client = warden.client().await;
+    sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
+        .await
+        .unwrap();
+    server_support::replace_file(jwks_dir.path(), "jwks.json", jwks_json(&[&k2]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "file change not picked up:\n{}",
+            warden.output.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mark = warden.output.len();
+    server_support::replace_file(jwks_dir.path(), "jwks.json", "{not json");
+    warden
+        .output
+        .wait_for(
+            mark,
+            "warning",
+            "keeping the previous set",
+            Duration::from_secs(10),
+        )
+        .await;
+    sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
+        .await
+        .unwrap();
+    drop(warden);
+
+    // Inline JSON, and base64 of it (standard with padding, and raw).
+    let json = jwks_json(&[&k1, &k2]);
+    let sources = [
+        json.clone(),
+        base64::engine::general_purpose::STANDARD.encode(&json),
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(&json),
+    ];
+    for source in sources {
+        let creds = tempdir();
+        let warden = start_with_config(
+            creds.path(),
+            &write_config(dir, &[("source", &source)]),
+            false,
+        );
+        let mut client = warden.client().await;
+        for token in [&t1, &t2] {
+            sign(&mut client, jwks_request("app", "default", "", &csr, token))
+                .await
+                .unwrap_or_else(|e| panic!("inline source {}...: {e:?}", &source[..10]));
+        }
+    }
+}
+
+#[test]
+fn bad_jwks_options_stop_the_server_naming_file_and_field() {
+    let work = tempdir();
+    let dir = work.path();
+    let missing_ca = dir.join("missing-ca.pem");
+    let cases: Vec<(Vec<(&str, &str)>, String)> = vec![
+        (
+            vec![],
+            "spec.mtls.tokenValidators[0].options.source: required".into(),
+        ),
+        (
+            vec![("source", "ftp://example/jwks")],
+            "options.source: unsupported URL scheme 'ftp'".into(),
+        ),
+        (
+            vec![("source", "/no/such/jwks.json")],
+            "options.source: '/no/such/jwks.json' is not a regular file".into(),
+        ),
+        (
+            vec![("source", "{\"keys\": 3}")],
+            "options.source: inline JWKS: not a JWK Set".into(),
+        ),
+        (
+            vec![
+                ("source", "https://127.0.0.1:1/jwks"),
+                ("caCertificate", missing_ca.to_str().unwrap()),
+            ],
+            "options.caCertificate: not PEM text, and cannot read file".into(),
+        ),
+        (
+            vec![
+                ("source", "https://127.0.0.1:1/jwks"),
+                ("minRefreshInterval", "soon"),
+            ],
+            "options.minRefreshInterval: expected a duration".into(),
+        ),
+    ];
+    for (options, want) in cases {
+        let config = write_config(dir, &options);
+        let creds = tempdir();
+        let exited = Warden::start_failure(
+            creds.path(),
+            &Options::new().args(["--config", config.to_str().unwrap()]),
+        );
+        exited.assert_fatal(&[config.to_str().unwrap(), &want]);
+    }
+}
