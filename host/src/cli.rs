@@ -33,6 +33,11 @@ enum Command {
     /// Manage the issuer (intermediate) certificate.
     #[command(subcommand)]
     Issuer(crate::rotation::IssuerCommand),
+    /// The Dapr CLI's certificate commands: renew-certificate, expiry, export.
+    #[command(subcommand)]
+    Mtls(crate::lifecycle::MtlsCommand),
+    /// Show the credential set: subjects, fingerprints, validity, warnings.
+    Status(crate::lifecycle::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +111,18 @@ pub fn main() -> ExitCode {
             }
             Some(Command::Hsm(crate::rotation::HsmCommand::InitRoot(args))) => {
                 crate::rotation::run_init_root(args).map_err(anyhow::Error::from)
+            }
+            Some(Command::Mtls(command)) => {
+                use crate::lifecycle::{self, MtlsCommand};
+                match command {
+                    MtlsCommand::RenewCertificate(args) => lifecycle::run_renew(args),
+                    MtlsCommand::Expiry(args) => lifecycle::run_expiry(args),
+                    MtlsCommand::Export(args) => lifecycle::run_export(args),
+                }
+                .map_err(anyhow::Error::from)
+            }
+            Some(Command::Status(args)) => {
+                crate::lifecycle::run_status(args).map_err(anyhow::Error::from)
             }
             Some(Command::Issuer(crate::rotation::IssuerCommand::Rotate(args))) => {
                 crate::rotation::run_rotate(args).map_err(anyhow::Error::from)

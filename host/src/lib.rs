@@ -5,6 +5,7 @@ pub mod config;
 pub mod fsutil;
 pub mod identity;
 pub mod jwks;
+pub mod lifecycle;
 pub mod native;
 pub mod observability;
 pub mod proto;

@@ -130,7 +130,7 @@ pub struct RotateArgs {
 #[non_exhaustive]
 pub enum RotationError {
     /// The HSM refused or could not be reached.
-    #[error("{0}")]
+    #[error(transparent)]
     Hsm(#[from] HsmError),
     /// Flags that do not go together.
     #[error("{0}")]
@@ -150,7 +150,7 @@ pub enum RotationError {
     #[error("{0}")]
     Issue(String),
     /// Writing the new files failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Write(#[from] fsutil::WriteError),
 }
 
@@ -295,7 +295,7 @@ impl fmt::Debug for NewIssuer {
     }
 }
 
-fn new_issuer(
+pub(crate) fn new_issuer(
     root_key: &dyn CaSigner,
     anchors: &[Certificate],
     sentry_id: &SpiffeId,
