@@ -295,7 +295,7 @@ impl fmt::Debug for NewIssuer {
     }
 }
 
-pub(crate) fn new_issuer(
+fn new_issuer(
     root_key: &dyn CaSigner,
     anchors: &[Certificate],
     sentry_id: &SpiffeId,

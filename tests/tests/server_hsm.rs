@@ -323,3 +323,138 @@ async fn server_rotates_its_issuer_on_its_own_and_serves_on_when_the_hsm_is_gone
     let failures = load.finish().await;
     assert!(failures.is_empty(), "failed requests: {failures:#?}");
 }
+
+/// Runs `cmd`, which must fail; returns stdout + stderr.
+fn failing(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "succeeded unexpectedly:\n{text}");
+    text
+}
+
+#[test]
+fn rotate_refuses_a_wrong_pin_a_missing_module_or_no_pin_and_leaves_the_files() {
+    let token = Token::new();
+    let creds = tempdir();
+    token.init_root(creds.path());
+    let before = server_support::snapshot(creds.path());
+    let rotate = |pin: Option<&str>, module: &str| {
+        let mut cmd = Command::new(WARDEN);
+        cmd.args(["issuer", "rotate", "--issuer-credentials"])
+            .arg(creds.path())
+            .args(["--hsm-module", module, "--hsm-token-label", TOKEN])
+            .args(["--hsm-key-label", KEY])
+            .env("SOFTHSM2_CONF", &token.conf)
+            .env_remove("WARDEN_HSM_PIN");
+        if let Some(pin) = pin {
+            cmd.env("WARDEN_HSM_PIN", pin);
+        }
+        cmd
+    };
+    let text = failing(rotate(Some("wrong-pin"), MODULE));
+    assert!(
+        text.contains("C_Login returned CKR_PIN_INCORRECT"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-pin"), "the PIN was printed: {text}");
+    let text = failing(rotate(Some(PIN), "/nonexistent/pkcs11.so"));
+    assert!(
+        text.contains("cannot load the PKCS#11 module /nonexistent/pkcs11.so"),
+        "{text}"
+    );
+    let text = failing(rotate(None, MODULE));
+    assert!(text.contains("WARDEN_HSM_PIN"), "{text}");
+    let mut wrong_key = token.warden(&["issuer", "rotate", "--issuer-credentials"]);
+    wrong_key
+        .arg(creds.path())
+        .args(["--hsm-module", MODULE, "--hsm-token-label", TOKEN])
+        .args(["--hsm-key-label", "no-such-key"]);
+    let text = failing(wrong_key);
+    assert!(
+        text.contains("C_FindObjects: no EC private key labelled") && text.contains("no-such-key"),
+        "{text}"
+    );
+    assert_eq!(text.matches("C_FindObjects").count(), 1, "{text}");
+    assert_eq!(server_support::snapshot(creds.path()), before);
+}
+
+#[test]
+fn rotate_with_a_root_key_file() {
+    use warden_core::bundle::{certificates_to_pem, create_issuer, create_root};
+    use warden_core::crypto::{CaSigner, KeyAlgorithm, SoftwareKey};
+    use warden_core::profile::DEFAULT_CLOCK_SKEW;
+    use warden_core::spiffe::{SpiffeId, TrustDomain};
+
+    let creds = tempdir();
+    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+    let td = TrustDomain::new("public").unwrap();
+    let now = warden_core::UnixTime::from_duration(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap(),
+    );
+    let validity = Validity::backdated(now, DEFAULT_CLOCK_SKEW, Duration::from_secs(86_400 * 90));
+    let root_key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
+    let root = create_root(&root_key, &td, validity, &mut rng).unwrap();
+    let issuer_key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
+    let sentry = SpiffeId::sentry(&td, "default").unwrap();
+    let issuer = create_issuer(
+        &root_key,
+        &root,
+        issuer_key.public_key(),
+        &sentry,
+        validity,
+        &mut rng,
+    )
+    .unwrap();
+    let dir = creds.path();
+    std::fs::write(dir.join("ca.crt"), certificates_to_pem([&root]).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("issuer.crt"),
+        certificates_to_pem([&issuer]).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("issuer.key"),
+        issuer_key.to_pkcs8_pem().unwrap().as_bytes(),
+    )
+    .unwrap();
+    let keys = tempdir();
+    let root_file = keys.path().join("root.key");
+    std::fs::write(&root_file, root_key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+    let first = issuer_der(dir);
+    let first_subject = issuer.tbs_certificate().subject().clone();
+
+    let mut cmd = Command::new(WARDEN);
+    cmd.args(["issuer", "rotate", "--issuer-credentials"])
+        .arg(dir)
+        .arg("--root-key")
+        .arg(&root_file)
+        .args(["--valid-until", "7"]);
+    run(cmd);
+    assert_ne!(issuer_der(dir), first);
+    openssl_verify_issuer(dir);
+    assert_eq!(mode(&dir.join("issuer.key")), 0o600);
+    let issuer = &parse_certificates(&std::fs::read(dir.join("issuer.crt")).unwrap()).unwrap()[0];
+    assert_eq!(issuer.tbs_certificate().subject(), &first_subject);
+
+    // A root key that matches nothing in ca.crt is refused and nothing changes.
+    let other = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
+    std::fs::write(&root_file, other.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+    let before = server_support::snapshot(dir);
+    let mut cmd = Command::new(WARDEN);
+    cmd.args(["issuer", "rotate", "--issuer-credentials"])
+        .arg(dir)
+        .arg("--root-key")
+        .arg(&root_file);
+    let text = failing(cmd);
+    assert!(
+        text.contains("the root key does not match any certificate in ca.crt"),
+        "{text}"
+    );
+    assert_eq!(server_support::snapshot(dir), before);
+}
