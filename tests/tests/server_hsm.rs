@@ -269,8 +269,8 @@ async fn server_rotates_its_issuer_on_its_own_and_serves_on_when_the_hsm_is_gone
     let creds = tempdir();
     let work = tempdir();
     token.init_root(creds.path());
-    // A 9-second issuer: due for rotation 6 s after it was made.
-    token.rotate(creds.path(), &["--valid-for-secs", "9"]);
+    // A 15-second issuer: due for rotation 10 s after it was made.
+    token.rotate(creds.path(), &["--valid-for-secs", "15"]);
     let first = issuer_der(creds.path());
 
     let warden = Warden::start_with(creds.path(), &token.server_options());
@@ -319,6 +319,20 @@ async fn server_rotates_its_issuer_on_its_own_and_serves_on_when_the_hsm_is_gone
     sign(&mut client, request("hsm-gone", "default", "", &csr))
         .await
         .unwrap();
+    load.wait_for_more(10).await;
+
+    // The token comes back: the retry (with backoff) rotates before the issuer runs out.
+    std::fs::rename(&gone, token.tokens()).unwrap();
+    let mark = warden.output.len();
+    warden
+        .output
+        .wait_for(
+            mark,
+            "info",
+            "Issuer rotated with the HSM root",
+            Duration::from_secs(20),
+        )
+        .await;
     load.wait_for_more(10).await;
     let failures = load.finish().await;
     assert!(failures.is_empty(), "failed requests: {failures:#?}");
