@@ -295,7 +295,7 @@ impl fmt::Debug for NewIssuer {
     }
 }
 
-fn new_issuer(
+pub(crate) fn new_issuer(
     root_key: &dyn CaSigner,
     anchors: &[Certificate],
     sentry_id: &SpiffeId,
