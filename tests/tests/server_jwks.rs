@@ -933,3 +933,58 @@ fn bad_jwks_options_stop_the_server_naming_file_and_field() {
         exited.assert_fatal(&[config.to_str().unwrap(), &want]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_server_outside_ca_certificate_is_never_trusted() {
+    let work = tempdir();
+    let creds = tempdir();
+    let dir = work.path();
+    let served_by = TestCa::generate(&mkdir(&dir.join("a")));
+    let configured = TestCa::generate(&mkdir(&dir.join("b")));
+    let key = SigningKey::generate(dir, Algorithm::ES256, "k1");
+    let server = JwksServer::start(&served_by, jwks_json(&[&key]), false).await;
+    let config = write_config(
+        dir,
+        &[
+            ("source", &server.url),
+            ("caCertificate", configured.ca_pem.to_str().unwrap()),
+        ],
+    );
+    let warden = start_with_config(creds.path(), &config, true);
+    let failure = warden
+        .output
+        .wait_for(0, "warning", "not ready yet", Duration::from_secs(10))
+        .await;
+    let msg = server_support::field(&failure, "msg");
+    assert!(msg.contains("certificate"), "{msg}");
+    assert_eq!(warden.healthz().0, 503);
+    let mut client = warden.client().await;
+    let csr = openssl_csr(dir, &OPENSSL_KEYS[0]).pem;
+    assert_status(
+        sign(
+            &mut client,
+            jwks_request(
+                "app",
+                "default",
+                "",
+                &csr,
+                &key.token(&claims("public", "default", "app")),
+            ),
+        )
+        .await,
+        Code::PermissionDenied,
+        "jwks validator not ready",
+        "untrusted JWKS server",
+    );
+    assert_eq!(
+        server.hits(),
+        0,
+        "no JWKS was served over an untrusted connection"
+    );
+}
+
+/// Creates the directory and returns it.
+fn mkdir(path: &Path) -> PathBuf {
+    std::fs::create_dir_all(path).unwrap();
+    path.to_path_buf()
+}

@@ -480,3 +480,31 @@ async fn inline_source_is_ready_at_once_and_remote_is_not() {
         "jwks validator not ready"
     );
 }
+
+#[tokio::test]
+async fn validators_follow_the_config() {
+    let health = Health::default();
+    let none = start_validators(&SentryConfig::default(), Path::new(""), &health, AUD).unwrap();
+    assert_eq!(none.names(), vec!["insecure".to_owned()]);
+    let config = SentryConfig::from_yaml(
+        "spec:\n  mtls:\n    tokenValidators:\n      - name: jwks\n        options:\n          source: http://127.0.0.1:1/jwks\n",
+        Path::new("/x/c.yaml"),
+    )
+    .unwrap();
+    let jwks = start_validators(&config, Path::new("/x/c.yaml"), &health, AUD).unwrap();
+    assert_eq!(jwks.names(), vec!["jwks".to_owned()]);
+    // The jwks target is registered and not ready: nothing answers on port 1.
+    assert!(!health.is_ready());
+    let config = SentryConfig::from_yaml(
+        "spec:\n  mtls:\n    tokenValidators:\n      - name: jwks\n        options:\n          source: '{\"keys\": []}'\n",
+        Path::new("/x/c.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        start_validators(&config, Path::new("/x/c.yaml"), &health, AUD)
+            .unwrap_err()
+            .to_string(),
+        "config file /x/c.yaml: spec.mtls.tokenValidators[0].options.source: inline JWKS: the \
+         JWK Set has no usable key (EC P-256/P-384, RSA or Ed25519 signature keys); 0 skipped"
+    );
+}
