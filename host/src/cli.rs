@@ -38,6 +38,14 @@ enum Command {
     Mtls(crate::lifecycle::MtlsCommand),
     /// Show the credential set: subjects, fingerprints, validity, warnings.
     Status(crate::lifecycle::StatusArgs),
+    /// Root certificate rotation without downtime (prepare, activate, finish).
+    #[command(subcommand)]
+    Root(crate::root_rotation::RootCommand),
+    /// Print the trust anchors as a SPIFFE trust bundle (JWK Set).
+    Bundle(crate::spiffe_bundle::BundleArgs),
+    /// Check an audit log written with --audit-log.
+    #[command(subcommand)]
+    Audit(crate::audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,11 +129,24 @@ pub fn main() -> ExitCode {
                 }
                 .map_err(anyhow::Error::from)
             }
+            Some(Command::Bundle(args)) => crate::spiffe_bundle::run(args),
+            Some(Command::Audit(command)) => {
+                crate::audit::run(command).map_err(anyhow::Error::from)
+            }
             Some(Command::Status(args)) => {
                 crate::lifecycle::run_status(args).map_err(anyhow::Error::from)
             }
             Some(Command::Issuer(crate::rotation::IssuerCommand::Rotate(args))) => {
                 crate::rotation::run_rotate(args).map_err(anyhow::Error::from)
+            }
+            Some(Command::Root(crate::root_rotation::RootCommand::Rotate(step))) => {
+                use crate::root_rotation::{self, RotateCommand};
+                match step {
+                    RotateCommand::Prepare(args) => root_rotation::run_prepare(args),
+                    RotateCommand::Activate(args) => root_rotation::run_activate(args),
+                    RotateCommand::Finish(args) => root_rotation::run_finish(args),
+                }
+                .map_err(anyhow::Error::from)
             }
         }
     });

@@ -1,5 +1,6 @@
 //! The `warden` binary as a library: a Sentry-compatible SPIFFE CA (gRPC over TLS), and the
 //! daprd-like identity client. `main.rs` only calls [`cli::main`].
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod fsutil;
@@ -10,8 +11,10 @@ pub mod native;
 pub mod observability;
 pub mod proto;
 pub mod reload;
+pub mod root_rotation;
 pub mod rotation;
 pub mod server;
 pub mod service;
+pub mod spiffe_bundle;
 pub mod store;
 pub mod tls;

@@ -311,6 +311,11 @@ pub struct StatusReport {
     pub error: Option<String>,
     /// The roots, then the issuer chain.
     pub certificates: Vec<CertificateReport>,
+    /// The root rotation in progress or last done (`root-rotation.json`), if any.
+    pub root_rotation: Option<crate::root_rotation::PhaseReport>,
+    /// Why `root-rotation.json` could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_rotation_error: Option<String>,
 }
 
 fn report(kind: &'static str, cert: &Certificate, now: UnixTime) -> CertificateReport {
@@ -427,6 +432,18 @@ pub fn run_status(args: StatusArgs) -> Result<(), LifecycleError> {
         valid: error.is_none(),
         error,
         certificates,
+        root_rotation: None,
+        root_rotation_error: None,
+    };
+    let status = match crate::root_rotation::phase_report(&paths.dir) {
+        Ok(phase) => StatusReport {
+            root_rotation: phase,
+            ..status
+        },
+        Err(e) => StatusReport {
+            root_rotation_error: Some(e),
+            ..status
+        },
     };
     match args.output {
         OutputFormat::Json => println!("{}", to_json(&status)?),
@@ -447,6 +464,10 @@ fn status_text(status: &StatusReport) -> String {
             let _ = writeln!(out, "State:       INVALID: {e}");
         }
     }
+    out.push_str(&crate::root_rotation::phase_text(
+        status.root_rotation.as_ref(),
+        status.root_rotation_error.as_deref(),
+    ));
     for c in &status.certificates {
         let _ = writeln!(out, "\n{} certificate", c.kind);
         let _ = writeln!(out, "  subject:    {}", c.subject);
@@ -690,6 +711,8 @@ mod tests {
             issuer_key_location: "file".into(),
             valid: true,
             error: None,
+            root_rotation: None,
+            root_rotation_error: None,
             certificates: certs,
         };
         let json: serde_json::Value = serde_json::from_str(&to_json(&status).unwrap()).unwrap();

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Log JSON lines with Dapr's fields (time, level, msg, scope, type, instance, ver).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub log_as_json: bool,
+    /// Append one JSON line per SignCertificate (issued or refused; never the token) to this
+    /// file, hash-chained so `warden audit verify FILE` finds any edited or deleted line.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Sentry's namespace: the issuer's and this server's SPIFFE path.
     #[arg(
         long = "namespace",
@@ -189,6 +193,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         trust_domain: trust_domain.clone(),
         metrics: metrics.clone(),
+        audit: args
+            .audit_log
+            .as_deref()
+            .map(crate::audit::AuditLog::open)
+            .transpose()?,
     });
     for name in validators.names() {
         tracing::info!(target: SCOPE_SERVER, "Adding validator '{name}' with Sentry ID: {server_id}");
@@ -203,10 +212,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let healthz_listener = bind(&args.healthz_listen_address, args.healthz_port, "healthz").await?;
+    let trust_bundle = Arc::new(TrustBundle::new(args.issuer_credentials.clone()));
+    trust_bundle.update(&bundle);
     let healthz = tokio::spawn(observability::serve_healthz(
         healthz_listener,
         health.clone(),
-        axum::Router::new(),
+        trust_bundle.router(),
         shutdown(),
     ));
     tracing::info!(target: SCOPE_SENTRY, "Healthz server is listening on {}:{}", args.healthz_listen_address, args.healthz_port);
@@ -232,8 +243,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let serving = Arc::clone(&serving);
         let server_id = server_id.clone();
         let metrics = metrics.clone();
+        let trust_bundle = Arc::clone(&trust_bundle);
         move |bundle: Arc<warden_core::bundle::CaBundle>| {
             state.bundle.store(Arc::clone(&bundle));
+            trust_bundle.update(&bundle);
             if let Err(e) = serving.renew(&bundle, &server_id, policy, service::now()) {
                 metrics.server_cert_issue_failed("ca_error");
                 tracing::error!(target: SCOPE_SERVER, "Failed to renew the server certificate after reload: {e}");
@@ -407,5 +420,55 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
+    }
+}
+
+/// The SPIFFE bundle served at `GET /bundle`, rebuilt whenever the anchors change.
+#[derive(Debug)]
+struct TrustBundle {
+    dir: PathBuf,
+    json: ArcSwap<String>,
+}
+
+impl TrustBundle {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            json: ArcSwap::from_pointee(String::new()),
+        }
+    }
+
+    /// Recomputes the bundle; on failure the previous one keeps being served.
+    fn update(&self, bundle: &warden_core::bundle::CaBundle) {
+        let anchors = bundle.trust_anchors();
+        let json = crate::spiffe_bundle::sequence(&self.dir, anchors).and_then(|sequence| {
+            crate::spiffe_bundle::bundle_json(
+                anchors,
+                sequence,
+                crate::spiffe_bundle::DEFAULT_REFRESH_HINT_SECS,
+            )
+        });
+        match json {
+            Ok(json) => self.json.store(Arc::new(json)),
+            Err(e) => {
+                tracing::error!(target: SCOPE_SENTRY, "Cannot update the SPIFFE trust bundle: {e}");
+            }
+        }
+    }
+
+    fn router(self: &Arc<Self>) -> axum::Router {
+        let this = Arc::clone(self);
+        axum::Router::new().route(
+            "/bundle",
+            axum::routing::get(move || {
+                let json = this.json.load_full();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        String::clone(&json),
+                    )
+                }
+            }),
+        )
     }
 }

@@ -13,6 +13,7 @@ use warden_core::bundle::{CaBundle, WorkloadRequest};
 use warden_core::csr::{self, CsrError};
 use warden_core::spiffe::{SpiffeId, TrustDomain, validate_app_id};
 
+use crate::audit::{AuditEntry, AuditLog};
 use crate::jwks::{JwksValidator, VerifyError};
 use crate::native::NativeVerifier;
 use crate::observability::{Metrics, SCOPE_SERVER};
@@ -108,6 +109,8 @@ pub struct CaState {
     pub trust_domain: TrustDomain,
     /// Counters.
     pub metrics: Metrics,
+    /// `--audit-log`: one line per request, written before the answer.
+    pub audit: Option<AuditLog>,
 }
 
 /// The gRPC service.
@@ -138,25 +141,110 @@ impl ca_server::Ca for CaService {
     ) -> Result<Response<SignCertificateResponse>, Status> {
         let state = Arc::clone(&self.state);
         state.metrics.sign_request_received();
+        let peer = request.remote_addr();
+        let req = request.into_inner();
         // A bug in the handler must cost one request, never the server or the connection.
-        let outcome = AssertUnwindSafe(async move { sign(&state, request.get_ref()).await })
-            .catch_unwind()
-            .await;
-        match outcome {
-            Ok(result) => result.map(Response::new),
+        let outcome = AssertUnwindSafe(sign(&state, &req)).catch_unwind().await;
+        let result = match outcome {
+            Ok(result) => result,
             Err(_) => {
                 tracing::error!(target: SCOPE_SERVER, "Request handler panicked; request failed");
                 self.state.metrics.sign_failure("sign");
                 Err(Status::internal("failed to sign certificate"))
             }
+        };
+        if let Some(audit) = &self.state.audit {
+            // The validator actually used (the server default for UNKNOWN), or the raw request.
+            let validator = self.state.validators.select(req.token_validator).ok();
+            let entry = audit_entry(&req, validator, peer, &result);
+            if let Err(e) = audit.record(entry) {
+                // No certificate leaves without its audit line.
+                tracing::error!(target: SCOPE_SERVER, "Cannot write the audit log: {e}");
+                if result.is_ok() {
+                    self.state.metrics.sign_failure("sign");
+                }
+                return Err(Status::internal("failed to sign certificate"));
+            }
+        }
+        result.map(|(response, _)| Response::new(response))
+    }
+}
+
+/// What the audit log needs to know about an issued certificate.
+#[derive(Debug)]
+struct IssuedFacts {
+    spiffe_id: String,
+    serial: String,
+    not_after: String,
+    issuer_skid: String,
+}
+
+fn audit_entry(
+    req: &SignCertificateRequest,
+    validator: Option<TokenValidator>,
+    peer: Option<std::net::SocketAddr>,
+    result: &Result<(SignCertificateResponse, IssuedFacts), Status>,
+) -> AuditEntry {
+    let validator = validator
+        .or_else(|| TokenValidator::try_from(req.token_validator).ok())
+        .map(|v| v.as_str_name().to_ascii_lowercase())
+        .unwrap_or_else(|| req.token_validator.to_string());
+    let mut entry = AuditEntry {
+        time: now().to_string(),
+        app_id: req.id.clone(),
+        namespace: req.namespace.clone(),
+        trust_domain: req.trust_domain.clone(),
+        validator,
+        peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+        ..AuditEntry::default()
+    };
+    match result {
+        Ok((_, facts)) => {
+            entry.outcome = "issued".into();
+            entry.spiffe_id.clone_from(&facts.spiffe_id);
+            entry.serial.clone_from(&facts.serial);
+            entry.not_after.clone_from(&facts.not_after);
+            entry.issuer_skid.clone_from(&facts.issuer_skid);
+        }
+        Err(status) => {
+            entry.outcome = "refused".into();
+            entry.code = format!("{:?}", status.code());
+            entry.message = status.message().to_owned();
         }
     }
+    entry
+}
+
+/// The issuer's SubjectKeyIdentifier as written in its certificate (what leaves carry as
+/// AKID), or empty when it has none.
+fn subject_key_id(cert: &x509_cert::Certificate) -> Vec<u8> {
+    use der::Decode as _;
+    cert.tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .find(|ext| ext.extn_id == const_oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER)
+        .and_then(|ext| {
+            x509_cert::ext::pkix::SubjectKeyIdentifier::from_der(ext.extn_value.as_bytes()).ok()
+        })
+        .map(|skid| skid.0.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 async fn sign(
     state: &CaState,
     req: &SignCertificateRequest,
-) -> Result<SignCertificateResponse, Status> {
+) -> Result<(SignCertificateResponse, IssuedFacts), Status> {
     let validator = state.validators.select(req.token_validator)?;
     let trust_domain = validate(&state.validators, validator, req)
         .await
@@ -203,7 +291,17 @@ async fn sign(
         .map_err(|_| failed("NotAfter out of range"))?;
     state.metrics.sign_success();
     tracing::debug!(target: SCOPE_SERVER, "Signed certificate for {spiffe_id}, valid until {}", issued.validity.not_after);
-    Ok(SignCertificateResponse {
+    let facts = IssuedFacts {
+        spiffe_id: spiffe_id.to_string(),
+        serial: hex(issued
+            .certificate
+            .tbs_certificate()
+            .serial_number()
+            .as_bytes()),
+        not_after: issued.validity.not_after.to_string(),
+        issuer_skid: hex(&subject_key_id(bundle.issuer())),
+    };
+    let response = SignCertificateResponse {
         workload_certificate: issued.chain_pem.into_bytes(),
         trust_chain_certificates: vec![bundle.trust_anchors_pem().as_bytes().to_vec()],
         valid_until: Some(prost_types::Timestamp {
@@ -212,7 +310,8 @@ async fn sign(
         }),
         jwt: None,
         per_audience_jwts: Default::default(),
-    })
+    };
+    Ok((response, facts))
 }
 
 /// The validator's checks. `insecure` has only the common rules. `jwks` (Sentry's
@@ -406,6 +505,7 @@ mod tests {
             namespace: "default".into(),
             trust_domain: td,
             metrics: Metrics::new(),
+            audit: None,
         }));
         let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
         let csr_der = csr::create_csr(&key, &csr::CsrTemplate::default()).unwrap();

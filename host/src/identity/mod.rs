@@ -401,6 +401,7 @@ mod tests {
             namespace: "default".into(),
             trust_domain: TrustDomain::new("localhost").unwrap(),
             metrics: Metrics::new(),
+            audit: None,
         });
         let acceptor = TlsAcceptor::from(Arc::new(crate::tls::server_config(serving).unwrap()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
