@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod digest;
 pub mod fsutil;
 pub mod identity;
 pub mod jwks;

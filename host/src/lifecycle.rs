@@ -319,14 +319,7 @@ pub struct StatusReport {
 }
 
 fn report(kind: &'static str, cert: &Certificate, now: UnixTime) -> CertificateReport {
-    use der::Encode as _;
     let validity = Validity::of(cert);
-    let der = cert.to_der().unwrap_or_default();
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
-    let mut fingerprint = String::with_capacity(64);
-    for byte in digest.as_ref() {
-        let _ = write!(fingerprint, "{byte:02x}");
-    }
     // Whole hours as Go's int(time.Until(t).Hours()) counts them (truncated toward zero),
     // so this agrees with the warning text.
     let secs_left = if now <= validity.not_after {
@@ -342,7 +335,7 @@ fn report(kind: &'static str, cert: &Certificate, now: UnixTime) -> CertificateR
     CertificateReport {
         kind,
         subject: cert.tbs_certificate().subject().to_string(),
-        sha256_fingerprint: fingerprint,
+        sha256_fingerprint: crate::digest::fingerprint(cert),
         not_before: validity.not_before.to_string(),
         not_after: validity.not_after.to_string(),
         expires_in_hours: i64::try_from(secs_left / 3600).unwrap_or(i64::MIN),

@@ -14,6 +14,7 @@ use warden_core::csr::{self, CsrError};
 use warden_core::spiffe::{SpiffeId, TrustDomain, validate_app_id};
 
 use crate::audit::{AuditEntry, AuditLog};
+use crate::digest::hex;
 use crate::jwks::{JwksValidator, VerifyError};
 use crate::native::NativeVerifier;
 use crate::observability::{Metrics, SCOPE_SERVER};
@@ -229,16 +230,6 @@ fn subject_key_id(cert: &x509_cert::Certificate) -> Vec<u8> {
         })
         .map(|skid| skid.0.as_bytes().to_vec())
         .unwrap_or_default()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
 }
 
 async fn sign(

@@ -137,7 +137,6 @@ fn jwk(position: usize, cert: &Certificate) -> Result<Jwk, BundleJsonError> {
 }
 
 fn anchors_digest(anchors: &[Certificate]) -> Result<String, BundleJsonError> {
-    use std::fmt::Write as _;
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for (position, cert) in anchors.iter().enumerate() {
         let der = cert.to_der().map_err(|e| BundleJsonError::Key {
@@ -146,12 +145,7 @@ fn anchors_digest(anchors: &[Certificate]) -> Result<String, BundleJsonError> {
         })?;
         ctx.update(&der);
     }
-    let digest = ctx.finish();
-    let mut out = String::with_capacity(64);
-    for b in digest.as_ref() {
-        let _ = write!(out, "{b:02x}");
-    }
-    Ok(out)
+    Ok(crate::digest::hex(ctx.finish().as_ref()))
 }
 
 /// The sequence number for `anchors`: the stored one when they have not changed, else the
