@@ -7,6 +7,7 @@ pub mod digest;
 pub mod fsutil;
 pub mod identity;
 pub mod jwks;
+pub mod jwt;
 pub mod lifecycle;
 pub mod native;
 pub mod observability;
