@@ -16,8 +16,7 @@ use arc_swap::ArcSwap;
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
-    RSA_PKCS1_SHA256,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -240,11 +239,10 @@ impl SigningKey {
                 .as_ref()
                 .to_vec(),
         };
-        Self::from_pkcs8(algorithm, Zeroizing::new(der), key_id)
-            .map_err(|reason| JwtError::Key {
-                path: PathBuf::new(),
-                reason,
-            })
+        Self::from_pkcs8(algorithm, Zeroizing::new(der), key_id).map_err(|reason| JwtError::Key {
+            path: PathBuf::new(),
+            reason,
+        })
     }
 
     /// Parses a PKCS#8 key of the configured algorithm.
@@ -292,7 +290,8 @@ impl SigningKey {
         };
         // RFC 7638: the required members in lexicographic order, no whitespace; serde_json's
         // map is ordered, so `to_string` of the members above is the canonical form.
-        let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwk.to_string().as_bytes());
+        let thumbprint =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwk.to_string().as_bytes());
         let kid = key_id.map_or_else(|| STANDARD.encode(thumbprint.as_ref()), str::to_owned);
         if let Some(map) = jwk.as_object_mut() {
             map.insert("kid".into(), Value::String(kid.clone()));
@@ -319,7 +318,10 @@ impl SigningKey {
     }
 
     fn pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, &self.der).unwrap_or_default())
+        Zeroizing::new(
+            pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, &self.der)
+                .unwrap_or_default(),
+        )
     }
 
     /// Signs `header.payload` and returns the compact JWS.
@@ -394,13 +396,20 @@ fn read_key(settings: &JwtSettings) -> Result<Option<SigningKey>, JwtError> {
         reason,
     };
     let text = std::str::from_utf8(&text).map_err(|_| bad("not PEM".into()))?;
-    let (label, der) = pem_rfc7468::decode_vec(text.trim().as_bytes()).map_err(|e| bad(format!("not PEM: {e}")))?;
+    let (label, der) = pem_rfc7468::decode_vec(text.trim().as_bytes())
+        .map_err(|e| bad(format!("not PEM: {e}")))?;
     if label != "PRIVATE KEY" {
-        return Err(bad(format!("PEM block {label:?}, expected \"PRIVATE KEY\" (PKCS#8)")));
+        return Err(bad(format!(
+            "PEM block {label:?}, expected \"PRIVATE KEY\" (PKCS#8)"
+        )));
     }
-    SigningKey::from_pkcs8(settings.algorithm, Zeroizing::new(der), settings.key_id.as_deref())
-        .map(Some)
-        .map_err(bad)
+    SigningKey::from_pkcs8(
+        settings.algorithm,
+        Zeroizing::new(der),
+        settings.key_id.as_deref(),
+    )
+    .map(Some)
+    .map_err(bad)
 }
 
 /// The public keys listed in an existing `jwks.json` (empty when missing or unreadable).
@@ -423,7 +432,10 @@ impl JwtIssuer {
     pub fn load_or_generate(settings: JwtSettings, now_secs: u64) -> Result<Self, JwtError> {
         let (current, generated) = match read_key(&settings)? {
             Some(key) => (key, false),
-            None => (SigningKey::generate(settings.algorithm, settings.key_id.as_deref())?, true),
+            None => (
+                SigningKey::generate(settings.algorithm, settings.key_id.as_deref())?,
+                true,
+            ),
         };
         let retire_at = now_secs.saturating_add(settings.ttl.as_secs());
         let retired = read_published(&settings.jwks_path)
@@ -537,8 +549,370 @@ impl JwtIssuer {
     }
 }
 
+/// The response's `jwt` (audiences: the SVID's trust domain, then the requested ones) and
+/// `per_audience_jwts` (one token per requested audience, carrying only it).
+pub fn mint_for_response(
+    issuer: &JwtIssuer,
+    spiffe_id: &str,
+    trust_domain: &str,
+    audiences: &[String],
+    now_secs: u64,
+    skew: Duration,
+) -> Result<(Option<String>, std::collections::HashMap<String, String>), JwtError> {
+    let mut all: Vec<&str> = vec![trust_domain];
+    all.extend(audiences.iter().map(String::as_str));
+    let jwt = issuer.mint(spiffe_id, &all, now_secs, skew)?;
+    let mut per_audience = std::collections::HashMap::new();
+    for audience in audiences {
+        if !per_audience.contains_key(audience) {
+            let token = issuer.mint(spiffe_id, &[audience.as_str()], now_secs, skew)?;
+            per_audience.insert(audience.clone(), token);
+        }
+    }
+    Ok((Some(jwt), per_audience))
+}
+
+/// Starts what JWTs need besides minting: the `jwt.key` watcher (hot reload, 2 s batching
+/// like the issuer's) and, when configured, the OIDC server on its own listener with health
+/// target `oidc-server`. Keep the returned watcher alive.
+pub async fn start(
+    issuer: Option<&Arc<JwtIssuer>>,
+    oidc: Option<OidcSettings>,
+    health: &crate::observability::Health,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(
+    Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    Option<notify::RecommendedWatcher>,
+)> {
+    use anyhow::Context as _;
+    let Some(issuer) = issuer else {
+        return Ok((None, None));
+    };
+    let watcher = watch_key(Arc::clone(issuer)).context("cannot watch the JWT key")?;
+    let Some(oidc) = oidc else {
+        return Ok((None, Some(watcher)));
+    };
+    let target = health.register("oidc-server");
+    let tls = oidc
+        .tls
+        .as_ref()
+        .map(|(cert, key)| oidc_tls_config(cert, key))
+        .transpose()?;
+    let host = if oidc.address.is_empty() {
+        "0.0.0.0"
+    } else {
+        oidc.address.as_str()
+    };
+    let listener = tokio::net::TcpListener::bind((host, oidc.port))
+        .await
+        .with_context(|| format!("cannot listen for OIDC on {host}:{}", oidc.port))?;
+    tracing::info!(target: SCOPE_SENTRY, "OIDC server is listening on {host}:{} ({})", oidc.port, if tls.is_some() { "https" } else { "http" });
+    let router = oidc_router(Arc::clone(issuer), oidc);
+    let task = tokio::spawn(serve_oidc(listener, tls, router, shutdown));
+    target.ready();
+    Ok((Some(task), Some(watcher)))
+}
+
+fn watch_key(issuer: Arc<JwtIssuer>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher as _};
+    let key_path = issuer.settings.key_path.clone();
+    let key_name = key_path.file_name().map(std::ffi::OsStr::to_owned);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let relevant = matches!(
+                event.kind,
+                EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+            );
+            if relevant
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(std::ffi::OsStr::to_owned) == key_name)
+            {
+                let _ = tx.try_send(());
+            }
+        }
+    })?;
+    let dir = match key_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(crate::reload::RELOAD_DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            match issuer.reload(crate::service::now().as_secs()) {
+                Ok(_) => {}
+                Err(e) => tracing::error!(
+                    target: SCOPE_SENTRY,
+                    "Failed to reload the JWT key; still signing with the previous one: {e}"
+                ),
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+/// The validated OIDC server settings.
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    /// Where to listen.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+    /// `(cert, key)` PEM files when HTTPS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--oidc-jwks-uri`, when set.
+    pub jwks_uri: Option<String>,
+    /// Normalised prefix: empty, or `/a/b` without a trailing slash.
+    pub path_prefix: String,
+    /// Allowed `Host` headers; empty means any.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl JwtArgs {
+    /// The OIDC server settings; `None` unless both `--oidc-enabled` and `--jwt-enabled`.
+    pub fn oidc_settings(&self) -> Result<Option<OidcSettings>, JwtError> {
+        if !(self.oidc_enabled && self.jwt_enabled) {
+            return Ok(None);
+        }
+        let tls = if self.oidc_server_tls_enabled {
+            if self.oidc_server_tls_cert_file.is_empty() || self.oidc_server_tls_key_file.is_empty()
+            {
+                return Err(JwtError::Config(
+                    "--oidc-server-tls-enabled needs --oidc-server-tls-cert-file and --oidc-server-tls-key-file"
+                        .into(),
+                ));
+            }
+            Some((
+                PathBuf::from(&self.oidc_server_tls_cert_file),
+                PathBuf::from(&self.oidc_server_tls_key_file),
+            ))
+        } else {
+            None
+        };
+        let trimmed = self.oidc_path_prefix.trim_matches('/');
+        let path_prefix = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("/{trimmed}")
+        };
+        Ok(Some(OidcSettings {
+            address: self.oidc_server_listen_address.clone(),
+            port: self.oidc_server_listen_port,
+            tls,
+            jwks_uri: (!self.oidc_jwks_uri.is_empty()).then(|| self.oidc_jwks_uri.clone()),
+            path_prefix,
+            allowed_hosts: self
+                .oidc_allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+        }))
+    }
+}
+
+/// The OIDC discovery endpoints: `GET <prefix>/.well-known/openid-configuration` and
+/// `GET <prefix>/jwks.json`, `Cache-Control: public, max-age=3600`; 405 for other methods,
+/// 403 for a `Host` outside the allow-list, 404 elsewhere.
+pub fn oidc_router(issuer: Arc<JwtIssuer>, settings: OidcSettings) -> axum::Router {
+    let settings = Arc::new(settings);
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let issuer = Arc::clone(&issuer);
+        let settings = Arc::clone(&settings);
+        async move { oidc_answer(&issuer, &settings, &request) }
+    })
+}
+
+fn oidc_answer(
+    issuer: &JwtIssuer,
+    settings: &OidcSettings,
+    request: &axum::extract::Request,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse as _;
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| {
+            request
+                .uri()
+                .authority()
+                .map(axum::http::uri::Authority::as_str)
+        })
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !settings.allowed_hosts.is_empty() {
+        let name = host.rsplit_once(':').map_or(host.as_str(), |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host.as_str()
+            }
+        });
+        if !settings
+            .allowed_hosts
+            .iter()
+            .any(|h| *h == host || h == name)
+        {
+            return (StatusCode::FORBIDDEN, "host not allowed\n").into_response();
+        }
+    }
+    let path = request.uri().path();
+    let Some(rest) = path.strip_prefix(settings.path_prefix.as_str()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let discovery = rest == "/.well-known/openid-configuration";
+    if !discovery && rest != "/jwks.json" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if request.method() != axum::http::Method::GET {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET")]).into_response();
+    }
+    let body = if discovery {
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{host}{}", settings.path_prefix);
+        json!({
+            "issuer": issuer.settings.issuer.clone().unwrap_or_else(|| base.clone()),
+            "jwks_uri": settings.jwks_uri.clone().unwrap_or_else(|| format!("{base}/jwks.json")),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [issuer.settings.algorithm.name()],
+        })
+    } else {
+        issuer.jwks(crate::service::now().as_secs())
+    };
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    response
+}
+
+/// Loads the OIDC server's TLS certificate chain and key (PEM).
+pub fn oidc_tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, JwtError> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &Path, reason: String| JwtError::Key {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| bad(cert, e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad(cert, e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A TLS listener for `axum::serve`. Handshakes run off the accept loop, so one slow client
+/// holds up no one; those that fail or take over 10 s are dropped.
+struct TlsListener {
+    local_addr: std::io::Result<std::net::SocketAddr>,
+    rx: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+}
+
+impl TlsListener {
+    fn new(listener: tokio::net::TcpListener, config: rustls::ServerConfig) -> Self {
+        let local_addr = listener.local_addr();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                if tx.is_closed() {
+                    break;
+                }
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let handshake = acceptor.accept(tcp);
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), handshake).await
+                    {
+                        let _ = tx.send((stream, peer)).await;
+                    }
+                });
+            }
+        });
+        Self { local_addr, rx }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept task only ends with the runtime.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.local_addr {
+            Ok(addr) => Ok(*addr),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
+/// Serves the OIDC endpoints until `shutdown` (HTTPS when `tls` is given).
+pub async fn serve_oidc(
+    listener: tokio::net::TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match tls {
+        Some(config) => {
+            axum::serve(TlsListener::new(listener, config), router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use jsonwebtoken::{DecodingKey, Validation, decode, jwk::JwkSet};
@@ -566,7 +940,11 @@ mod tests {
 
     #[test]
     fn generated_keys_sign_tokens_that_verify_against_the_jwks() {
-        for alg in [SigningAlgorithm::Rs256, SigningAlgorithm::Es256, SigningAlgorithm::EdDsa] {
+        for alg in [
+            SigningAlgorithm::Rs256,
+            SigningAlgorithm::Es256,
+            SigningAlgorithm::EdDsa,
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -574,7 +952,12 @@ mod tests {
                 .as_secs();
             let issuer = JwtIssuer::load_or_generate(settings(dir.path(), alg), now).unwrap();
             let token = issuer
-                .mint("spiffe://td/ns/default/app", &["td", "x"], now, Duration::from_secs(900))
+                .mint(
+                    "spiffe://td/ns/default/app",
+                    &["td", "x"],
+                    now,
+                    Duration::from_secs(900),
+                )
                 .unwrap();
             let claims = verify(&issuer.jwks(now), &token);
             assert_eq!(claims["sub"], "spiffe://td/ns/default/app");
@@ -587,7 +970,8 @@ mod tests {
             let again = JwtIssuer::load_or_generate(settings(dir.path(), alg), now).unwrap();
             assert_eq!(again.current_kid(), issuer.current_kid());
             let on_disk: Value =
-                serde_json::from_slice(&std::fs::read(dir.path().join(JWKS_FILENAME)).unwrap()).unwrap();
+                serde_json::from_slice(&std::fs::read(dir.path().join(JWKS_FILENAME)).unwrap())
+                    .unwrap();
             assert_eq!(on_disk, issuer.jwks(now));
         }
     }
@@ -596,8 +980,12 @@ mod tests {
     fn thumbprint_matches_rfc7638_example() {
         // RFC 7638 §3.1: the thumbprint of the example RSA key, here base64 std as Sentry.
         let jwk = json!({"e": "AQAB", "kty": "RSA", "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"});
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwk.to_string().as_bytes());
-        assert_eq!(b64url(digest.as_ref()), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwk.to_string().as_bytes());
+        assert_eq!(
+            b64url(digest.as_ref()),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 
     #[test]
@@ -615,7 +1003,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), SigningAlgorithm::Es256);
         let issuer = JwtIssuer::load_or_generate(s.clone(), 1000).unwrap();
-        let old = issuer.mint("spiffe://td/ns/a/b", &["td"], 1000, Duration::ZERO).unwrap();
+        let old = issuer
+            .mint("spiffe://td/ns/a/b", &["td"], 1000, Duration::ZERO)
+            .unwrap();
         assert!(!issuer.reload(1000).unwrap());
         let fresh = SigningKey::generate(SigningAlgorithm::Es256, None).unwrap();
         crate::fsutil::write_files_atomically(&[(&s.key_path, fresh.pem().as_bytes())]).unwrap();
@@ -624,9 +1014,15 @@ mod tests {
         let jwks = issuer.jwks(1100);
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
         let set: JwkSet = serde_json::from_value(jwks).unwrap();
-        assert!(set.find(&jsonwebtoken::decode_header(&old).unwrap().kid.unwrap()).is_some());
+        assert!(
+            set.find(&jsonwebtoken::decode_header(&old).unwrap().kid.unwrap())
+                .is_some()
+        );
         // One TTL after the change, only the new key is left.
-        assert_eq!(issuer.jwks(1100 + 3600)["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            issuer.jwks(1100 + 3600)["keys"].as_array().unwrap().len(),
+            1
+        );
         // A restart keeps the old key listed in jwks.json.
         let restarted = JwtIssuer::load_or_generate(s, 1200).unwrap();
         assert_eq!(restarted.jwks(1200)["keys"].as_array().unwrap().len(), 2);
@@ -641,7 +1037,13 @@ mod tests {
             jwt: JwtArgs,
         }
         let cli = Cli::parse_from(["x", "--jwt-issuer", "https://x"]);
-        assert!(cli.jwt.settings(Path::new("/tmp")).unwrap_err().to_string().contains("--jwt-enabled"));
+        assert!(
+            cli.jwt
+                .settings(Path::new("/tmp"))
+                .unwrap_err()
+                .to_string()
+                .contains("--jwt-enabled")
+        );
         let cli = Cli::parse_from(["x", "--jwt-enabled", "--jwt-signing-algorithm", "PS256"]);
         assert!(cli.jwt.settings(Path::new("/tmp")).is_err());
     }

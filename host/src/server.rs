@@ -96,6 +96,9 @@ pub struct ServeArgs {
     /// The HSM-held root: with these, the server rotates its issuer automatically.
     #[command(flatten)]
     pub hsm: crate::rotation::HsmArgs,
+    /// JWT-SVIDs and OIDC discovery (`--jwt-*`, `--oidc-*`).
+    #[command(flatten)]
+    pub jwt: crate::jwt::JwtArgs,
 }
 
 /// Version printed in the start-up line and in JSON logs.
@@ -129,6 +132,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid --trust-domain {:?}: {e}", args.trust_domain))?;
     let server_id = SpiffeId::sentry(&trust_domain, &args.namespace)
         .map_err(|e| anyhow::anyhow!("invalid NAMESPACE {:?}: {e}", args.namespace))?;
+    let jwt_settings = args.jwt.settings(&args.issuer_credentials)?;
+    let oidc_settings = args.jwt.oidc_settings()?;
     let policy = IssuancePolicy {
         ttl: config.workload_cert_ttl,
         clock_skew: config.allowed_clock_skew,
@@ -186,6 +191,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policy,
         service::now(),
     )?);
+    let jwt = jwt_settings
+        .map(|s| crate::jwt::JwtIssuer::load_or_generate(s, service::now().as_secs()))
+        .transpose()?
+        .map(Arc::new);
     let state = Arc::new(CaState {
         bundle: ArcSwap::new(Arc::clone(&bundle)),
         policy,
@@ -198,6 +207,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(crate::audit::AuditLog::open)
             .transpose()?,
+        jwt: jwt.clone(),
     });
     for name in validators.names() {
         tracing::info!(target: SCOPE_SERVER, "Adding validator '{name}' with Sentry ID: {server_id}");
@@ -222,6 +232,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     tracing::info!(target: SCOPE_SENTRY, "Healthz server is listening on {}:{}", args.healthz_listen_address, args.healthz_port);
     healthz_target.ready();
+    let (oidc_server, _jwt_watcher) =
+        crate::jwt::start(jwt.as_ref(), oidc_settings, &health, shutdown()).await?;
     let metrics_server = match metrics_target {
         Some(target) => {
             let listener = bind(&args.metrics_listen_address, args.metrics_port, "metrics").await?;
@@ -305,6 +317,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = healthz.await;
     if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
+    if let Some(task) = oidc_server {
         let _ = task.await;
     }
     tracing::info!(target: SCOPE_SENTRY, "Sentry shut down gracefully");

@@ -112,6 +112,8 @@ pub struct CaState {
     pub metrics: Metrics,
     /// `--audit-log`: one line per request, written before the answer.
     pub audit: Option<AuditLog>,
+    /// `--jwt-enabled`: the JWT-SVID issuer.
+    pub jwt: Option<Arc<crate::jwt::JwtIssuer>>,
 }
 
 /// The gRPC service.
@@ -292,6 +294,22 @@ async fn sign(
         not_after: issued.validity.not_after.to_string(),
         issuer_skid: hex(&subject_key_id(bundle.issuer())),
     };
+    let (jwt, per_audience_jwts) = match &state.jwt {
+        Some(issuer) => crate::jwt::mint_for_response(
+            issuer,
+            &spiffe_id.to_string(),
+            trust_domain.as_str(),
+            &req.jwt_audiences,
+            now().as_secs(),
+            state.policy.clock_skew,
+        )
+        .map_err(|e| {
+            tracing::error!(target: SCOPE_SERVER, "Error generating JWT: {e}");
+            state.metrics.sign_failure("jwt");
+            Status::internal(format!("failed to generate JWT: {e}"))
+        })?,
+        None => (None, Default::default()),
+    };
     let response = SignCertificateResponse {
         workload_certificate: issued.chain_pem.into_bytes(),
         trust_chain_certificates: vec![bundle.trust_anchors_pem().as_bytes().to_vec()],
@@ -299,8 +317,8 @@ async fn sign(
             seconds: valid_until,
             nanos: 0,
         }),
-        jwt: None,
-        per_audience_jwts: Default::default(),
+        jwt,
+        per_audience_jwts,
     };
     Ok((response, facts))
 }
@@ -497,6 +515,7 @@ mod tests {
             trust_domain: td,
             metrics: Metrics::new(),
             audit: None,
+            jwt: None,
         }));
         let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
         let csr_der = csr::create_csr(&key, &csr::CsrTemplate::default()).unwrap();

@@ -402,6 +402,7 @@ mod tests {
             trust_domain: TrustDomain::new("localhost").unwrap(),
             metrics: Metrics::new(),
             audit: None,
+            jwt: None,
         });
         let acceptor = TlsAcceptor::from(Arc::new(crate::tls::server_config(serving).unwrap()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
