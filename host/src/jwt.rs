@@ -593,11 +593,7 @@ pub async fn start(
         return Ok((None, Some(watcher)));
     };
     let target = health.register("oidc-server");
-    let tls = oidc
-        .tls
-        .as_ref()
-        .map(|(cert, key)| oidc_tls_config(cert, key))
-        .transpose()?;
+    let tls = oidc.tls.clone();
     let host = if oidc.address.is_empty() {
         "0.0.0.0"
     } else {
@@ -662,8 +658,8 @@ pub struct OidcSettings {
     pub address: String,
     /// Port.
     pub port: u16,
-    /// `(cert, key)` PEM files when HTTPS is on.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The server TLS configuration (from the cert and key files) when HTTPS is on.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `--oidc-jwks-uri`, when set.
     pub jwks_uri: Option<String>,
     /// Normalised prefix: empty, or `/a/b` without a trailing slash.
@@ -686,10 +682,10 @@ impl JwtArgs {
                         .into(),
                 ));
             }
-            Some((
-                PathBuf::from(&self.oidc_server_tls_cert_file),
-                PathBuf::from(&self.oidc_server_tls_key_file),
-            ))
+            Some(Arc::new(oidc_tls_config(
+                Path::new(&self.oidc_server_tls_cert_file),
+                Path::new(&self.oidc_server_tls_key_file),
+            )?))
         } else {
             None
         };
@@ -746,7 +742,14 @@ fn oidc_answer(
         })
         .unwrap_or("")
         .to_ascii_lowercase();
+    // Behind a proxy the public name is in X-Forwarded-Host, which Sentry checks instead.
+    let checked = request
+        .headers()
+        .get("x-forwarded-host")
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| host.clone(), str::to_ascii_lowercase);
     if !settings.allowed_hosts.is_empty() {
+        let host = &checked;
         let name = host.rsplit_once(':').map_or(host.as_str(), |(name, port)| {
             if port.bytes().all(|b| b.is_ascii_digit()) {
                 name
@@ -757,7 +760,7 @@ fn oidc_answer(
         if !settings
             .allowed_hosts
             .iter()
-            .any(|h| *h == host || h == name)
+            .any(|h| h == "*" || h == host || h == name)
         {
             return (StatusCode::FORBIDDEN, "host not allowed\n").into_response();
         }
@@ -786,6 +789,8 @@ fn oidc_answer(
             "response_types_supported": ["id_token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [issuer.settings.algorithm.name()],
+            "scopes_supported": ["openid"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "use"],
         })
     } else {
         issuer.jwks(crate::service::now().as_secs())
@@ -836,9 +841,9 @@ struct TlsListener {
 }
 
 impl TlsListener {
-    fn new(listener: tokio::net::TcpListener, config: rustls::ServerConfig) -> Self {
+    fn new(listener: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
         let local_addr = listener.local_addr();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
@@ -888,7 +893,7 @@ impl axum::serve::Listener for TlsListener {
 /// Serves the OIDC endpoints until `shutdown` (HTTPS when `tls` is given).
 pub async fn serve_oidc(
     listener: tokio::net::TcpListener,
-    tls: Option<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -1046,5 +1051,48 @@ mod tests {
         );
         let cli = Cli::parse_from(["x", "--jwt-enabled", "--jwt-signing-algorithm", "PS256"]);
         assert!(cli.jwt.settings(Path::new("/tmp")).is_err());
+    }
+
+    #[tokio::test]
+    async fn oidc_host_checks_follow_x_forwarded_host_and_wildcard() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = Arc::new(
+            JwtIssuer::load_or_generate(settings(dir.path(), SigningAlgorithm::EdDsa), 0).unwrap(),
+        );
+        let oidc = |hosts: &[&str]| OidcSettings {
+            address: String::new(),
+            port: 0,
+            tls: None,
+            jwks_uri: None,
+            path_prefix: String::new(),
+            allowed_hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        let status = |hosts: &[&str], host: &str, forwarded: Option<&str>| {
+            let router = oidc_router(Arc::clone(&issuer), oidc(hosts));
+            let mut request = axum::http::Request::builder()
+                .uri("/jwks.json")
+                .header("host", host);
+            if let Some(f) = forwarded {
+                request = request.header("x-forwarded-host", f);
+            }
+            let request = request.body(axum::body::Body::empty()).unwrap();
+            async move { router.oneshot(request).await.unwrap().status().as_u16() }
+        };
+        assert_eq!(
+            status(&["sentry.example"], "sentry.example:443", None).await,
+            200
+        );
+        assert_eq!(status(&["sentry.example"], "10.0.0.1", None).await, 403);
+        assert_eq!(
+            status(&["sentry.example"], "10.0.0.1", Some("sentry.example")).await,
+            200
+        );
+        assert_eq!(
+            status(&["sentry.example"], "sentry.example", Some("evil")).await,
+            403
+        );
+        assert_eq!(status(&["*"], "anything", None).await, 200);
+        assert_eq!(status(&[], "anything", None).await, 200);
     }
 }

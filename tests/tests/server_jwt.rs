@@ -321,6 +321,11 @@ fn discovery_document_host_allow_list_and_methods() {
         doc["id_token_signing_alg_values_supported"],
         json!(["ES256"])
     );
+    assert_eq!(doc["scopes_supported"], json!(["openid"]));
+    assert_eq!(
+        doc["claims_supported"],
+        json!(["sub", "iss", "aud", "exp", "iat", "nbf", "use"])
+    );
     // jwks_uri points at the served key set.
     let jwks_path = doc["jwks_uri"]
         .as_str()
