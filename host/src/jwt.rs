@@ -317,11 +317,10 @@ impl SigningKey {
         &self.jwk
     }
 
-    fn pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(
-            pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, &self.der)
-                .unwrap_or_default(),
-        )
+    fn pem(&self) -> Result<Zeroizing<String>, JwtError> {
+        pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, &self.der)
+            .map(Zeroizing::new)
+            .map_err(|_| JwtError::Backend("PEM encoding of the JWT key"))
     }
 
     /// Signs `header.payload` and returns the compact JWS.
@@ -448,7 +447,7 @@ impl JwtIssuer {
         if generated {
             tracing::info!(target: SCOPE_SENTRY, "JWT signing key not found: generating a new {} key", settings.algorithm.name());
             crate::fsutil::write_files_atomically(&[
-                (&settings.key_path, keys.current.pem().as_bytes()),
+                (&settings.key_path, keys.current.pem()?.as_bytes()),
                 (&settings.jwks_path, jwks.as_bytes()),
             ])?;
         } else if std::fs::read(&settings.jwks_path).ok().as_deref() != Some(jwks.as_bytes()) {
@@ -503,7 +502,11 @@ impl JwtIssuer {
             .filter(|r| r.retire_at > now_secs && jwk_kid(&r.jwk) != Some(new.kid.as_str()))
             .cloned()
             .collect();
-        if old.current.kid != new.kid {
+        if old.current.kid == new.kid {
+            // A fixed --jwt-key-id names both keys: verifiers pick keys by kid, so the old
+            // key cannot stay published beside the new one.
+            tracing::warn!(target: SCOPE_SENTRY, "The new JWT key has the same kid {} as the previous one (--jwt-key-id); tokens signed with the previous key no longer verify", new.kid);
+        } else {
             retired.push(Retired {
                 jwk: old.current.jwk.clone(),
                 retire_at,
@@ -672,6 +675,9 @@ impl JwtArgs {
     /// The OIDC server settings; `None` unless both `--oidc-enabled` and `--jwt-enabled`.
     pub fn oidc_settings(&self) -> Result<Option<OidcSettings>, JwtError> {
         if !(self.oidc_enabled && self.jwt_enabled) {
+            if self.oidc_enabled {
+                tracing::warn!(target: SCOPE_SENTRY, "--oidc-enabled has no effect without --jwt-enabled");
+            }
             return Ok(None);
         }
         let tls = if self.oidc_server_tls_enabled {
@@ -1013,7 +1019,8 @@ mod tests {
             .unwrap();
         assert!(!issuer.reload(1000).unwrap());
         let fresh = SigningKey::generate(SigningAlgorithm::Es256, None).unwrap();
-        crate::fsutil::write_files_atomically(&[(&s.key_path, fresh.pem().as_bytes())]).unwrap();
+        crate::fsutil::write_files_atomically(&[(&s.key_path, fresh.pem().unwrap().as_bytes())])
+            .unwrap();
         assert!(issuer.reload(1100).unwrap());
         assert_eq!(issuer.current_kid(), fresh.kid());
         let jwks = issuer.jwks(1100);

@@ -282,18 +282,6 @@ async fn sign(
         .map_err(|e| failed(&e.to_string()))?;
     let valid_until = i64::try_from(issued.validity.not_after.as_secs())
         .map_err(|_| failed("NotAfter out of range"))?;
-    state.metrics.sign_success();
-    tracing::debug!(target: SCOPE_SERVER, "Signed certificate for {spiffe_id}, valid until {}", issued.validity.not_after);
-    let facts = IssuedFacts {
-        spiffe_id: spiffe_id.to_string(),
-        serial: hex(issued
-            .certificate
-            .tbs_certificate()
-            .serial_number()
-            .as_bytes()),
-        not_after: issued.validity.not_after.to_string(),
-        issuer_skid: hex(&subject_key_id(bundle.issuer())),
-    };
     let (jwt, per_audience_jwts) = match &state.jwt {
         Some(issuer) => crate::jwt::mint_for_response(
             issuer,
@@ -309,6 +297,18 @@ async fn sign(
             Status::internal(format!("failed to generate JWT: {e}"))
         })?,
         None => (None, Default::default()),
+    };
+    state.metrics.sign_success();
+    tracing::debug!(target: SCOPE_SERVER, "Signed certificate for {spiffe_id}, valid until {}", issued.validity.not_after);
+    let facts = IssuedFacts {
+        spiffe_id: spiffe_id.to_string(),
+        serial: hex(issued
+            .certificate
+            .tbs_certificate()
+            .serial_number()
+            .as_bytes()),
+        not_after: issued.validity.not_after.to_string(),
+        issuer_skid: hex(&subject_key_id(bundle.issuer())),
     };
     let response = SignCertificateResponse {
         workload_certificate: issued.chain_pem.into_bytes(),
