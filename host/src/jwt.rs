@@ -1102,4 +1102,44 @@ mod tests {
         assert_eq!(status(&["*"], "anything", None).await, 200);
         assert_eq!(status(&[], "anything", None).await, 200);
     }
+
+    #[test]
+    fn key_id_and_ttl_flags_are_used() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            jwt: JwtArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::parse_from([
+            "x",
+            "--jwt-enabled",
+            "--jwt-signing-algorithm",
+            "EdDSA",
+            "--jwt-key-id",
+            "k1",
+            "--jwt-ttl",
+            "1h30m",
+            "--jwks-filename",
+            "keys/set.json",
+        ]);
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let settings = cli.jwt.settings(dir.path()).unwrap().unwrap();
+        assert_eq!(settings.jwks_path, dir.path().join("keys/set.json"));
+        assert_eq!(settings.issuer, None);
+        let issuer = JwtIssuer::load_or_generate(settings, 100).unwrap();
+        let token = issuer
+            .mint("spiffe://td/ns/a/b", &["td"], 100, Duration::from_secs(10))
+            .unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("k1"));
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(claims["exp"], 100 + 5400);
+        assert_eq!(claims["nbf"], 90);
+        assert!(claims.get("iss").is_none(), "no iss unless configured");
+        assert!(dir.path().join("keys/set.json").exists());
+    }
 }
