@@ -222,7 +222,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let healthz_listener = bind(&args.healthz_listen_address, args.healthz_port, "healthz").await?;
-    let trust_bundle = Arc::new(TrustBundle::new(args.issuer_credentials.clone()));
+    let trust_bundle = Arc::new(TrustBundle::new(paths.trust_anchors.clone()));
     trust_bundle.update(&bundle);
     let healthz = tokio::spawn(observability::serve_healthz(
         healthz_listener,
@@ -441,14 +441,14 @@ async fn wait_for_signal() {
 /// The SPIFFE bundle served at `GET /bundle`, rebuilt whenever the anchors change.
 #[derive(Debug)]
 struct TrustBundle {
-    dir: PathBuf,
+    trust_anchors_file: PathBuf,
     json: ArcSwap<String>,
 }
 
 impl TrustBundle {
-    fn new(dir: PathBuf) -> Self {
+    fn new(trust_anchors_file: PathBuf) -> Self {
         Self {
-            dir,
+            trust_anchors_file,
             json: ArcSwap::from_pointee(String::new()),
         }
     }
@@ -456,7 +456,7 @@ impl TrustBundle {
     /// Recomputes the bundle; on failure the previous one keeps being served.
     fn update(&self, bundle: &warden_core::bundle::CaBundle) {
         let anchors = bundle.trust_anchors();
-        let json = crate::spiffe_bundle::sequence(&self.dir, anchors).and_then(|sequence| {
+        let json = crate::spiffe_bundle::sequence(&self.trust_anchors_file).and_then(|sequence| {
             crate::spiffe_bundle::bundle_json(
                 anchors,
                 sequence,

@@ -2,21 +2,18 @@
 //! `warden bundle` prints it and the server serves it at `GET /bundle` on the healthz port.
 //!
 //! `spiffe_sequence` must grow on every change of the anchors, across restarts and across the
-//! CLI and the server, so it is kept next to the credentials in `spiffe-bundle-state.json`
-//! together with the SHA-256 of the anchors it was issued for.
+//! CLI and the server, without Warden writing next to the operator's credentials (which may be
+//! a read-only mount): it is the modification time of `ca.crt` in milliseconds, which every
+//! replacement of the file moves forward.
 
 use std::path::{Path, PathBuf};
 
 use base64ct::{Base64, Base64UrlUnpadded, Encoding as _};
 use der::{Decode as _, Encode as _};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use warden_core::crypto::KeyType;
 use x509_cert::Certificate;
 
-use crate::fsutil;
-
-/// Name of the sequence state file in the credentials directory.
-pub const STATE_FILENAME: &str = "spiffe-bundle-state.json";
 /// Default `spiffe_refresh_hint`: the 5 minutes the spec suggests to clients without one.
 pub const DEFAULT_REFRESH_HINT_SECS: u64 = 300;
 
@@ -32,20 +29,14 @@ pub enum BundleJsonError {
         /// What is wrong.
         reason: String,
     },
-    /// The sequence state could not be read or written.
+    /// The modification time of `ca.crt` could not be read.
     #[error("{}: {reason}", path.display())]
     State {
-        /// The state file.
+        /// The trust anchors file.
         path: PathBuf,
         /// What failed.
         reason: String,
     },
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct State {
-    sequence: u64,
-    anchors_sha256: String,
 }
 
 /// One x509-svid JWK: key parameters as RFC 7518 requires, `use`, one `x5c`, no `kid`.
@@ -136,45 +127,20 @@ fn jwk(position: usize, cert: &Certificate) -> Result<Jwk, BundleJsonError> {
     Ok(jwk)
 }
 
-fn anchors_digest(anchors: &[Certificate]) -> Result<String, BundleJsonError> {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for (position, cert) in anchors.iter().enumerate() {
-        let der = cert.to_der().map_err(|e| BundleJsonError::Key {
-            position,
-            reason: e.to_string(),
-        })?;
-        ctx.update(&der);
-    }
-    Ok(crate::digest::hex(ctx.finish().as_ref()))
-}
-
-/// The sequence number for `anchors`: the stored one when they have not changed, else the
-/// stored one plus one (written back atomically, 0600). A missing state file starts at 1.
-pub fn sequence(dir: &Path, anchors: &[Certificate]) -> Result<u64, BundleJsonError> {
-    let path = dir.join(STATE_FILENAME);
+/// The `spiffe_sequence` for the anchors in `ca_path`: its modification time in milliseconds.
+pub fn sequence(ca_path: &Path) -> Result<u64, BundleJsonError> {
     let state_err = |reason: String| BundleJsonError::State {
-        path: path.clone(),
+        path: ca_path.to_path_buf(),
         reason,
     };
-    let digest = anchors_digest(anchors)?;
-    let stored: Option<State> = match std::fs::read(&path) {
-        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| state_err(e.to_string()))?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(state_err(e.to_string())),
-    };
-    match stored {
-        Some(state) if state.anchors_sha256 == digest => Ok(state.sequence),
-        previous => {
-            let next = State {
-                sequence: previous.map_or(0, |s| s.sequence).saturating_add(1),
-                anchors_sha256: digest,
-            };
-            let text = serde_json::to_vec(&next).map_err(|e| state_err(e.to_string()))?;
-            fsutil::write_files_atomically(&[(&path, &text)])
-                .map_err(|e| state_err(e.to_string()))?;
-            Ok(next.sequence)
-        }
-    }
+    let modified = std::fs::metadata(ca_path)
+        .and_then(|m| m.modified())
+        .map_err(|e| state_err(e.to_string()))?;
+    let since_epoch = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| state_err("modification time before 1970".into()))?;
+    u64::try_from(since_epoch.as_millis())
+        .map_err(|_| state_err("modification time out of range".into()))
 }
 
 /// The bundle JSON for `anchors` with the given sequence and refresh hint.
@@ -217,7 +183,7 @@ pub fn run(args: BundleArgs) -> anyhow::Result<()> {
         std::fs::read(&ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
     let anchors = warden_core::bundle::parse_certificates(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?;
-    let sequence = sequence(dir, &anchors)?;
+    let sequence = sequence(&ca)?;
     println!("{}", bundle_json(&anchors, sequence, args.refresh_hint)?);
     Ok(())
 }
@@ -291,14 +257,19 @@ mod tests {
     }
 
     #[test]
-    fn sequence_grows_only_when_the_anchors_change() {
+    fn sequence_grows_when_ca_crt_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let a = root(KeyAlgorithm::P256);
-        let b = root(KeyAlgorithm::P256);
-        assert_eq!(sequence(dir.path(), std::slice::from_ref(&a)).unwrap(), 1);
-        assert_eq!(sequence(dir.path(), std::slice::from_ref(&a)).unwrap(), 1);
-        assert_eq!(sequence(dir.path(), &[a.clone(), b.clone()]).unwrap(), 2);
-        assert_eq!(sequence(dir.path(), std::slice::from_ref(&b)).unwrap(), 3);
-        assert_eq!(sequence(dir.path(), std::slice::from_ref(&b)).unwrap(), 3);
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, "a").unwrap();
+        let first = sequence(&ca).unwrap();
+        assert_eq!(
+            sequence(&ca).unwrap(),
+            first,
+            "unchanged file, same sequence"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        crate::fsutil::write_files_atomically(&[(&ca, b"b")]).unwrap();
+        assert!(sequence(&ca).unwrap() > first);
+        assert!(sequence(&dir.path().join("missing")).is_err());
     }
 }
