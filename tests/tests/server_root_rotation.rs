@@ -251,7 +251,13 @@ fn free_port() -> u16 {
 /// `openssl s_server` holding `server`, client certificate required, and `openssl s_client`
 /// holding `client`, each trusting only `ca` and failing on any verification error; both
 /// verify at `at` (Unix seconds: an instant when both leaves are valid).
-fn mtls_handshake(work: &Path, ca: &Path, server: &Leaf, client: &Leaf, at: u64) {
+fn mtls_handshake(
+    work: &Path,
+    ca: &Path,
+    server: &Leaf,
+    client: &Leaf,
+    at: u64,
+) -> Result<(), String> {
     use std::io::Write as _;
     let port = free_port();
     let at = at.to_string();
@@ -336,10 +342,13 @@ fn mtls_handshake(work: &Path, ca: &Path, server: &Leaf, client: &Leaf, at: u64)
     let _ = s_server.kill();
     let _ = s_server.wait();
     let server_text = String::from_utf8_lossy(&read_file(&server_log)).into_owned();
-    assert!(
-        client_text.contains("Verification: OK") && client_text.contains("HTTP/1.0 200 ok"),
-        "the mTLS handshake failed:\n--- s_client ---\n{client_text}\n--- s_server ---\n{server_text}"
-    );
+    if client_text.contains("Verification: OK") && client_text.contains("HTTP/1.0 200 ok") {
+        Ok(())
+    } else {
+        Err(format!(
+            "the mTLS handshake failed:\n--- s_client ---\n{client_text}\n--- s_server ---\n{server_text}"
+        ))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -439,8 +448,10 @@ async fn full_root_rotation_under_client_loops_without_a_failure() {
     // Overlap: a leaf under the new root and the one under the old root accept each other.
     let (new_leaf, _) = leaf(&warden, &work.path().join("new"), "new-leaf").await;
     let now = common::now().as_secs();
-    mtls_handshake(work.path(), &dir.join("ca.crt"), &old_leaf, &new_leaf, now);
-    mtls_handshake(work.path(), &dir.join("ca.crt"), &new_leaf, &old_leaf, now);
+    mtls_handshake(work.path(), &dir.join("ca.crt"), &old_leaf, &new_leaf, now).unwrap();
+    mtls_handshake(work.path(), &dir.join("ca.crt"), &new_leaf, &old_leaf, now).unwrap();
+    let overlap_ca = work.path().join("overlap-ca.crt");
+    std::fs::copy(dir.join("ca.crt"), &overlap_ca).unwrap();
 
     // finish before the wait: refused, ca.crt untouched.
     let text = refused(
@@ -467,6 +478,15 @@ async fn full_root_rotation_under_client_loops_without_a_failure() {
         .await;
     loops.wait_all("only the new anchor", |n, _| n == 1).await;
     loops.wait_for_more(10).await;
+    // The handshake check is not vacuous: with only the new root trusted, the old-root leaf is
+    // refused (same instant as above), while the overlap bundle still accepted it.
+    let err = mtls_handshake(work.path(), &dir.join("ca.crt"), &old_leaf, &new_leaf, now)
+        .expect_err("after finish a leaf under the old root must be refused");
+    assert!(
+        err.contains("Verification error") || err.contains("verify error"),
+        "{err}"
+    );
+    mtls_handshake(work.path(), &overlap_ca, &old_leaf, &new_leaf, now).unwrap();
     let status_text = status(dir, false).stdout;
     assert!(
         status_text.contains("Root rotation: finished"),
