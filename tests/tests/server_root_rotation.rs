@@ -641,3 +641,106 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
 fn super_fingerprint(cert: &Certificate) -> String {
     warden_host::root_rotation::fingerprint(cert)
 }
+
+/// The new root key created and used inside a SoftHSM2 token (labels old-root → new-root).
+#[test]
+fn root_rotation_with_the_new_key_in_an_hsm() {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    const PIN: &str = "rr-user-pin";
+    let token = tempdir();
+    let tokens = token.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = common::write_file(
+        token.path(),
+        "softhsm2.conf",
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    );
+    let mut init = Command::new("softhsm2-util");
+    init.args(["--init-token", "--free", "--label", "rr"])
+        .args(["--pin", PIN, "--so-pin", "rr-so-pin"])
+        .env("SOFTHSM2_CONF", &conf);
+    run(init);
+    let hsm = |label: &str| {
+        [
+            "--hsm-module",
+            MODULE,
+            "--hsm-token-label",
+            "rr",
+            "--hsm-key-label",
+            label,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let warden = |args: Vec<String>| {
+        let mut cmd = Command::new(WARDEN);
+        cmd.args(args)
+            .env("SOFTHSM2_CONF", &conf)
+            .env("WARDEN_HSM_PIN", PIN)
+            .env_remove("RUST_LOG");
+        try_run(cmd)
+    };
+    let creds = tempdir();
+    let dir = creds.path().to_str().unwrap().to_owned();
+    let step = |name: &str, extra: Vec<String>| {
+        let mut args: Vec<String> = ["root", "rotate", name, "--issuer-credentials", &dir]
+            .map(String::from)
+            .to_vec();
+        args.extend(extra);
+        warden(args)
+    };
+    let mut init_root: Vec<String> = ["hsm", "init-root", "--issuer-credentials", &dir]
+        .map(String::from)
+        .to_vec();
+    init_root.extend(hsm("old-root"));
+    ok(warden(init_root), "hsm init-root");
+
+    // The label must be new: the current root's label is refused and nothing is published.
+    refused(
+        step("prepare", hsm("old-root")),
+        "already exists",
+        "prepare over an existing HSM key",
+    );
+    assert_eq!(anchors_in(creds.path()).len(), 1);
+    ok(step("prepare", hsm("new-root")), "prepare in the HSM");
+    let both = anchors_in(creds.path());
+    assert_eq!(both.len(), 2);
+    let text = status(creds.path(), false).stdout;
+    assert!(
+        text.contains(r#"new root key:    hsm token "rr" key "new-root""#),
+        "{text}"
+    );
+
+    // activate with the old root's key is refused; with the new one it signs the issuer.
+    let mut force = hsm("old-root");
+    force.push("--force".into());
+    refused(
+        step("activate", force),
+        "does not belong to the new root",
+        "activate with the old root key",
+    );
+    let mut force = hsm("new-root");
+    force.push("--force".into());
+    ok(step("activate", force), "activate with the HSM key");
+    let issuer = parse_certificates(&read_file(&creds.path().join("issuer.crt"))).unwrap();
+    assert_eq!(
+        issuer[0].tbs_certificate().issuer(),
+        both[1].tbs_certificate().subject()
+    );
+    ok(step("finish", vec!["--force".into()]), "finish");
+    assert_eq!(anchors_in(creds.path()), vec![both[1].clone()]);
+    // Later issuer rotations use the new label.
+    let mut rotate_issuer: Vec<String> = ["issuer", "rotate", "--issuer-credentials", &dir]
+        .map(String::from)
+        .to_vec();
+    rotate_issuer.extend(hsm("new-root"));
+    ok(warden(rotate_issuer), "issuer rotate with the new root");
+    assert!(
+        status(creds.path(), false)
+            .stdout
+            .contains("State:       valid")
+    );
+}
