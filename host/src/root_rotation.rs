@@ -41,6 +41,7 @@ use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
 use crate::config::{SentryConfig, parse_go_duration};
+use crate::digest::fingerprint;
 use crate::fsutil;
 use crate::native::{NativeKey, NativeVerifier};
 use crate::rotation::{HsmArgs, RotationError, new_issuer};
@@ -278,18 +279,6 @@ fn write_state(dir: &Path, state: &RotationState) -> Result<(), RootRotationErro
     let text = serde_json::to_string_pretty(state).map_err(invalid)?;
     fsutil::write_files_atomically(&[(&state_path(dir), text.as_bytes())])?;
     Ok(())
-}
-
-/// SHA-256 of a certificate's DER, lowercase hex.
-pub fn fingerprint(cert: &Certificate) -> String {
-    use der::Encode as _;
-    let der = cert.to_der().unwrap_or_default();
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
-    let mut out = String::with_capacity(64);
-    for byte in digest.as_ref() {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 fn now() -> UnixTime {
