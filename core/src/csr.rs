@@ -11,7 +11,7 @@ use const_oid::AssociatedOid;
 use der::asn1::{BitString, Ia5String, OctetString};
 use der::referenced::OwnedToRef;
 use der::{Decode, Encode};
-use spki::SubjectPublicKeyInfoOwned;
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::{Attribute, Attributes};
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::SubjectAltName;
@@ -203,11 +203,22 @@ pub fn create_csr(
     signer: &dyn CaSigner,
     template: &CsrTemplate<'_>,
 ) -> Result<Vec<u8>, CsrBuildError> {
-    let encoding = |e: der::Error| CsrBuildError::Encoding(e.to_string());
+    let info = csr_info_to_sign(signer.public_key(), template)?;
+    let signature = signer.sign(&info).map_err(CsrBuildError::Sign)?;
+    assemble_csr(&info, signer.signature_algorithm(), &signature)
+}
+
+/// The DER CertificationRequestInfo [`create_csr`] would sign for `public_key`: the first half
+/// of `create_csr`, for signers that cannot sign synchronously through [`CaSigner`] (the
+/// browser's WebCrypto returns a promise). Sign these bytes, then call [`assemble_csr`].
+pub fn csr_info_to_sign(
+    public_key: SubjectPublicKeyInfoOwned,
+    template: &CsrTemplate<'_>,
+) -> Result<Vec<u8>, CsrBuildError> {
     let mut names = Vec::new();
     if let Some(id) = template.spiffe_id {
         names.push(GeneralName::UniformResourceIdentifier(
-            Ia5String::new(&id.to_string()).map_err(encoding)?,
+            Ia5String::new(&id.to_string()).map_err(encoding_error)?,
         ));
     }
     for dns in template.dns_names {
@@ -220,28 +231,44 @@ pub fn create_csr(
         let san = Extension {
             extn_id: SubjectAltName::OID,
             critical: false,
-            extn_value: OctetString::new(SubjectAltName(names).to_der().map_err(encoding)?)
-                .map_err(encoding)?,
+            extn_value: OctetString::new(SubjectAltName(names).to_der().map_err(encoding_error)?)
+                .map_err(encoding_error)?,
         };
-        let request = Attribute::try_from(ExtensionReq(alloc::vec![san])).map_err(encoding)?;
-        attributes.insert(request).map_err(encoding)?;
+        let request =
+            Attribute::try_from(ExtensionReq(alloc::vec![san])).map_err(encoding_error)?;
+        attributes.insert(request).map_err(encoding_error)?;
     }
-    let info = CertReqInfo {
+    CertReqInfo {
         version: Version::V1,
         subject: Name::default(),
-        public_key: signer.public_key(),
+        public_key,
         attributes,
-    };
-    let signature = signer
-        .sign(&info.to_der().map_err(encoding)?)
-        .map_err(CsrBuildError::Sign)?;
-    CertReq {
-        info,
-        algorithm: signer.signature_algorithm(),
-        signature: BitString::from_bytes(&signature).map_err(encoding)?,
     }
     .to_der()
-    .map_err(encoding)
+    .map_err(encoding_error)
+}
+
+/// The second half of [`create_csr`]: a DER CSR from the DER CertificationRequestInfo made by
+/// [`csr_info_to_sign`], the signature algorithm and the signature over `info` as it goes into
+/// the BIT STRING (DER `Ecdsa-Sig-Value` for ECDSA, 64 raw bytes for Ed25519).
+///
+/// The signature is not checked here: [`parse_and_verify`] does that.
+pub fn assemble_csr(
+    info: &[u8],
+    algorithm: AlgorithmIdentifierOwned,
+    signature: &[u8],
+) -> Result<Vec<u8>, CsrBuildError> {
+    CertReq {
+        info: CertReqInfo::from_der(info).map_err(encoding_error)?,
+        algorithm,
+        signature: BitString::from_bytes(signature).map_err(encoding_error)?,
+    }
+    .to_der()
+    .map_err(encoding_error)
+}
+
+fn encoding_error(e: der::Error) -> CsrBuildError {
+    CsrBuildError::Encoding(e.to_string())
 }
 
 /// A DER CSR as PEM `CERTIFICATE REQUEST`.
@@ -249,4 +276,49 @@ pub fn csr_to_pem(der: &[u8]) -> Result<String, PemError> {
     let mut out = String::new();
     pem::encode_into(&mut out, CSR_PEM_LABEL, der)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{KeyAlgorithm, RustCryptoVerifier, SoftwareKey};
+    use crate::test_rng::seeded_rng;
+
+    /// Signing the info from `csr_info_to_sign` separately and assembling gives exactly the CSR
+    /// `create_csr` makes (the browser's WebCrypto path relies on it).
+    #[test]
+    fn split_signing_matches_create_csr() {
+        let key = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut seeded_rng(11));
+        let id = SpiffeId::parse("spiffe://example.org/ns/default/web").unwrap();
+        let template = CsrTemplate {
+            spiffe_id: Some(&id),
+            dns_names: &["web.default.svc"],
+        };
+        let info = csr_info_to_sign(key.public_key(), &template).unwrap();
+        let signature = key.sign(&info).unwrap();
+        let assembled = assemble_csr(&info, key.signature_algorithm(), &signature).unwrap();
+        // Ed25519 signatures are deterministic, so both paths give the same bytes.
+        assert_eq!(assembled, create_csr(&key, &template).unwrap());
+        let verified = parse_and_verify(&assembled, &RustCryptoVerifier).unwrap();
+        assert_eq!(verified.public_key, key.public_key());
+    }
+
+    #[test]
+    fn assemble_refuses_bytes_that_are_not_a_request_info() {
+        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut seeded_rng(12));
+        let err = assemble_csr(&[0x30, 0x00], key.signature_algorithm(), &[1, 2]).unwrap_err();
+        assert!(matches!(err, CsrBuildError::Encoding(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_wrong_signature_is_assembled_but_does_not_verify() {
+        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut seeded_rng(13));
+        let info = csr_info_to_sign(key.public_key(), &CsrTemplate::default()).unwrap();
+        let signature = key.sign(b"something else").unwrap();
+        let der = assemble_csr(&info, key.signature_algorithm(), &signature).unwrap();
+        assert!(matches!(
+            parse_and_verify(&der, &RustCryptoVerifier),
+            Err(CsrError::InvalidSignature(VerifyError::BadSignature))
+        ));
+    }
 }
