@@ -604,7 +604,14 @@ fn signature_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
 
 /// Reads `alg` and `kid` from the header before anything else, so `none`, HMAC and other
 /// algorithms are refused by name rather than by a parse error.
-fn read_header(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
+///
+/// Public for the fuzz targets and their regression tests; [`KeySet::verify`] is the API.
+///
+/// # Errors
+///
+/// [`TokenError::Invalid`] when the token is not three parts, the header is not base64url
+/// JSON, `alg` is missing or not accepted, or `kid` is not a string.
+pub fn read_header(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
         return Err(invalid(format!(
@@ -643,7 +650,21 @@ fn read_header(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
     Ok((alg, kid))
 }
 
-fn check_claims(claims: &Value, audience: &str, subject: &str, now: u64) -> Result<(), TokenError> {
+/// Checks the claims of a token whose signature verified, as [`KeySet::verify`] does: `exp`,
+/// `nbf`, `iat` against `now` (seconds since the epoch, five minutes of leeway), `aud`
+/// containing `audience`, and `sub` equal to `subject`.
+///
+/// Public for the fuzz targets and their regression tests; [`KeySet::verify`] is the API.
+///
+/// # Errors
+///
+/// [`TokenError::Invalid`] naming the first claim that is not satisfied.
+pub fn check_claims(
+    claims: &Value,
+    audience: &str,
+    subject: &str,
+    now: u64,
+) -> Result<(), TokenError> {
     let Some(claims) = claims.as_object() else {
         return Err(invalid(
             "failed to parse token: the claims are not a JSON object",
