@@ -20,3 +20,4 @@ pub mod service;
 pub mod spiffe_bundle;
 pub mod store;
 pub mod tls;
+pub mod web;

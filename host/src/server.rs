@@ -93,6 +93,18 @@ pub struct ServeArgs {
         hide = true
     )]
     pub namespace: String,
+    /// Also accept gRPC-Web (browsers, tonic-web) for SignCertificate on the gRPC port, over
+    /// h2 or HTTP/1.1. Off by default: the port then speaks plain gRPC over h2 only, as Sentry.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub grpc_web: bool,
+    /// Comma-separated exact origins (scheme://host[:port]) whose pages may call gRPC-Web from
+    /// another origin (CORS); no wildcards. Needs --grpc-web. The --ui page is same-origin.
+    #[arg(long, default_value = "", value_name = "ORIGINS")]
+    pub allowed_origins: String,
+    /// Serve the static files of DIR (html, js, wasm, css, json) for GET on the gRPC port:
+    /// the browser demo page in wasm/www. No directory listing, nothing outside DIR.
+    #[arg(long, value_name = "DIR")]
+    pub ui: Option<PathBuf>,
     /// The HSM-held root: with these, the server rotates its issuer automatically.
     #[command(flatten)]
     pub hsm: crate::rotation::HsmArgs,
@@ -132,6 +144,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid --trust-domain {:?}: {e}", args.trust_domain))?;
     let server_id = SpiffeId::sentry(&trust_domain, &args.namespace)
         .map_err(|e| anyhow::anyhow!("invalid NAMESPACE {:?}: {e}", args.namespace))?;
+    let web =
+        crate::web::WebOptions::new(args.grpc_web, &args.allowed_origins, args.ui.as_deref())?;
     let jwt_settings = args.jwt.settings(&args.issuer_credentials)?;
     let oidc_settings = args.jwt.oidc_settings()?;
     let policy = IssuancePolicy {
@@ -291,14 +305,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(hourly_expiry_report(Arc::clone(&state)));
 
     let grpc_listener = bind(&args.listen_address, args.port, "gRPC").await?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(Arc::clone(&serving))?));
+    let mut tls_config = tls::server_config(Arc::clone(&serving))?;
+    if web.http1() {
+        // gRPC-Web clients and proxies may speak HTTP/1.1; plain gRPC stays on h2.
+        tls_config.alpn_protocols.push(b"http/1.1".to_vec());
+    }
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config));
     let incoming = tls_incoming(grpc_listener, acceptor);
     tracing::info!(target: SCOPE_SERVER, "Running gRPC server on port {}", args.port);
+    if web.grpc_web {
+        tracing::info!(target: SCOPE_SERVER, "Accepting gRPC-Web on port {}; CORS origins: {}", args.port,
+            if web.allowed_origins.is_empty() { "none (same origin only)".to_owned() } else { web.allowed_origins.join(", ") });
+    }
+    if let Some(dir) = &web.ui {
+        tracing::info!(target: SCOPE_SERVER, "Serving the browser UI from {} at https://<host>:{}/", dir.display(), args.port);
+    }
     sentry_target.ready();
 
+    // Browser layers (web.rs), outermost first: CORS, static UI, gRPC-Web translation, and
+    // always the gRPC content-type check in front of the CA.
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
+            .accept_http1(web.http1())
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .layer(tower::util::option_layer(web.cors_layer()))
+            .layer(tower::util::option_layer(web.ui_layer()))
+            .layer(tower::util::option_layer(web.grpc_web_layer()))
+            .layer(crate::web::GrpcOnlyLayer)
             .add_service(CaService::new(Arc::clone(&state)).into_server())
             .serve_with_incoming_shutdown(incoming, shutdown()),
     );
