@@ -64,6 +64,34 @@ pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError
     Ok(())
 }
 
+/// Removes the temporary siblings [`write_files_atomically`] makes for `path`
+/// (`.<name>.tmp-<pid>`) that a process killed mid-write left behind. Best effort: a file that
+/// cannot be removed is only litter, never read as a credential.
+pub fn remove_stale_temp_files(path: &Path) {
+    let Some(file_name) = path.file_name() else {
+        return;
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".tmp-");
+    let prefix = prefix.as_encoded_bytes();
+    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.as_encoded_bytes();
+        if name.starts_with(prefix)
+            && name.len() > prefix.len()
+            && name
+                .get(prefix.len()..)
+                .is_some_and(|pid| pid.iter().all(u8::is_ascii_digit))
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -133,6 +161,36 @@ mod tests {
         let missing = dir.path().join("no-such-dir").join("f");
         let err = write_files_atomically(&[(&missing, b"x")]).unwrap_err();
         assert!(err.to_string().contains("no-such-dir"), "{err}");
+    }
+
+    #[test]
+    fn stale_temp_files_of_the_path_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("ca.crt");
+        for name in [".ca.crt.tmp-123", ".ca.crt.tmp-4567"] {
+            fs::write(dir.path().join(name), "partial").unwrap();
+        }
+        let kept = [
+            "ca.crt",
+            ".ca.crt.tmp-",
+            ".ca.crt.tmp-12x",
+            ".issuer.key.tmp-123",
+            "x.ca.crt.tmp-1",
+        ];
+        for name in kept {
+            fs::write(dir.path().join(name), "keep").unwrap();
+        }
+        remove_stale_temp_files(&target);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected: Vec<String> = kept.iter().map(|s| (*s).to_owned()).collect();
+        expected.sort();
+        assert_eq!(left, expected);
+        // A missing directory is not an error.
+        remove_stale_temp_files(&dir.path().join("missing/ca.crt"));
     }
 
     #[test]

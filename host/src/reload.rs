@@ -21,8 +21,15 @@ use crate::store::{self, CredentialPaths};
 /// Sentry's batching window: events within it cause one reload.
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_secs(2);
 
+/// How often a credential directory that was deleted is looked for again.
+const LOST_DIRECTORY_POLL: Duration = Duration::from_secs(1);
+
 /// Watches the credential directories and calls `on_reload` with each new valid bundle.
 /// Returns the watcher, which must be kept alive.
+///
+/// A watched directory that is deleted (`rm -rf`, an unmounted volume) takes its inotify watch
+/// with it. The loaded bundle keeps serving; an error is logged; the directory is then looked for
+/// every second, watched again when it is back, and reloaded.
 pub fn watch(
     paths: CredentialPaths,
     debounce: Duration,
@@ -38,26 +45,41 @@ pub fn watch(
     .into_iter()
     .cloned()
     .collect();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        match event {
-            Ok(event) if is_credential_change(&event, &names) => {
-                // A full channel already means "reload pending": dropping is right.
-                let _ = tx.try_send(());
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(target: SCOPE_SENTRY, "Error watching credential directories: {e}");
-            }
-        }
-    })?;
     let dirs = paths.directories();
-    for dir in &dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    }
+    let watcher = watch_dirs(&dirs, tx.clone(), names.clone())?;
     let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     tracing::info!(target: SCOPE_SENTRY, "Starting watch on filesystem directories: [{}]", shown.join(" "));
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
+        // Replacement watchers for directories that were deleted and came back.
+        let mut rewatched: Option<notify::RecommendedWatcher> = None;
+        let mut lost: Vec<PathBuf> = Vec::new();
+        loop {
+            if lost.is_empty() {
+                if rx.recv().await.is_none() {
+                    break;
+                }
+            } else {
+                tokio::select! {
+                    event = rx.recv() => if event.is_none() { break },
+                    () = tokio::time::sleep(LOST_DIRECTORY_POLL) => {
+                        if lost.iter().any(|d| !d.is_dir()) {
+                            continue;
+                        }
+                        match watch_dirs(&dirs, tx.clone(), names.clone()) {
+                            Ok(w) => {
+                                rewatched = Some(w);
+                                for dir in lost.drain(..) {
+                                    tracing::info!(target: SCOPE_SENTRY, "Credential directory {} is back; watching it again", dir.display());
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(target: SCOPE_SENTRY, "Cannot watch the credential directories again: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
             tokio::time::sleep(debounce).await;
             while rx.try_recv().is_ok() {}
             metrics.issuer_cert_changed();
@@ -74,8 +96,45 @@ pub fn watch(
                     "Failed to reload issuer credentials; still serving with the previous ones: {e}"
                 ),
             }
+            for dir in &dirs {
+                if !dir.is_dir() && !lost.contains(dir) {
+                    tracing::error!(target: SCOPE_SENTRY, "Credential directory {} is gone; still serving with the loaded credentials until it is back", dir.display());
+                    lost.push(dir.clone());
+                }
+            }
         }
+        drop(rewatched);
     });
+    Ok(watcher)
+}
+
+/// A watcher on `dirs` that signals `tx` on each change to one of the credential files `names`
+/// or to a directory itself (deleted or moved away).
+fn watch_dirs(
+    dirs: &[PathBuf],
+    tx: mpsc::Sender<()>,
+    names: Vec<PathBuf>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let watched = dirs.to_vec();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            Ok(event)
+                if is_credential_change(&event, &names)
+                    || (matches!(event.kind, EventKind::Remove(_))
+                        && event.paths.iter().any(|p| watched.contains(p))) =>
+            {
+                // A full channel already means "reload pending": dropping is right.
+                let _ = tx.try_send(());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(target: SCOPE_SENTRY, "Error watching credential directories: {e}");
+            }
+        }
+    })?;
+    for dir in dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok(watcher)
 }
 
@@ -148,8 +207,51 @@ pub fn go_duration(d: Duration) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deleted_directory_is_watched_again_when_it_comes_back() {
+        use crate::store::{GenerateOptions, load_or_generate};
+        let generate = |paths: &CredentialPaths| {
+            let options = GenerateOptions {
+                trust_domain: warden_core::spiffe::TrustDomain::new("localhost").unwrap(),
+                namespace: "default".into(),
+                clock_skew: Duration::from_secs(900),
+            };
+            let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+            load_or_generate(paths, &options, crate::service::now(), &mut rng)
+                .unwrap()
+                .0
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("creds");
+        let paths = CredentialPaths::new(&dir, "ca.crt", "issuer.crt", "issuer.key");
+        generate(&paths);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = watch(
+            paths.clone(),
+            Duration::from_millis(50),
+            Metrics::new(),
+            move |bundle| {
+                let _ = tx.send(bundle.trust_anchors_pem().to_owned());
+            },
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing valid to load while it is gone"
+        );
+        let restored = generate(&paths);
+        let loaded = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the restored set is loaded")
+            .unwrap();
+        assert_eq!(loaded, restored.trust_anchors_pem());
+    }
 
     #[test]
     fn go_duration_format() {

@@ -231,6 +231,14 @@ fn generate<R: CryptoRng + ?Sized>(
         fsutil::create_private_dir(&dir)?;
     }
     remove_if_present(&paths.trust_anchors)?;
+    // A start killed while writing (kill -9, power loss) may have left temporary files.
+    for file in [
+        &paths.trust_anchors,
+        &paths.issuer_certificate,
+        &paths.issuer_key,
+    ] {
+        fsutil::remove_stale_temp_files(file);
+    }
     fsutil::write_files_atomically(&[
         (&paths.issuer_key, files.issuer_key.as_bytes()),
         (
@@ -316,6 +324,24 @@ mod tests {
         let (_, origin) = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
         assert_eq!(origin, Origin::Generated);
         assert_ne!(fs::read(&paths.trust_anchors).unwrap(), old_root);
+    }
+
+    #[test]
+    fn generation_after_a_killed_start_removes_its_temporary_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = default_paths(tmp.path());
+        // What a start killed between writing issuer.key and issuer.crt leaves behind.
+        fs::write(&paths.issuer_key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        fs::write(tmp.path().join(".issuer.crt.tmp-99999"), "-----BEGIN CERT").unwrap();
+        let (_, origin) = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
+        assert_eq!(origin, Origin::Generated);
+        let mut names: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["ca.crt", "issuer.crt", "issuer.key"]);
+        load(&paths, now()).unwrap();
     }
 
     #[test]

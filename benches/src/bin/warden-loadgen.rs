@@ -1,13 +1,25 @@
-//! `warden-loadgen`: a fixed number of daprd-shaped `SignCertificate` requests against a running
-//! CA (Warden or Sentry), over N TLS connections authorized as daprd authorizes Sentry, with M
-//! requests in flight per connection. Reports throughput, latency percentiles and errors; exits
-//! non-zero when any request failed.
+//! `warden-loadgen`: daprd-shaped `SignCertificate` requests against a running CA (Warden or
+//! Sentry), over N TLS connections authorized as daprd authorizes Sentry. Reports throughput,
+//! latency percentiles and errors; exits non-zero when any request failed.
+//!
+//! Two ways to load the server:
+//! - closed loop (default): M requests in flight per connection, each sent as soon as the previous
+//!   one answered — this finds the saturation throughput;
+//! - open loop (`--rate N`): requests start at a fixed rate whatever the answers do, spread over
+//!   the connections; latency is measured from the *scheduled* start, so a stalled server shows
+//!   up in the percentiles instead of silently slowing the client (no coordinated omission).
+//!
+//! The run ends after `--requests N` or after `--duration SECS`. Every request ends as exactly
+//! one success or one error (a request without an answer within `--timeout` is an error).
 //!
 //! The CSRs (one fresh key each, as daprd makes them) are generated before the clock starts, so
-//! the numbers measure the server, not the client's key generation.
+//! the numbers measure the server, not the client's key generation. A timed run reuses a pool of
+//! `--csr-pool` CSRs round robin: the server signs each request anew either way.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +31,7 @@ use warden_core::crypto::KeyAlgorithm;
 use warden_core::spiffe::{SpiffeId, TrustDomain};
 use warden_host::identity::{self, CsrKeyType, RequestParams};
 use warden_host::proto::SignCertificateRequest;
+use warden_host::proto::SignCertificateResponse;
 
 /// Load generator for a Sentry-compatible CA.
 #[derive(Debug, Parser)]
@@ -33,12 +46,25 @@ struct Args {
     /// TLS connections to open (default: 2 x CPU cores).
     #[arg(long)]
     connections: Option<usize>,
-    /// Requests in flight on each connection.
-    #[arg(long, default_value_t = 1)]
-    concurrency_per_connection: usize,
-    /// Total number of requests to send.
-    #[arg(long, default_value_t = 10_000)]
-    requests: usize,
+    /// Requests in flight on each connection (closed loop).
+    #[arg(long)]
+    concurrency_per_connection: Option<usize>,
+    /// Total number of requests to send (default 10000 unless --duration is given).
+    #[arg(long, conflicts_with = "duration")]
+    requests: Option<usize>,
+    /// Send requests for this many seconds instead of a fixed number.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Open loop: start this many requests per second (spread over the connections) instead of
+    /// keeping a fixed number in flight.
+    #[arg(long, value_name = "N", conflicts_with = "concurrency_per_connection")]
+    rate: Option<f64>,
+    /// A request without an answer after this many seconds counts as an error.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    timeout: f64,
+    /// Distinct CSRs prepared for a timed run (used round robin).
+    #[arg(long, default_value_t = 4096)]
+    csr_pool: usize,
     /// Key type of the CSRs.
     #[arg(long, value_enum, default_value_t = CsrKeyType::Ed25519)]
     key_type: CsrKeyType,
@@ -72,7 +98,11 @@ struct WorkerStats {
 #[derive(Debug)]
 struct Report {
     connections: usize,
-    concurrency_per_connection: usize,
+    /// Closed loop: requests in flight per connection; `None` for an open-loop run.
+    concurrency_per_connection: Option<usize>,
+    /// Open loop: the requested rate.
+    target_rate: Option<f64>,
+    /// Requests started (each ends as one success or one error).
     requests: usize,
     succeeded: usize,
     errors: usize,
@@ -175,13 +205,128 @@ fn prepare_requests(
     })
 }
 
+/// When the run ends.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    /// After this many requests.
+    Count(usize),
+    /// When this much time has passed since the clock started.
+    After(Duration),
+}
+
+impl Stop {
+    fn of(args: &Args) -> Result<Self, String> {
+        match (args.requests, args.duration) {
+            (_, Some(secs)) => Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(Self::After)
+                .ok_or_else(|| format!("--duration must be a positive number of seconds: {secs}")),
+            (Some(0), None) => Err("--requests must be at least 1".into()),
+            (Some(n), None) => Ok(Self::Count(n)),
+            (None, None) => Ok(Self::Count(10_000)),
+        }
+    }
+
+    /// How many distinct CSRs to prepare.
+    fn pool_size(self, csr_pool: usize) -> usize {
+        match self {
+            Self::Count(n) => n,
+            Self::After(_) => csr_pool.max(1),
+        }
+    }
+
+    /// Whether request number `index`, to start at `at`, is still part of the run that started
+    /// at `clock`.
+    fn admits(self, index: usize, at: Instant, clock: Instant) -> bool {
+        match self {
+            Self::Count(n) => index < n,
+            Self::After(d) => at.duration_since(clock) < d,
+        }
+    }
+}
+
+/// One request's outcome: `Ok(latency)` or the error message.
+type Outcome = Result<Duration, String>;
+
+/// Sends a request on connection number `.0` (modulo the number of connections).
+type Call = Arc<
+    dyn Fn(
+            usize,
+            SignCertificateRequest,
+        ) -> Pin<Box<dyn Future<Output = Result<SignCertificateResponse, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Sends one request and classifies the answer; `since` is when the latency clock starts.
+async fn one_request(
+    call: &Call,
+    connection: usize,
+    request: SignCertificateRequest,
+    since: Instant,
+    timeout: Duration,
+) -> Outcome {
+    let result = tokio::time::timeout(timeout, call(connection, request)).await;
+    let latency = since.elapsed();
+    match result {
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Ok(Err(message)) => Err(message),
+        Ok(Ok(response)) => {
+            if response.workload_certificate.is_empty() {
+                Err("empty workload_certificate".to_owned())
+            } else if response.valid_until.is_none() {
+                Err("no valid_until".to_owned())
+            } else {
+                Ok(latency)
+            }
+        }
+    }
+}
+
+impl WorkerStats {
+    fn record(&mut self, outcome: Outcome) {
+        match outcome {
+            Ok(latency) => self.latencies.push(latency),
+            Err(message) => {
+                self.errors += 1;
+                *self.messages.entry(message).or_default() += 1;
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        for (message, count) in other.messages {
+            *self.messages.entry(message).or_default() += count;
+        }
+    }
+}
+
 async fn run(args: &Args) -> Result<Report, String> {
     let connections = args
         .connections
         .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, usize::from));
-    if connections == 0 || args.concurrency_per_connection == 0 {
+    let concurrency = args.concurrency_per_connection.unwrap_or(1);
+    if connections == 0 || concurrency == 0 {
         return Err("--connections and --concurrency-per-connection must be at least 1".into());
     }
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(format!("--rate must be a positive number: {rate}"));
+        }
+    }
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "--timeout must be a positive number of seconds: {}",
+                args.timeout
+            )
+        })?;
+    let stop = Stop::of(args)?;
     let anchors_pem = std::fs::read(&args.trust_anchors)
         .map_err(|e| format!("cannot read {}: {e}", args.trust_anchors.display()))?;
     let anchors = parse_certificates(&anchors_pem)
@@ -195,15 +340,15 @@ async fn run(args: &Args) -> Result<Report, String> {
 
     let started = Instant::now();
     let params = RequestParams::insecure(&args.app_id, &args.namespace);
-    let requests = Arc::new(prepare_requests(
+    let pool = Arc::new(prepare_requests(
         &params,
         args.key_type.into(),
-        args.requests,
+        stop.pool_size(args.csr_pool),
     )?);
     if !args.json {
         eprintln!(
             "prepared {} {:?} CSRs in {:.2} s",
-            requests.len(),
+            pool.len(),
             args.key_type,
             started.elapsed().as_secs_f64()
         );
@@ -218,69 +363,39 @@ async fn run(args: &Args) -> Result<Report, String> {
         );
     }
 
-    let next = Arc::new(AtomicUsize::new(0));
+    let call: Call = Arc::new(move |connection, request| {
+        let mut client = clients
+            .get(connection % clients.len())
+            .cloned()
+            .unwrap_or_else(|| unreachable!("at least one connection"));
+        Box::pin(async move {
+            client
+                .sign_certificate(request)
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+        })
+    });
     let clock = Instant::now();
-    let mut workers = Vec::new();
-    for client in &clients {
-        for _ in 0..args.concurrency_per_connection {
-            let mut client = client.clone();
-            let requests = Arc::clone(&requests);
-            let next = Arc::clone(&next);
-            workers.push(tokio::spawn(async move {
-                let mut stats = WorkerStats::default();
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(request) = requests.get(index).cloned() else {
-                        break;
-                    };
-                    let sent = Instant::now();
-                    let result = client.sign_certificate(request).await;
-                    let latency = sent.elapsed();
-                    let failure = match result {
-                        Ok(response) => {
-                            let response = response.into_inner();
-                            if response.workload_certificate.is_empty() {
-                                Some("empty workload_certificate".to_owned())
-                            } else if response.valid_until.is_none() {
-                                Some("no valid_until".to_owned())
-                            } else {
-                                None
-                            }
-                        }
-                        Err(status) => Some(format!("{:?}: {}", status.code(), status.message())),
-                    };
-                    match failure {
-                        None => stats.latencies.push(latency),
-                        Some(message) => {
-                            stats.errors += 1;
-                            *stats.messages.entry(message).or_default() += 1;
-                        }
-                    }
-                }
-                stats
-            }));
-        }
-    }
-    let mut latencies = Vec::with_capacity(requests.len());
-    let mut errors = 0;
-    let mut messages: BTreeMap<String, usize> = BTreeMap::new();
-    for worker in workers {
-        let stats = worker.await.map_err(|e| format!("a worker failed: {e}"))?;
-        latencies.extend(stats.latencies);
-        errors += stats.errors;
-        for (message, count) in stats.messages {
-            *messages.entry(message).or_default() += count;
-        }
-    }
+    let stats = match args.rate {
+        None => closed_loop(&call, connections, concurrency, &pool, stop, clock, timeout).await?,
+        Some(rate) => open_loop(&call, rate, &pool, stop, clock, timeout).await?,
+    };
     let elapsed = clock.elapsed();
+    let WorkerStats {
+        mut latencies,
+        errors,
+        messages,
+    } = stats;
     latencies.sort_unstable();
     for (message, count) in messages.iter().take(10) {
         eprintln!("error ({count}x): {message}");
     }
     Ok(Report {
         connections,
-        concurrency_per_connection: args.concurrency_per_connection,
-        requests: requests.len(),
+        concurrency_per_connection: args.rate.is_none().then_some(concurrency),
+        target_rate: args.rate,
+        requests: latencies.len() + errors,
         succeeded: latencies.len(),
         errors,
         elapsed,
@@ -288,12 +403,97 @@ async fn run(args: &Args) -> Result<Report, String> {
     })
 }
 
+/// `concurrency` workers per connection, each sending its next request when the previous one
+/// answered.
+async fn closed_loop(
+    call: &Call,
+    connections: usize,
+    concurrency: usize,
+    pool: &Arc<Vec<SignCertificateRequest>>,
+    stop: Stop,
+    clock: Instant,
+    timeout: Duration,
+) -> Result<WorkerStats, String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for connection in 0..connections {
+        for _ in 0..concurrency {
+            let call = Arc::clone(call);
+            let pool = Arc::clone(pool);
+            let next = Arc::clone(&next);
+            workers.push(tokio::spawn(async move {
+                let mut stats = WorkerStats::default();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let sent = Instant::now();
+                    if !stop.admits(index, sent, clock) {
+                        break;
+                    }
+                    let Some(request) = pool.get(index % pool.len()).cloned() else {
+                        break;
+                    };
+                    stats.record(one_request(&call, connection, request, sent, timeout).await);
+                }
+                stats
+            }));
+        }
+    }
+    let mut all = WorkerStats::default();
+    for worker in workers {
+        all.merge(worker.await.map_err(|e| format!("a worker failed: {e}"))?);
+    }
+    Ok(all)
+}
+
+/// Starts request `i` at `clock + i / rate`, round robin over the connections, whatever the
+/// earlier requests are doing; latency counts from the scheduled start.
+async fn open_loop(
+    call: &Call,
+    rate: f64,
+    pool: &Arc<Vec<SignCertificateRequest>>,
+    stop: Stop,
+    clock: Instant,
+    timeout: Duration,
+) -> Result<WorkerStats, String> {
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut all = WorkerStats::default();
+    let mut behind = false;
+    for index in 0.. {
+        let scheduled = clock + Duration::from_secs_f64(index as f64 / rate);
+        if !stop.admits(index, scheduled, clock) {
+            break;
+        }
+        tokio::time::sleep_until(scheduled.into()).await;
+        if !behind && scheduled.elapsed() > Duration::from_millis(100) {
+            behind = true;
+            eprintln!("warning: the client fell more than 100 ms behind the schedule");
+        }
+        let call = Arc::clone(call);
+        let request = pool.get(index % pool.len()).cloned().ok_or("no request")?;
+        in_flight
+            .spawn(async move { one_request(&call, index, request, scheduled, timeout).await });
+        while let Some(done) = in_flight.try_join_next() {
+            all.record(done.map_err(|e| format!("a request task failed: {e}"))?);
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        all.record(done.map_err(|e| format!("a request task failed: {e}"))?);
+    }
+    Ok(all)
+}
+
 fn print_report(args: &Args, r: &Report) {
+    let mode = match (r.concurrency_per_connection, r.target_rate) {
+        (_, Some(rate)) => format!("open loop at {rate} requests/s"),
+        (Some(c), None) => format!("{c} in flight"),
+        (None, None) => String::new(),
+    };
     if args.json {
         println!(
             concat!(
                 "{{\"address\":{:?},\"key_type\":\"{}\",\"connections\":{},",
-                "\"concurrency_per_connection\":{},\"requests\":{},\"succeeded\":{},",
+                "\"concurrency_per_connection\":{},\"target_rate\":{},",
+                "\"requests\":{},\"succeeded\":{},",
                 "\"errors\":{},\"elapsed_s\":{:.6},\"requests_per_second\":{:.1},",
                 "\"latency_ms\":{{\"p50\":{:.3},\"p90\":{:.3},\"p99\":{:.3},\"max\":{:.3}}}}}"
             ),
@@ -303,7 +503,10 @@ fn print_report(args: &Args, r: &Report) {
                 CsrKeyType::P256 => "p256",
             },
             r.connections,
-            r.concurrency_per_connection,
+            r.concurrency_per_connection
+                .map_or_else(|| "null".to_owned(), |c| c.to_string()),
+            r.target_rate
+                .map_or_else(|| "null".to_owned(), |c| c.to_string()),
             r.requests,
             r.succeeded,
             r.errors,
@@ -317,8 +520,8 @@ fn print_report(args: &Args, r: &Report) {
         return;
     }
     println!(
-        "{} requests to {} over {} connections x {} in flight",
-        r.requests, args.address, r.connections, r.concurrency_per_connection
+        "{} requests to {} over {} connections, {mode}",
+        r.requests, args.address, r.connections
     );
     println!("  succeeded:  {}   errors: {}", r.succeeded, r.errors);
     println!(
@@ -344,7 +547,8 @@ mod tests {
     fn nearest_rank_percentiles() {
         let report = Report {
             connections: 1,
-            concurrency_per_connection: 1,
+            concurrency_per_connection: Some(1),
+            target_rate: None,
             requests: 100,
             succeeded: 100,
             errors: 0,
@@ -356,6 +560,34 @@ mod tests {
         assert_eq!(report.percentile(99.0), Duration::from_millis(99));
         assert_eq!(report.max(), Duration::from_millis(100));
         assert!((report.requests_per_second() - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stop_by_count_or_by_time() {
+        let clock = Instant::now();
+        let count = Stop::Count(3);
+        assert!(count.admits(2, clock + Duration::from_secs(99), clock));
+        assert!(!count.admits(3, clock, clock));
+        assert_eq!(count.pool_size(4096), 3);
+        let timed = Stop::After(Duration::from_secs(2));
+        assert!(timed.admits(1_000_000, clock + Duration::from_millis(1999), clock));
+        assert!(!timed.admits(0, clock + Duration::from_secs(2), clock));
+        assert_eq!(timed.pool_size(64), 64);
+    }
+
+    #[test]
+    fn outcomes_are_counted_exactly() {
+        let mut a = WorkerStats::default();
+        a.record(Ok(Duration::from_millis(1)));
+        a.record(Err("x".into()));
+        let mut b = WorkerStats::default();
+        b.record(Err("x".into()));
+        b.record(Err("y".into()));
+        a.merge(b);
+        assert_eq!(a.latencies.len(), 1);
+        assert_eq!(a.errors, 3);
+        assert_eq!(a.messages.get("x"), Some(&2));
+        assert_eq!(a.messages.get("y"), Some(&1));
     }
 
     #[test]
