@@ -357,7 +357,11 @@ async fn demo_page_gets_certificates_over_grpc_web() {
             csr_spki_der(text(shown, "csrPem").as_bytes()),
             "{context}"
         );
-        let leaf_serial = support::serial_der(&issued.leaf)
+        let leaf_serial = issued
+            .leaf
+            .tbs_certificate()
+            .serial_number()
+            .as_bytes()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>();
