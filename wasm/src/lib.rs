@@ -17,6 +17,7 @@ mod csr;
 mod inspect;
 mod js;
 mod rng;
+mod text;
 mod webcrypto;
 
 use wasm_bindgen::prelude::*;
