@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use warden_core::UnixTime;
 use warden_core::bundle::{self, BundleError, CaBundle};
-use warden_core::crypto::{KeyError, RustCryptoVerifier, SignatureVerifier, SoftwareKey};
+use warden_core::crypto::{KeyError, RustCryptoVerifier, SoftwareKey};
 use warden_core::csr::{self, CsrError, VerifiedCsr};
 use warden_core::spiffe::{self, SpiffeId, SpiffeIdError, TrustDomain};
 use warden_host::config::{self, ConfigError, DurationError, SentryConfig};
