@@ -272,8 +272,11 @@ pub fn jwt(data: &[u8]) -> JwtOutcome {
     }
 }
 
+/// A target body with its outcome dropped.
+pub type Body = fn(&[u8]);
+
 /// Every target by name, for the regression test and the docs.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Body); 5] = [
     ("csr", |d| {
         let _ = csr(d);
     }),
