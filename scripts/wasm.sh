@@ -17,8 +17,9 @@ TARGET=wasm32-unknown-unknown
 PROFILE=wasm-release
 TOOLS="${HOME}/.cache/warden/tools"
 OUT_DIR=wasm/www/pkg
-# The issue's budget for the shipped .wasm.
-MAX_WASM_BYTES=$((250 * 1024))
+# The issue's budget for the shipped .wasm. WARDEN_WASM_MAX_KIB overrides it, for a deliberate
+# decision only (see benches/README.md, "Browser (warden-wasm)", for where the bytes go).
+MAX_WASM_BYTES=$((${WARDEN_WASM_MAX_KIB:-250} * 1024))
 BINARYEN_VERSION=132.0.0
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
@@ -71,9 +72,10 @@ build() {
     wasm_opt="$(find_wasm_opt)"
     if [[ -n "${wasm_opt}" ]]; then
         # Rust emits bulk-memory and nontrapping-fptoint ops by default since 1.87.
-        "${wasm_opt}" -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-nontrapping-float-to-int \
-            --enable-sign-ext --enable-mutable-globals --enable-reference-types \
-            --enable-multivalue -o "${out}.opt" "${out}"
+        "${wasm_opt}" -Oz --converge --strip-debug --strip-producers \
+            --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+            --enable-mutable-globals --enable-reference-types --enable-multivalue \
+            -o "${out}.opt" "${out}"
         mv "${out}.opt" "${out}"
         optimised="yes ($("${wasm_opt}" --version))"
     fi
@@ -83,7 +85,7 @@ build() {
     printf 'wasm: %s\n  raw  %d bytes (%d KiB)\n  gzip %d bytes (%d KiB)\n  wasm-opt: %s\n' \
         "${out}" "${raw}" $((raw / 1024)) "${gz}" $((gz / 1024)) "${optimised}"
     if ((raw > MAX_WASM_BYTES)); then
-        die "${out} is ${raw} bytes, over the ${MAX_WASM_BYTES}-byte (250 KiB) budget"
+        die "${out} is ${raw} bytes, over the budget of ${MAX_WASM_BYTES} bytes ($((MAX_WASM_BYTES / 1024)) KiB)"
     fi
 }
 
