@@ -186,7 +186,7 @@ fn audit_entry(
     req: &SignCertificateRequest,
     validator: Option<TokenValidator>,
     peer: Option<std::net::SocketAddr>,
-    result: &Result<(SignCertificateResponse, IssuedFacts), Status>,
+    result: &Result<(SignCertificateResponse, Option<IssuedFacts>), Status>,
 ) -> AuditEntry {
     let validator = validator
         .or_else(|| TokenValidator::try_from(req.token_validator).ok())
@@ -204,10 +204,12 @@ fn audit_entry(
     match result {
         Ok((_, facts)) => {
             entry.outcome = "issued".into();
-            entry.spiffe_id.clone_from(&facts.spiffe_id);
-            entry.serial.clone_from(&facts.serial);
-            entry.not_after.clone_from(&facts.not_after);
-            entry.issuer_skid.clone_from(&facts.issuer_skid);
+            if let Some(facts) = facts {
+                entry.spiffe_id.clone_from(&facts.spiffe_id);
+                entry.serial.clone_from(&facts.serial);
+                entry.not_after.clone_from(&facts.not_after);
+                entry.issuer_skid.clone_from(&facts.issuer_skid);
+            }
         }
         Err(status) => {
             entry.outcome = "refused".into();
@@ -237,7 +239,7 @@ fn subject_key_id(cert: &x509_cert::Certificate) -> Vec<u8> {
 async fn sign(
     state: &CaState,
     req: &SignCertificateRequest,
-) -> Result<(SignCertificateResponse, IssuedFacts), Status> {
+) -> Result<(SignCertificateResponse, Option<IssuedFacts>), Status> {
     let validator = state.validators.select(req.token_validator)?;
     let trust_domain = validate(&state.validators, validator, req)
         .await
@@ -300,7 +302,8 @@ async fn sign(
     };
     state.metrics.sign_success();
     tracing::debug!(target: SCOPE_SERVER, "Signed certificate for {spiffe_id}, valid until {}", issued.validity.not_after);
-    let facts = IssuedFacts {
+    // Only the audit log reads these: do not format them for every request without one.
+    let facts = state.audit.is_some().then(|| IssuedFacts {
         spiffe_id: spiffe_id.to_string(),
         serial: hex(issued
             .certificate
@@ -309,7 +312,7 @@ async fn sign(
             .as_bytes()),
         not_after: issued.validity.not_after.to_string(),
         issuer_skid: hex(&subject_key_id(bundle.issuer())),
-    };
+    });
     let response = SignCertificateResponse {
         workload_certificate: issued.chain_pem.into_bytes(),
         trust_chain_certificates: vec![bundle.trust_anchors_pem().as_bytes().to_vec()],

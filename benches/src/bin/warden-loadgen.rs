@@ -312,10 +312,10 @@ async fn run(args: &Args) -> Result<Report, String> {
     if connections == 0 || concurrency == 0 {
         return Err("--connections and --concurrency-per-connection must be at least 1".into());
     }
-    if let Some(rate) = args.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(format!("--rate must be a positive number: {rate}"));
-        }
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        return Err(format!("--rate must be a positive number: {rate}"));
     }
     let timeout = Duration::try_from_secs_f64(args.timeout)
         .ok()
