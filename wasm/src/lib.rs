@@ -128,29 +128,26 @@ fn csr_request(options: Option<&js_sys::Object>) -> Result<CsrRequest, String> {
 /// `dnsNames` as DNS SANs when given. The private key comes back as PKCS#8 PEM.
 #[wasm_bindgen(js_name = generateKeyAndCsr)]
 pub fn generate_key_and_csr(options: GenerateKeyOptions) -> Result<KeyAndCsr, JsError> {
-    let made = (|| {
-        let options = js::options_object(&options, false)?;
-        let key_type = match js::raw_field(options.as_ref(), "keyType")? {
-            Some(value) => match value.as_string() {
-                Some(text) => csr::parse_key_type(Some(&text))?,
-                None => {
-                    return Err(format!(
-                        "keyType: expected \"p256\" or \"ed25519\", got {}",
-                        js::describe(&value)
-                    ));
-                }
-            },
-            None => csr::parse_key_type(None)?,
-        };
-        let request = csr_request(options.as_ref())?;
-        let made = csr::generate_key_and_csr(key_type, &request)?;
-        js::object(&[
-            ("csrPem", JsValue::from_str(&made.csr_pem)),
-            ("privateKeyPem", JsValue::from_str(&made.private_key_pem)),
-        ])
-    })()
-    .map_err(js_error)?;
-    Ok(made.unchecked_into())
+    key_and_csr(&options)
+        .map(JsCast::unchecked_into)
+        .map_err(js_error)
+}
+
+fn key_and_csr(options: &JsValue) -> Result<js_sys::Object, String> {
+    let options = js::options_object(options, false)?;
+    let key_type = match js::raw_field(options.as_ref(), "keyType")? {
+        Some(value) => match value.as_string() {
+            Some(text) => csr::parse_key_type(&text)?,
+            None => return Err(csr::key_type_error(&js::describe(&value))),
+        },
+        None => return Err(csr::key_type_error("undefined")),
+    };
+    let request = csr_request(options.as_ref())?;
+    let made = csr::generate_key_and_csr(key_type, &request)?;
+    js::object(&[
+        ("csrPem", JsValue::from_str(&made.csr_pem)),
+        ("privateKeyPem", JsValue::from_str(&made.private_key_pem)),
+    ])
 }
 
 /// Makes a P-256 key pair inside WebCrypto (`extractable: false`) and a CSR for it: core
@@ -160,12 +157,11 @@ pub fn generate_key_and_csr(options: GenerateKeyOptions) -> Result<KeyAndCsr, Js
 pub async fn generate_csr_with_web_crypto(
     options: Option<CsrOptions>,
 ) -> Result<WebCryptoCsr, JsError> {
-    let request = options
-        .map(|o| js::options_object(&o, true))
-        .transpose()
-        .map(Option::flatten)
-        .and_then(|o| csr_request(o.as_ref()))
-        .map_err(js_error)?;
+    let options = match options {
+        Some(options) => js::options_object(&options, true).map_err(js_error)?,
+        None => None,
+    };
+    let request = csr_request(options.as_ref()).map_err(js_error)?;
     let made = webcrypto::generate(&request).await.map_err(js_error)?;
     let result = js::object(&[
         ("csrPem", JsValue::from_str(&made.csr_pem)),
@@ -204,9 +200,9 @@ pub fn inspect_certificate(pem: &str) -> Result<CertificateInfo, JsError> {
 /// `nowMs` that is not a time throws.
 #[wasm_bindgen(js_name = verifyChain)]
 pub fn verify_chain(
-    chain_pem: &str,
-    anchors_pem: &str,
-    now_ms: f64,
+    #[wasm_bindgen(js_name = chainPem)] chain_pem: &str,
+    #[wasm_bindgen(js_name = anchorsPem)] anchors_pem: &str,
+    #[wasm_bindgen(js_name = nowMs)] now_ms: f64,
 ) -> Result<ChainCheck, JsError> {
     let now = inspect::time_from_millis(now_ms).map_err(js_error)?;
     let (ok, error, spiffe_id) = match inspect::verify_chain(chain_pem, anchors_pem, now) {
