@@ -8,9 +8,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use const_oid::AssociatedOid;
+use der::asn1::AnyRef;
 use der::asn1::{BitString, Ia5String, OctetString};
 use der::referenced::OwnedToRef;
-use der::{Decode, Encode};
+use der::{Decode, Encode, Sequence, Tag, Tagged};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::{Attribute, Attributes};
 use x509_cert::ext::Extension;
@@ -252,19 +253,35 @@ pub fn csr_info_to_sign(
 /// [`csr_info_to_sign`], the signature algorithm and the signature over `info` as it goes into
 /// the BIT STRING (DER `Ecdsa-Sig-Value` for ECDSA, 64 raw bytes for Ed25519).
 ///
-/// The signature is not checked here: [`parse_and_verify`] does that.
+/// `info` is copied as it is, not decoded and re-encoded: the signature covers exactly those
+/// bytes (and the browser build stays free of the request decoder). It must be one DER
+/// SEQUENCE; the signature is not checked here: [`parse_and_verify`] does that.
 pub fn assemble_csr(
     info: &[u8],
     algorithm: AlgorithmIdentifierOwned,
     signature: &[u8],
 ) -> Result<Vec<u8>, CsrBuildError> {
-    CertReq {
-        info: CertReqInfo::from_der(info).map_err(encoding_error)?,
+    let info = AnyRef::from_der(info).map_err(encoding_error)?;
+    if info.tag() != Tag::Sequence {
+        return Err(encoding_error(
+            info.tag().unexpected_error(Some(Tag::Sequence)).into(),
+        ));
+    }
+    SignedRequest {
+        info,
         algorithm,
         signature: BitString::from_bytes(signature).map_err(encoding_error)?,
     }
     .to_der()
     .map_err(encoding_error)
+}
+
+/// `CertificationRequest` (RFC 2986 §4.2) with its info kept as the signed bytes.
+#[derive(Sequence)]
+struct SignedRequest<'a> {
+    info: AnyRef<'a>,
+    algorithm: AlgorithmIdentifierOwned,
+    signature: BitString,
 }
 
 fn encoding_error(e: der::Error) -> CsrBuildError {
@@ -306,8 +323,10 @@ mod tests {
     #[test]
     fn assemble_refuses_bytes_that_are_not_a_request_info() {
         let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut seeded_rng(12));
-        let err = assemble_csr(&[0x30, 0x00], key.signature_algorithm(), &[1, 2]).unwrap_err();
-        assert!(matches!(err, CsrBuildError::Encoding(_)), "{err:?}");
+        for info in [&[0x04, 0x00][..], &[0x30, 0x00, 0x00], &[0x30, 0x05]] {
+            let err = assemble_csr(info, key.signature_algorithm(), &[1, 2]).unwrap_err();
+            assert!(matches!(err, CsrBuildError::Encoding(_)), "{err:?}");
+        }
     }
 
     #[test]
