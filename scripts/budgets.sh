@@ -16,7 +16,9 @@
 #
 # Usage: scripts/budgets.sh
 #   env: BENCH_RUNS (3) bench runs (the median ratio is judged), LOAD_SECONDS (20) per load run,
-#        BUDGETS_NO_BUILD=1 to use the binaries already built, CARGO_FLAGS (--locked).
+#        BUDGETS_NO_BUILD=1 to use the binaries already built, CARGO_FLAGS (--locked),
+#        BUDGETS_NICE=-20 to run the bench, the server and the load generator at that niceness
+#        (root only; on a machine shared with builds it keeps them from being preempted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +46,9 @@ verdict() { # verdict <0|1 passed> <text>
     if [[ "$1" == 1 ]]; then echo "PASS  $2"; else echo "FAIL  $2"; fail=1; fi
 }
 le() { [[ $(echo "$1 <= $2" | bc -l) == 1 ]] && echo 1 || echo 0; }
+nice_cmd=()
+[[ -n "${BUDGETS_NICE:-}" ]] && nice_cmd=(nice -n "$BUDGETS_NICE")
+prio() { "${nice_cmd[@]}" "$@"; }
 
 # --- 1. In-process issuance against its floor ------------------------------------------------
 estimate_us() { # criterion's point estimate (slope when it has one), in µs
@@ -52,7 +57,7 @@ estimate_us() { # criterion's point estimate (slope when it has one), in µs
 ratios=()
 handler_times=()
 for run in $(seq "$bench_runs"); do
-    CRITERION_HOME="$work/criterion" "$bench_bin" --bench --warm-up-time 1 --measurement-time 3 \
+    CRITERION_HOME="$work/criterion" prio "$bench_bin" --bench --warm-up-time 1 --measurement-time 3 \
         'native/p256' >"$work/bench-$run.log" 2>&1
     handler=$(estimate_us handler/native_p256_csr)
     sign=$(estimate_us primitives/native_p256_sign)
@@ -75,7 +80,7 @@ strip "$work/warden"
 size=$(stat -c %s "$work/warden")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port); healthz=$(free_port); metrics=$(free_port)
-"$work/warden" --issuer-credentials "$work/creds" --listen-address 127.0.0.1 --port "$port" \
+"${nice_cmd[@]}" "$work/warden" --issuer-credentials "$work/creds" --listen-address 127.0.0.1 --port "$port" \
     --healthz-listen-address 127.0.0.1 --healthz-port "$healthz" \
     --metrics-listen-address 127.0.0.1 --metrics-port "$metrics" --log-level warn >"$work/log" 2>&1 &
 pid=$!
@@ -95,7 +100,7 @@ loadgen() { # loadgen <name> <flags...>: runs warden-loadgen, records its CPU an
     shift
     local before
     before=$(cpu_ticks)
-    /usr/bin/time -f '%U %S' -o "$work/$name.time" "$target_dir/release/warden-loadgen" \
+    prio /usr/bin/time -f '%U %S' -o "$work/$name.time" "$target_dir/release/warden-loadgen" \
         --address "127.0.0.1:$port" --trust-anchors "$work/creds/ca.crt" --key-type p256 \
         --json "$@" >"$work/$name.json" 2>"$work/$name.err" || { cat "$work/$name.err" >&2; return 1; }
     echo $(($(cpu_ticks) - before)) >"$work/$name.server-ticks"
