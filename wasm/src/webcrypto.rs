@@ -6,6 +6,7 @@
 
 use const_oid::db::rfc5912;
 use der::Decode;
+use der::referenced::OwnedToRef;
 use js_sys::{Array, Object, Uint8Array};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use warden_core::crypto::KeyType;
@@ -73,7 +74,8 @@ pub(crate) async fn generate(request: &CsrRequest) -> Result<WebCryptoCsr, Strin
     let spki = Uint8Array::new(&spki).to_vec();
     let spki = SubjectPublicKeyInfoOwned::from_der(&spki)
         .map_err(|e| format!("WebCrypto exportKey(spki) returned a malformed key: {e}"))?;
-    match KeyType::of(&der::referenced::OwnedToRef::owned_to_ref(&spki)) {
+    // Core would sign anything; make sure WebCrypto really made what was asked for.
+    match KeyType::of(&spki.owned_to_ref()) {
         Ok(KeyType::EcdsaP256) => {}
         other => return Err(format!("WebCrypto generated an unexpected key: {other:?}")),
     }
