@@ -124,6 +124,12 @@ const COMMIT: &str = match option_env!("WARDEN_GIT_COMMIT") {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// A TLS handshake that takes longer than this is dropped (slow or idle clients).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that completed the TLS handshake must send its first bytes (the HTTP/2 preface)
+/// within this; otherwise the connection is closed (HTTP/2 keep-alive pings only start after the
+/// preface, so a silent client would otherwise hold its connection forever).
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The HTTP/2 client preface is 24 bytes; the look-ahead buffer needs no more.
+const PREFACE_BUFFER: usize = 24;
 
 /// Runs the CA until SIGTERM/SIGINT. Start-up errors are returned (the caller logs them as
 /// fatal and exits non-zero); nothing on disk is touched when validation fails.
@@ -379,11 +385,12 @@ async fn bind(address: &str, port: u16, what: &str) -> anyhow::Result<TcpListene
 }
 
 /// Accepts TCP connections and completes TLS handshakes off the accept loop, so one slow
-/// client cannot hold up the others.
+/// client cannot hold up the others; a connection whose first bytes do not arrive within
+/// [`PREFACE_TIMEOUT`] after the handshake is closed.
 fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
+) -> ReceiverStream<Result<SpokeFirst, std::io::Error>> {
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         loop {
@@ -405,7 +412,22 @@ fn tls_incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let mut stream =
+                            tokio::io::BufReader::with_capacity(PREFACE_BUFFER, stream);
+                        match tokio::time::timeout(
+                            PREFACE_TIMEOUT,
+                            tokio::io::AsyncBufReadExt::fill_buf(&mut stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(first)) if !first.is_empty() => {
+                                let _ = tx.send(Ok(SpokeFirst(stream))).await;
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                tracing::debug!(target: SCOPE_SERVER, "{peer} sent nothing after the TLS handshake; closed");
+                            }
+                        }
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(target: SCOPE_SERVER, "TLS handshake with {peer} failed: {e}");
@@ -418,6 +440,64 @@ fn tls_incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// A TLS connection whose client has sent its first bytes, still buffered for the reader.
+struct SpokeFirst(tokio::io::BufReader<tokio_rustls::server::TlsStream<TcpStream>>);
+
+impl tonic::transport::server::Connected for SpokeFirst {
+    type ConnectInfo =
+        <tokio_rustls::server::TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        tonic::transport::server::Connected::connect_info(self.0.get_ref())
+    }
+}
+
+impl tokio::io::AsyncRead for SpokeFirst {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut self.0), cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SpokeFirst {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write_vectored(std::pin::Pin::new(&mut self.0), cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        tokio::io::AsyncWrite::is_write_vectored(&self.0)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(std::pin::Pin::new(&mut self.0), cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(std::pin::Pin::new(&mut self.0), cx)
+    }
 }
 
 /// Renews the server's own SVID at half its life; retries every 10 s on failure.

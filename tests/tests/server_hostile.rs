@@ -1,5 +1,5 @@
 //! Hostile clients (issue 8): slowloris (a ClientHello one byte per second, and handshakes that
-//! never send a request), 10 MiB frames and messages sent again and again, and 1,000 idle TLS
+//! never send a request: both are cut after 10 s), 10 MiB frames and messages sent again and again, and 1,000 idle TLS
 //! connections. During each, another client's requests keep succeeding with bounded latency, and
 //! the server's RSS stays bounded. The numbers are printed (`--nocapture`) for the report.
 #![allow(
@@ -240,11 +240,23 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
     for _ in 0..100 {
         silent.push(tls_connect(&warden, &connector).await);
     }
+    let silent_since = Instant::now();
+    let fds_during = open_fds(warden.pid());
     let mut cut_after = Vec::new();
     for task in slow {
         cut_after.push(task.await.unwrap());
     }
-    let fds_during = open_fds(warden.pid());
+    // The silent ones are closed by the server once the preface deadline (10 s) has passed.
+    let mut silent_cut = Duration::ZERO;
+    for mut tls in silent {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "a TLS connection that never sent a request was kept open ({read:?})"
+        );
+        silent_cut = silent_cut.max(silent_since.elapsed());
+    }
     conclude(&warden, "slowloris", probe, sampler, idle).await;
     // The dripping clients were disconnected by the handshake timeout (10 s), not left to hold
     // a connection for the 30 s they tried.
@@ -254,12 +266,12 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
         .max()
         .unwrap();
     assert!(worst < Duration::from_secs(15), "cut after {worst:?}");
-    drop(silent);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds_after = open_fds(warden.pid());
     eprintln!(
-        "slowloris: dripping clients cut after at most {worst:?}; server fds before {fds_before}, \
-         with 100 silent TLS connections {fds_during}, after closing them {fds_after}"
+        "slowloris: dripping clients cut after at most {worst:?}, silent TLS clients within \
+         {silent_cut:?} of the last handshake; server fds before {fds_before}, with 100 silent \
+         TLS connections {fds_during}, after they were cut {fds_after}"
     );
     assert!(
         fds_after <= fds_before + 2,
@@ -345,19 +357,22 @@ async fn a_thousand_idle_connections_do_not_starve_others() {
     let connector = tls_connector(&warden);
 
     // Half finish the TLS handshake and stay silent; half are bare TCP connections that never
-    // start one (the handshake timeout closes those after 10 s).
+    // start one (the handshake and preface timeouts close them after 10 s).
     let started = Instant::now();
     let mut tls_idle = Vec::new();
     let mut tcp_idle = Vec::new();
+    let mut fds_during = 0;
     for i in 0..IDLE {
         if i % 2 == 0 {
             tls_idle.push(tls_connect(&warden, &connector).await);
         } else {
             tcp_idle.push(TcpStream::connect(warden.address()).await.unwrap());
         }
+        if i % 50 == 49 {
+            fds_during = fds_during.max(open_fds(warden.pid()));
+        }
     }
     let opened_in = started.elapsed();
-    let fds_during = open_fds(warden.pid());
     let (rss_all_open, _) = memory_kib(warden.pid());
     // Hold them past the handshake timeout.
     tokio::time::sleep(Duration::from_secs(11).saturating_sub(opened_in)).await;
