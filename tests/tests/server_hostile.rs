@@ -54,15 +54,23 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
-/// Raises the soft open-files limit of a process to at least `n` (via `prlimit(1)`: the tests
-/// forbid unsafe code). The hard limit must allow it.
-fn raise_nofile(pid: u32, n: u64) {
+/// Raises the soft open-files limit of a process to `n`, or to its hard limit when that is
+/// lower (via `prlimit(1)`: the tests forbid unsafe code). Returns the soft limit set.
+fn raise_nofile(pid: u32, n: u64) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let hard: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .map_or(n, |h| h.parse().unwrap_or(n));
+    let soft = n.min(hard);
     let status = Command::new("prlimit")
         .arg(format!("--pid={pid}"))
-        .arg(format!("--nofile={n}:"))
+        .arg(format!("--nofile={soft}:"))
         .status()
         .expect("run prlimit");
-    assert!(status.success(), "prlimit --nofile={n} for {pid} failed");
+    assert!(status.success(), "prlimit --nofile={soft} for {pid} failed");
+    soft
 }
 
 /// Samples the server's RSS every 50 ms until stopped; returns the peak seen.
@@ -347,10 +355,16 @@ async fn ten_mib_frames_and_messages_are_refused_without_memory_growth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_do_not_starve_others() {
     const IDLE: usize = 1000;
-    raise_nofile(std::process::id(), 4096);
     let work = common::tempdir();
     let (warden, idle) = start(work.path());
-    raise_nofile(warden.pid(), 4096);
+    for pid in [std::process::id(), warden.pid()] {
+        let soft = raise_nofile(pid, 4096);
+        assert!(
+            soft >= IDLE as u64 + 200,
+            "this test needs a hard open-files limit of at least {} (ulimit -Hn); pid {pid} has {soft}",
+            IDLE + 200
+        );
+    }
     let probe = Probe::start(&warden).await;
     let sampler = RssSampler::start(warden.pid());
     let fds_before = open_fds(warden.pid());
