@@ -104,6 +104,8 @@ loadgen() { # loadgen <name> <flags...>: runs warden-loadgen, records its CPU an
         --address "127.0.0.1:$port" --trust-anchors "$work/creds/ca.crt" --key-type p256 \
         --json "$@" >"$work/$name.json" 2>"$work/$name.err" || { cat "$work/$name.err" >&2; return 1; }
     echo $(($(cpu_ticks) - before)) >"$work/$name.server-ticks"
+    # Error messages and "fell behind the schedule" warnings, if any.
+    cat "$work/$name.err" >&2
 }
 loadgen saturation --connections 64 --duration "$load_seconds"
 peak_kib=$(status VmHWM)
