@@ -153,10 +153,25 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(target: SCOPE_SENTRY, fatal = true, "{e:#}");
+            tracing::error!(target: SCOPE_SENTRY, fatal = true, "{}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Most of our error types already put their cause in
+/// their own message (thiserror's `{source}`); anyhow's `{:#}` would then repeat each cause
+/// once per level, so a cause whose text is already there is not appended again.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -167,6 +182,30 @@ mod tests {
 
     fn os(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn error_text_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot write /x/.issuer.key.tmp-1: {0}")]
+        struct Write(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot store the generated CA: {0}")]
+        struct Store(#[source] Write);
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let cause = full.to_string();
+        let error = anyhow::Error::new(Store(Write(full))).context("first start");
+        let text = error_text(&error);
+        assert_eq!(
+            text,
+            format!(
+                "first start: cannot store the generated CA: cannot write /x/.issuer.key.tmp-1: {cause}"
+            )
+        );
+        assert_eq!(text.matches(&cause).count(), 1);
+        // A cause not already in the message is still shown.
+        let plain = anyhow::anyhow!("disk").context("cannot start");
+        assert_eq!(error_text(&plain), "cannot start: disk");
     }
 
     #[test]
