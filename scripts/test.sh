@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that installs what the tests need (idempotently) and runs every check:
-# fmt, clippy -D warnings, all tests, no_std builds, bench compile, and the issue_demo example
-# cross-checked with `openssl verify`. Runs from any directory. Honours CARGO_TARGET_DIR.
+# fmt, clippy -D warnings, all tests (headless Chromium ones included), no_std builds, the wasm
+# build and its in-browser tests, bench compile, and the issue_demo example cross-checked with
+# `openssl verify`. Runs from any directory. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ step() {
 SECONDS=0
 
 # --- 1. System tools: openssl CLI, python3 with cryptography.x509.verification ------------------
-step "1/8 system tools (openssl, python3 cryptography, softhsm2)"
+step "1/11 system tools (openssl, python3 cryptography, softhsm2, chromium, node)"
 need_apt=()
 if ! command -v openssl >/dev/null 2>&1; then
     need_apt+=(openssl)
@@ -31,6 +32,11 @@ fi
 if ! command -v softhsm2-util >/dev/null 2>&1 || [[ ! -e /usr/lib/softhsm/libsofthsm2.so ]]; then
     need_apt+=(softhsm2)
 fi
+# Headless Chromium: wasm-bindgen-test (through chromedriver) and the browser end-to-end tests
+# (through playwright-core, which is told to use this binary rather than download its own).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
         echo "installing with apt-get: ${need_apt[*]}"
@@ -58,7 +64,7 @@ openssl version
 python3 -c 'import cryptography; print("python3 cryptography", cryptography.__version__)'
 
 # --- 2. Rust targets and components ------------------------------------------------------------
-step "2/8 rustup targets and components"
+step "2/11 rustup targets and components"
 if command -v rustup >/dev/null 2>&1; then
     installed_targets=$(rustup target list --installed)
     missing_targets=()
@@ -81,30 +87,51 @@ else
 fi
 cargo --version
 
-# --- 3-5. Format, lint, test -------------------------------------------------------------------
-step "3/8 cargo fmt --all --check"
+# --- 3. Browser tooling: the npm packages the Chromium tests drive, wasm-bindgen CLI, wasm-opt ---
+step "3/11 browser tooling (npm ci in tests/browser; wasm-bindgen CLI and wasm-opt on first use)"
+# A clean clone has no node_modules; npm's own cache (~/.npm) makes this quick after the first run.
+if [[ ! -d tests/browser/node_modules ]] ||
+    [[ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+node --version
+chromium --version
+
+# --- 4-6. Format, lint, wasm build -------------------------------------------------------------
+step "4/11 cargo fmt --all --check"
 cargo fmt --all --check
+# The scripts CI does not run (soak, budgets, fuzz, measure-server) must at least parse.
+for script in scripts/*.sh; do bash -n "$script"; done
 
-step "4/8 cargo clippy --workspace --all-targets -D warnings"
+step "5/11 cargo clippy -D warnings (workspace, and warden-wasm for wasm32)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p warden-wasm --target wasm32-unknown-unknown --all-targets --locked -- -D warnings
 
-step "5/8 cargo test --workspace"
+step "6/11 warden-wasm build (wasm-bindgen --target web, wasm-opt, size budget)"
+# Before the tests: browser_csr and browser_e2e load this package in Chromium.
+scripts/wasm.sh build
+
+# --- 7-8. Tests ------------------------------------------------------------------------------------
+step "7/11 cargo test --workspace (headless Chromium, SoftHSM2, openssl, python included)"
 cargo test --workspace --locked
 
+step "8/11 warden-wasm tests in headless Chromium (wasm-bindgen-test)"
+scripts/wasm.sh test
+
 # --- 6. no_std builds --------------------------------------------------------------------------
-step "6/8 warden-core for thumbv7em-none-eabihf and wasm32-unknown-unknown"
+step "9/11 warden-core for thumbv7em-none-eabihf and wasm32-unknown-unknown"
 cargo build -p warden-core --locked --target thumbv7em-none-eabihf
 cargo build -p warden-core --locked --target wasm32-unknown-unknown
 
 # --- 7. Benches compile ------------------------------------------------------------------------
-step "7/8 benches build (test profile; numbers come from scripts/measure-server.sh and cargo bench)"
+step "10/11 benches build (test profile; numbers come from scripts/measure-server.sh and cargo bench)"
 # The bench profile is optimised and would rebuild every dependency (aws-lc included) a second
 # time; building the bench targets with the test profile checks they compile and link, reusing
 # what `cargo test` just built.
 cargo test --workspace --benches --no-run --locked
 
 # --- 8. The example, cross-checked with openssl -----------------------------------------------
-step "8/8 issue_demo example + openssl verify -x509_strict"
+step "11/11 issue_demo example + openssl verify -x509_strict"
 tmpdir=$(mktemp -d)
 trap 'rm -rf "$tmpdir"' EXIT
 # No `-p warden-core`: selecting one package changes feature unification and rebuilds its
