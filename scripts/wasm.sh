@@ -63,7 +63,12 @@ find_wasm_opt() {
 
 build() {
     ensure_wasm_bindgen_cli
-    cargo build --locked --target "${TARGET}" --profile "${PROFILE}" -p warden-wasm
+    # Without warden-wasm's `std` feature: no std panic machinery (a panic traps), dlmalloc as
+    # the allocator. sha2's compact software backend: rolled loops, about 16 KB smaller than
+    # the unrolled default and fast enough for a CSR or a chain check (target-only rustflags,
+    # so build scripts and the other profiles are untouched).
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:-} --cfg sha2_backend_soft=\"compact\"" \
+        cargo build --locked --target "${TARGET}" --profile "${PROFILE}" -p warden-wasm --no-default-features
     local wasm="${TARGET_DIR}/${TARGET}/${PROFILE}/warden_wasm.wasm"
     [[ -f "${wasm}" ]] || die "cargo did not produce ${wasm}"
     rm -rf "${OUT_DIR}"

@@ -17,6 +17,7 @@ use ecdsa::signature::Verifier as _;
 use ecdsa::signature::hazmat::PrehashVerifier;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand_core::CryptoRng;
+#[cfg(feature = "rsa")]
 use rsa::traits::PublicKeyParts;
 use sha2::Digest;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
@@ -24,9 +25,9 @@ use zeroize::Zeroizing;
 
 use crate::pem::{self, PemError};
 
-/// The smallest RSA modulus accepted in a CSR, in bits.
+/// The smallest RSA modulus accepted in a CSR, in bits (with the `rsa` feature).
 pub const MIN_RSA_BITS: u32 = 2048;
-/// The largest RSA modulus accepted in a CSR, in bits.
+/// The largest RSA modulus accepted in a CSR, in bits (with the `rsa` feature).
 pub const MAX_RSA_BITS: u32 = 4096;
 
 /// A CA private key, wherever it lives: memory, a PKCS#11 token, a browser.
@@ -84,11 +85,12 @@ impl core::error::Error for SignError {
 pub enum KeyType {
     /// ECDSA on NIST P-256 (daprd 1.12–1.17).
     EcdsaP256,
-    /// ECDSA on NIST P-384.
+    /// ECDSA on NIST P-384 (only with the `p384` feature).
     EcdsaP384,
     /// Ed25519 (daprd 1.18 and later).
     Ed25519,
-    /// RSA with a modulus of `bits` bits (Dapr's injector and operator).
+    /// RSA with a modulus of `bits` bits (Dapr's injector and operator; only with the `rsa`
+    /// feature).
     Rsa {
         /// Modulus size.
         bits: u32,
@@ -97,6 +99,9 @@ pub enum KeyType {
 
 impl KeyType {
     /// Classifies a SubjectPublicKeyInfo, rejecting keys Warden does not accept.
+    ///
+    /// Without the `p384` (or `rsa`) feature, P-384 (or RSA) keys are refused as
+    /// [`VerifyError::UnsupportedKeyType`].
     pub fn of(spki: &SubjectPublicKeyInfoRef<'_>) -> Result<Self, VerifyError> {
         let oid = spki.algorithm.oid;
         if oid == rfc8410::ID_ED_25519 {
@@ -111,10 +116,12 @@ impl KeyType {
                 .ok_or(VerifyError::MalformedKey)?;
             return match curve {
                 c if c == rfc5912::SECP_256_R_1 => Ok(Self::EcdsaP256),
+                #[cfg(feature = "p384")]
                 c if c == rfc5912::SECP_384_R_1 => Ok(Self::EcdsaP384),
                 other => Err(VerifyError::UnsupportedKeyType(other)),
             };
         }
+        #[cfg(feature = "rsa")]
         if oid == rfc5912::RSA_ENCRYPTION {
             let key = rsa_public_key(spki)?;
             let bits = key.n().bit_width();
@@ -195,6 +202,7 @@ impl fmt::Display for OidName<'_> {
     }
 }
 
+#[cfg(feature = "rsa")]
 fn rsa_public_key(spki: &SubjectPublicKeyInfoRef<'_>) -> Result<rsa::PublicKey, VerifyError> {
     rsa::PublicKey::try_from(spki.clone()).map_err(|_| VerifyError::MalformedKey)
 }
@@ -219,6 +227,10 @@ impl HashAlg {
 
 /// Verification with the RustCrypto crates: ECDSA P-256/P-384 (SHA-256/384/512), Ed25519 and
 /// RSA PKCS#1 v1.5 (SHA-256/384/512, 2048–4096 bits).
+///
+/// P-384 needs the `p384` feature and RSA the `rsa` feature (both default); without them such
+/// keys get [`VerifyError::UnsupportedKeyType`] and RSA signature algorithms
+/// [`VerifyError::UnsupportedSignatureAlgorithm`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RustCryptoVerifier;
 
@@ -239,12 +251,15 @@ impl SignatureVerifier for RustCryptoVerifier {
             a if a == rfc5912::ECDSA_WITH_SHA_512 => Some(HashAlg::Sha512),
             _ => None,
         };
+        #[cfg(feature = "rsa")]
         let rsa_hash = match alg {
             a if a == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => Some(HashAlg::Sha256),
             a if a == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => Some(HashAlg::Sha384),
             a if a == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => Some(HashAlg::Sha512),
             _ => None,
         };
+        #[cfg(not(feature = "rsa"))]
+        let rsa_hash: Option<HashAlg> = None;
         if ecdsa_hash.is_none() && rsa_hash.is_none() && alg != rfc8410::ID_ED_25519 {
             return Err(VerifyError::UnsupportedSignatureAlgorithm(alg));
         }
@@ -257,6 +272,7 @@ impl SignatureVerifier for RustCryptoVerifier {
                 key.verify_prehash(&hash.digest(message), &sig)
                     .map_err(|_| VerifyError::BadSignature)
             }
+            #[cfg(feature = "p384")]
             (KeyType::EcdsaP384, Some(hash), None) => {
                 let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(key_bytes)
                     .map_err(|_| VerifyError::MalformedKey)?;
@@ -276,6 +292,7 @@ impl SignatureVerifier for RustCryptoVerifier {
                 key.verify(message, &sig)
                     .map_err(|_| VerifyError::BadSignature)
             }
+            #[cfg(feature = "rsa")]
             (KeyType::Rsa { .. }, None, Some(hash)) => {
                 let key = rsa_public_key(&public_key)?;
                 let scheme = match hash {
@@ -573,6 +590,34 @@ mod tests {
             RustCryptoVerifier.verify(key.public_key().owned_to_ref(), &alg, b"m", &sig),
             Err(VerifyError::AlgorithmKeyMismatch)
         );
+    }
+
+    #[test]
+    fn p384_keys_follow_the_p384_feature() {
+        let spki = spki_from_parts(
+            rfc5912::ID_EC_PUBLIC_KEY,
+            Some(rfc5912::SECP_384_R_1),
+            &[4; 97],
+        );
+        let expected = if cfg!(feature = "p384") {
+            Ok(KeyType::EcdsaP384)
+        } else {
+            Err(VerifyError::UnsupportedKeyType(rfc5912::SECP_384_R_1))
+        };
+        assert_eq!(KeyType::of(&spki.owned_to_ref()), expected);
+    }
+
+    #[test]
+    fn rsa_keys_follow_the_rsa_feature() {
+        // Not an RSAPublicKey: with the feature it is parsed (and refused), without it the
+        // algorithm alone is refused.
+        let spki = spki_from_parts(rfc5912::RSA_ENCRYPTION, None, &[0x30, 0x00]);
+        let expected = if cfg!(feature = "rsa") {
+            VerifyError::MalformedKey
+        } else {
+            VerifyError::UnsupportedKeyType(rfc5912::RSA_ENCRYPTION)
+        };
+        assert_eq!(KeyType::of(&spki.owned_to_ref()), Err(expected));
     }
 
     #[test]

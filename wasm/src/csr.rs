@@ -1,5 +1,9 @@
 //! Key pairs and CSRs made in memory by core (`generateKeyAndCsr`).
 
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 use warden_core::crypto::{KeyAlgorithm, SoftwareKey};
 use warden_core::csr::{self, CsrBuildError, CsrTemplate};
 use warden_core::spiffe::SpiffeId;
@@ -95,6 +99,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use alloc::vec;
     use warden_core::crypto::{CaSigner as _, KeyType, RustCryptoVerifier};
 
     #[test]

@@ -1,5 +1,8 @@
 //! Reading certificates and checking chains with core (`inspectCertificate`, `verifyChain`).
 
+use alloc::format;
+use alloc::string::{String, ToString};
+
 use warden_core::UnixTime;
 use warden_core::bundle::parse_certificates;
 use warden_core::chain;

@@ -1,5 +1,9 @@
 //! Reading option objects and building result objects, with errors that name the field.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 

@@ -12,6 +12,17 @@
 //!
 //! Bad arguments throw a JavaScript `Error` whose message starts with the field's name
 //! (`keyType: expected "p256" or "ed25519", got "rsa"`); nothing here panics on input.
+//!
+//! `no_std` + `alloc`, with `std` behind the default `std` feature (as rustls does). The
+//! shipped `.wasm` is built without it (`scripts/wasm.sh build`): std's panic machinery
+//! (payload boxing, hooks, message formatting) then stays out and a panic, which input cannot
+//! cause, traps at once; `dlmalloc` stays the allocator, as in std.
+
+#![no_std]
+
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
 
 mod csr;
 mod inspect;
@@ -20,9 +31,24 @@ mod rng;
 mod text;
 mod webcrypto;
 
+use alloc::string::{String, ToString};
+
 use wasm_bindgen::prelude::*;
 
 use crate::csr::CsrRequest;
+
+/// Without std, the global allocator std would otherwise provide (the same dlmalloc).
+#[cfg(all(target_arch = "wasm32", not(feature = "std")))]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+/// Without std, a panic traps without formatting its message: nothing on the JavaScript side
+/// could show it, and leaving the formatting out keeps the `.wasm` small.
+#[cfg(all(target_arch = "wasm32", not(feature = "std")))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"

@@ -7,6 +7,9 @@
 //! of the attribute types X.509 CAs use and errors with core's wording but dotted OIDs. The
 //! native unit tests below check the wording against core's `Display`, so it cannot drift.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt::Write as _;
 
 use const_oid::ObjectIdentifier;
@@ -191,6 +194,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use alloc::string::ToString;
     use std::str::FromStr;
     use warden_core::UnixTime;
 

@@ -4,6 +4,9 @@
 //! returns a promise, so the CSR is made in two halves: core encodes the
 //! CertificationRequestInfo, WebCrypto signs it, core assembles the request.
 
+use alloc::format;
+use alloc::string::{String, ToString};
+
 use const_oid::db::rfc5912;
 use der::Decode;
 use der::referenced::OwnedToRef;
