@@ -78,16 +78,8 @@ verdict "$(le 0.85 "$ratio")" "$(printf 'in-process issuance >= 85%% of 1/(sign+
 cp "$target_dir/release/warden" "$work/warden"
 strip "$work/warden"
 size=$(stat -c %s "$work/warden")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port); healthz=$(free_port); metrics=$(free_port)
-"${nice_cmd[@]}" "$work/warden" --issuer-credentials "$work/creds" --listen-address 127.0.0.1 --port "$port" \
-    --healthz-listen-address 127.0.0.1 --healthz-port "$healthz" \
-    --metrics-listen-address 127.0.0.1 --metrics-port "$metrics" --log-level warn >"$work/log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$healthz/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+source scripts/lib/warden-server.sh
+start_warden "$work/log" "${nice_cmd[@]}" -- "$work/warden" --issuer-credentials "$work/creds" --log-level warn
 status() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 sleep 1

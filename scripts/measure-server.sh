@@ -21,16 +21,8 @@ cp "$target_dir/release/warden" "$work/warden"
 strip "$work/warden"
 size_bytes=$(stat -c %s "$work/warden")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port); healthz=$(free_port); metrics=$(free_port)
-"$work/warden" --issuer-credentials "$work/creds" --listen-address 127.0.0.1 --port "$port" \
-    --healthz-listen-address 127.0.0.1 --healthz-port "$healthz" \
-    --metrics-listen-address 127.0.0.1 --metrics-port "$metrics" --log-level warn >"$work/log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$healthz/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+source scripts/lib/warden-server.sh
+start_warden "$work/log" -- "$work/warden" --issuer-credentials "$work/creds" --log-level warn
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 hwm() { awk '/^VmHWM/ {print $2}' "/proc/$pid/status"; }
 sleep 1

@@ -52,17 +52,8 @@ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/root.
 mkdir -m 700 "$work/staging"
 cp -p "$work/creds/"{ca.crt,issuer.crt,issuer.key} "$work/staging/"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port); healthz=$(free_port); metrics=$(free_port)
-"$warden" --issuer-credentials "$work/creds" --listen-address 127.0.0.1 --port "$port" \
-    --healthz-listen-address 127.0.0.1 --healthz-port "$healthz" \
-    --metrics-listen-address 127.0.0.1 --metrics-port "$metrics" --log-as-json >"$work/log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$healthz/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -fs "http://127.0.0.1:$healthz/healthz" >/dev/null
+source scripts/lib/warden-server.sh
+start_warden "$work/log" -- "$warden" --issuer-credentials "$work/creds" --log-as-json
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 fds() { find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }

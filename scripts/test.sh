@@ -101,7 +101,7 @@ chromium --version
 step "4/11 cargo fmt --all --check"
 cargo fmt --all --check
 # The scripts CI does not run (soak, budgets, fuzz, measure-server) must at least parse.
-for script in scripts/*.sh; do bash -n "$script"; done
+for script in scripts/*.sh scripts/lib/*.sh; do bash -n "$script"; done
 
 step "5/11 cargo clippy -D warnings (workspace, and warden-wasm for wasm32)"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -21,7 +21,7 @@
 import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import https from "node:https";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const CASE_TIMEOUT_MS = 60_000;
 
@@ -105,19 +105,7 @@ if (!spec.cases || spec.cases.length === 0) {
 
 let browser;
 try {
-  browser = await chromium.launch({
-    executablePath: spec.chromium ?? "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium(spec.chromium);
 } catch (e) {
   fail(`cannot launch Chromium at ${spec.chromium ?? "/usr/bin/chromium"}: ${e.message}`);
 }
