@@ -102,21 +102,18 @@ fn handler(c: &mut Criterion) {
             // The response must hold a two-certificate chain that the other backend accepts;
             // check once, outside the timing loop.
             let response = handle(backend, &request_td, csr_pem, now);
-            let chain = bundle::parse_certificates(&response.workload_certificate).unwrap();
+            let chain_der = bundle::certificate_ders(&response.workload_certificate).unwrap();
+            let chain = bundle::read_certificates(&chain_der).unwrap();
             assert_eq!(chain.len(), 2);
+            let anchors_der = bundle::encode_certificates(backend.bundle.trust_anchors()).unwrap();
+            let anchors = bundle::read_certificates(&anchors_der).unwrap();
             assert_eq!(response.trust_chain_certificates.len(), 1);
             assert!(response.valid_until > now.as_secs());
             for verifier in [
                 &NativeVerifier as &dyn SignatureVerifier,
                 &RustCryptoVerifier,
             ] {
-                warden_core::chain::verify_svid(
-                    &chain,
-                    backend.bundle.trust_anchors(),
-                    now,
-                    verifier,
-                )
-                .unwrap();
+                warden_core::chain::verify_svid(&chain, &anchors, now, verifier).unwrap();
             }
             group.bench_function(format!("{}/{csr_name}", backend.name), |b| {
                 b.iter(|| handle(backend, &request_td, black_box(csr_pem), now));
@@ -147,14 +144,19 @@ fn primitives(c: &mut Criterion) {
             let algorithm = key.signature_algorithm();
             let signature = key.sign(&message).unwrap();
             verifier
-                .verify(spki.owned_to_ref(), &algorithm, &message, &signature)
+                .verify(
+                    spki.owned_to_ref(),
+                    algorithm.owned_to_ref(),
+                    &message,
+                    &signature,
+                )
                 .unwrap();
             group.bench_function(format!("{backend}/{alg}_verify"), |b| {
                 b.iter(|| {
                     verifier
                         .verify(
                             spki.owned_to_ref(),
-                            &algorithm,
+                            algorithm.owned_to_ref(),
                             black_box(&message),
                             black_box(&signature),
                         )

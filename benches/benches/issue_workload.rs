@@ -129,7 +129,7 @@ fn primitives(c: &mut Criterion) {
         RustCryptoVerifier
             .verify(
                 spki.owned_to_ref(),
-                &signature_algorithm,
+                signature_algorithm.owned_to_ref(),
                 &message,
                 &signature,
             )
@@ -142,7 +142,7 @@ fn primitives(c: &mut Criterion) {
                 RustCryptoVerifier
                     .verify(
                         spki.owned_to_ref(),
-                        &signature_algorithm,
+                        signature_algorithm.owned_to_ref(),
                         black_box(&message),
                         black_box(&signature),
                     )

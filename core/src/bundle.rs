@@ -14,6 +14,7 @@ use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
+use crate::certificate::CertificateRef;
 use crate::chain::{self, ChainError};
 use crate::crypto::{CaSigner, KeyAlgorithm, KeyError, SignError, SignatureVerifier, SoftwareKey};
 use crate::pem::{self, CERTIFICATE_LABEL, PemError};
@@ -91,21 +92,60 @@ impl fmt::Display for CertificatesError {
 
 impl core::error::Error for CertificatesError {}
 
-/// Every certificate in PEM text, in order. Text around blocks (comments) is ignored.
-pub fn parse_certificates(text: &[u8]) -> Result<Vec<Certificate>, CertificatesError> {
+/// The DER of every `CERTIFICATE` block in PEM text, in order, not yet decoded. Text around
+/// blocks (comments) is ignored.
+pub fn certificate_ders(text: &[u8]) -> Result<Vec<Vec<u8>>, CertificatesError> {
     let text = pem::as_text(text).map_err(CertificatesError::Pem)?;
     let blocks = pem::all_blocks(text).map_err(CertificatesError::Pem)?;
     if blocks.is_empty() {
         return Err(CertificatesError::NoCertificates);
     }
     blocks
+        .into_iter()
+        .map(|block| {
+            if block.label == CERTIFICATE_LABEL {
+                Ok(block.der)
+            } else {
+                Err(CertificatesError::UnexpectedBlock(block.label.to_string()))
+            }
+        })
+        .collect()
+}
+
+/// Every certificate in PEM text, in order. Text around blocks (comments) is ignored.
+pub fn parse_certificates(text: &[u8]) -> Result<Vec<Certificate>, CertificatesError> {
+    certificate_ders(text)?
         .iter()
         .enumerate()
-        .map(|(position, block)| {
-            if block.label != CERTIFICATE_LABEL {
-                return Err(CertificatesError::UnexpectedBlock(block.label.to_string()));
-            }
-            Certificate::from_der(&block.der)
+        .map(|(position, der)| {
+            Certificate::from_der(der)
+                .map_err(|error| CertificatesError::Malformed { position, error })
+        })
+        .collect()
+}
+
+/// DER certificates read in place, for chain checks ([`chain`]).
+pub fn read_certificates<D: AsRef<[u8]>>(
+    ders: &[D],
+) -> Result<Vec<CertificateRef<'_>>, CertificatesError> {
+    ders.iter()
+        .enumerate()
+        .map(|(position, der)| {
+            CertificateRef::from_der(der.as_ref())
+                .map_err(|error| CertificatesError::Malformed { position, error })
+        })
+        .collect()
+}
+
+/// The DER of x509-cert certificates, to read them with [`read_certificates`].
+pub fn encode_certificates(
+    certificates: &[Certificate],
+) -> Result<Vec<Vec<u8>>, CertificatesError> {
+    certificates
+        .iter()
+        .enumerate()
+        .map(|(position, cert)| {
+            cert.to_der()
                 .map_err(|error| CertificatesError::Malformed { position, error })
         })
         .collect()
@@ -249,22 +289,31 @@ impl CaBundle {
         now: UnixTime,
         verifier: &dyn SignatureVerifier,
     ) -> Result<Self, BundleError> {
-        if let Some(position) = trust_anchors
+        let anchors_der = encode_certificates(&trust_anchors)
+            .map_err(|e| BundleError::Certificates(CredentialFile::TrustAnchors, e))?;
+        let anchor_refs = read_certificates(&anchors_der)
+            .map_err(|e| BundleError::Certificates(CredentialFile::TrustAnchors, e))?;
+        let chain_der = encode_certificates(&issuer_chain)
+            .map_err(|e| BundleError::Certificates(CredentialFile::IssuerCertificate, e))?;
+        let mut issuer_refs = read_certificates(&chain_der)
+            .map_err(|e| BundleError::Certificates(CredentialFile::IssuerCertificate, e))?;
+        if let Some(position) = anchor_refs
             .iter()
             .position(|anchor| !chain::is_self_signed(anchor, verifier))
         {
             return Err(BundleError::AnchorNotSelfSigned { position });
         }
-        if issuer_chain
+        if issuer_refs
             .last()
             .is_some_and(|last| chain::is_self_signed(last, verifier))
         {
+            issuer_refs.pop();
             issuer_chain.pop();
         }
-        let issuer = issuer_chain
-            .first()
-            .ok_or(BundleError::NoIssuerCertificate)?;
-        if !chain::is_ca(issuer) {
+        let (Some(issuer), Some(issuer_ref)) = (issuer_chain.first(), issuer_refs.first()) else {
+            return Err(BundleError::NoIssuerCertificate);
+        };
+        if !chain::is_ca(issuer_ref) {
             return Err(BundleError::IssuerNotCa);
         }
         if !key_matches(issuer, &issuer_key.public_key()) {
@@ -272,13 +321,13 @@ impl CaBundle {
         }
         // Linkage is checked at the epoch-independent level first, so a broken file is reported
         // as broken rather than as untrusted.
-        for (position, pair) in issuer_chain.windows(2).enumerate() {
+        for (position, pair) in issuer_refs.windows(2).enumerate() {
             if let [child, parent] = pair {
                 chain::check_link(child, parent, position, verifier)
                     .map_err(BundleError::IssuerChainBroken)?;
             }
         }
-        chain::verify_chain(&issuer_chain, &trust_anchors, now, verifier)
+        chain::verify_chain(&issuer_refs, &anchor_refs, now, verifier)
             .map_err(BundleError::NotTrusted)?;
         let encoding = |e: der::Error| {
             BundleError::Certificates(
@@ -618,10 +667,12 @@ mod tests {
                 &mut rng,
             )
             .unwrap();
-        let chain = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
+        let chain_der = certificate_ders(issued.chain_pem.as_bytes()).unwrap();
+        let chain = read_certificates(&chain_der).unwrap();
         assert_eq!(chain.len(), 2);
-        let got =
-            chain::verify_svid(&chain, reloaded.trust_anchors(), NOW, &RustCryptoVerifier).unwrap();
+        let anchors_der = encode_certificates(reloaded.trust_anchors()).unwrap();
+        let anchors = read_certificates(&anchors_der).unwrap();
+        let got = chain::verify_svid(&chain, &anchors, NOW, &RustCryptoVerifier).unwrap();
         assert_eq!(got, id);
     }
 }

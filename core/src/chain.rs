@@ -10,15 +10,12 @@ use core::fmt;
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5912;
-use der::Encode;
-use der::referenced::OwnedToRef;
-use x509_cert::Certificate;
-use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
+use der::asn1::Ia5StringRef;
+use der::{Decode, Header, Reader, SliceReader, Tag, TagNumber};
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
+use crate::certificate::CertificateRef;
 use crate::crypto::{OidName, SignatureVerifier, VerifyError};
-use crate::profile::Validity;
-use crate::signed;
 use crate::spiffe::SpiffeId;
 use crate::time::UnixTime;
 
@@ -138,11 +135,14 @@ const KNOWN_CRITICAL: [ObjectIdentifier; 5] = [
 /// Verifies `chain` (first certificate = the end of the path, each signed by the next, the last
 /// signed by one of `anchors`) at `now`.
 ///
+/// Certificates are read in place ([`CertificateRef`]); for x509-cert's owned ones, encode them
+/// with [`crate::certificate::encode_all`] and read them with [`crate::certificate::read_all`].
+///
 /// The first certificate may be a leaf or a CA (for checking an issuer chain); every later one
 /// and the anchor must be CAs whose path length allows the path.
 pub fn verify_chain(
-    chain: &[Certificate],
-    anchors: &[Certificate],
+    chain: &[CertificateRef<'_>],
+    anchors: &[CertificateRef<'_>],
     now: UnixTime,
     verifier: &dyn SignatureVerifier,
 ) -> Result<(), ChainError> {
@@ -170,7 +170,7 @@ pub fn verify_chain(
         .ok_or(ChainError::Empty)?;
     let mut failure = ChainError::UnknownIssuer;
     for anchor in anchors {
-        if anchor.tbs_certificate().subject() != last.tbs_certificate().issuer() {
+        if anchor.subject() != last.issuer() {
             continue;
         }
         // Keep looking after a failure: during root rotation two anchors share a name (and
@@ -187,11 +187,11 @@ pub fn verify_chain(
 }
 
 fn check_validity(
-    cert: &Certificate,
+    cert: &CertificateRef<'_>,
     now: UnixTime,
     position: Option<usize>,
 ) -> Result<(), ChainError> {
-    let validity = Validity::of(cert);
+    let validity = cert.validity();
     if now < validity.not_before {
         return Err(ChainError::NotYetValid {
             position,
@@ -207,13 +207,9 @@ fn check_validity(
     Ok(())
 }
 
-fn check_critical_extensions(cert: &Certificate, position: usize) -> Result<(), ChainError> {
-    let extensions = cert
-        .tbs_certificate()
+fn check_critical_extensions(cert: &CertificateRef<'_>, position: usize) -> Result<(), ChainError> {
+    match cert
         .extensions()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    match extensions
         .iter()
         .find(|e| e.critical && !KNOWN_CRITICAL.contains(&e.extn_id))
     {
@@ -227,7 +223,7 @@ fn check_critical_extensions(cert: &Certificate, position: usize) -> Result<(), 
 
 /// CA:true, keyCertSign when keyUsage is present, and room for `intermediates_below`.
 fn check_ca(
-    cert: &Certificate,
+    cert: &CertificateRef<'_>,
     position: Option<usize>,
     intermediates_below: usize,
 ) -> Result<(), ChainError> {
@@ -235,15 +231,14 @@ fn check_ca(
         position: position.unwrap_or_default(),
         error,
     };
-    let tbs = cert.tbs_certificate();
-    let basic = tbs
+    let basic = cert
         .get_extension::<BasicConstraints>()
         .map_err(malformed)?
         .map(|(_, bc)| bc);
     let Some(basic) = basic.filter(|bc| bc.ca) else {
         return Err(ChainError::NotCa { position });
     };
-    if let Some((_, usage)) = tbs.get_extension::<KeyUsage>().map_err(malformed)?
+    if let Some((_, usage)) = cert.get_extension::<KeyUsage>().map_err(malformed)?
         && !usage.key_cert_sign()
     {
         return Err(ChainError::NotCa { position });
@@ -257,60 +252,42 @@ fn check_ca(
 }
 
 pub(crate) fn check_link(
-    cert: &Certificate,
-    parent: &Certificate,
+    cert: &CertificateRef<'_>,
+    parent: &CertificateRef<'_>,
     position: usize,
     verifier: &dyn SignatureVerifier,
 ) -> Result<(), ChainError> {
-    if cert.tbs_certificate().issuer() != parent.tbs_certificate().subject() {
+    if cert.issuer() != parent.subject() {
         return Err(ChainError::IssuerNameMismatch { position });
     }
-    verify_signature(cert, parent, verifier).map_err(|e| match e {
-        SignatureCheck::Der(error) => ChainError::Malformed { position, error },
-        SignatureCheck::Verify(error) => ChainError::BadSignature { position, error },
-    })
+    verify_signature(cert, parent, verifier)
+        .map_err(|error| ChainError::BadSignature { position, error })
 }
 
-pub(crate) enum SignatureCheck {
-    Der(der::Error),
-    Verify(VerifyError),
-}
-
-/// Whether `cert`'s signature verifies with `signer_cert`'s public key.
-pub(crate) fn verify_signature(
-    cert: &Certificate,
-    signer_cert: &Certificate,
+/// Whether `cert`'s signature over its TBS bytes verifies with `signer_cert`'s public key.
+fn verify_signature(
+    cert: &CertificateRef<'_>,
+    signer_cert: &CertificateRef<'_>,
     verifier: &dyn SignatureVerifier,
-) -> Result<(), SignatureCheck> {
-    let der = cert.to_der().map_err(SignatureCheck::Der)?;
-    let tbs = signed::tbs_bytes(&der).map_err(SignatureCheck::Der)?;
-    let signature = cert
-        .signature()
-        .as_bytes()
-        .ok_or(SignatureCheck::Verify(VerifyError::MalformedSignature))?;
-    verifier
-        .verify(
-            signer_cert
-                .tbs_certificate()
-                .subject_public_key_info()
-                .owned_to_ref(),
-            cert.signature_algorithm(),
-            &tbs,
-            signature,
-        )
-        .map_err(SignatureCheck::Verify)
+) -> Result<(), VerifyError> {
+    let signature = cert.signature().ok_or(VerifyError::MalformedSignature)?;
+    verifier.verify(
+        signer_cert.public_key(),
+        cert.signature_algorithm(),
+        cert.tbs_der(),
+        signature,
+    )
 }
 
 /// Whether a certificate says it is a CA: basicConstraints CA:true and, when keyUsage is
 /// present, keyCertSign.
-pub(crate) fn is_ca(cert: &Certificate) -> bool {
+pub(crate) fn is_ca(cert: &CertificateRef<'_>) -> bool {
     check_ca(cert, None, 0).is_ok()
 }
 
 /// Whether a certificate names itself as issuer and its own key verifies its signature.
-pub fn is_self_signed(cert: &Certificate, verifier: &dyn SignatureVerifier) -> bool {
-    cert.tbs_certificate().issuer() == cert.tbs_certificate().subject()
-        && verify_signature(cert, cert, verifier).is_ok()
+pub fn is_self_signed(cert: &CertificateRef<'_>, verifier: &dyn SignatureVerifier) -> bool {
+    cert.issuer() == cert.subject() && verify_signature(cert, cert, verifier).is_ok()
 }
 
 /// Why a leaf is not an X509-SVID.
@@ -356,8 +333,8 @@ impl core::error::Error for SvidError {}
 /// Verifies an X509-SVID chain (leaf first) against `anchors` at `now` and applies the SPIFFE
 /// leaf rules (X509-SVID §4–5 and validation step 8); returns the leaf's SPIFFE ID.
 pub fn verify_svid(
-    chain: &[Certificate],
-    anchors: &[Certificate],
+    chain: &[CertificateRef<'_>],
+    anchors: &[CertificateRef<'_>],
     now: UnixTime,
     verifier: &dyn SignatureVerifier,
 ) -> Result<SpiffeId, SvidError> {
@@ -367,16 +344,15 @@ pub fn verify_svid(
 }
 
 /// The SPIFFE ID of a leaf that follows the X509-SVID leaf rules (no chain check).
-pub fn svid_id(leaf: &Certificate) -> Result<SpiffeId, SvidError> {
-    let tbs = leaf.tbs_certificate();
-    if let Some((_, basic)) = tbs
+pub fn svid_id(leaf: &CertificateRef<'_>) -> Result<SpiffeId, SvidError> {
+    if let Some((_, basic)) = leaf
         .get_extension::<BasicConstraints>()
         .map_err(SvidError::Malformed)?
         && basic.ca
     {
         return Err(SvidError::LeafIsCa);
     }
-    match tbs
+    match leaf
         .get_extension::<KeyUsage>()
         .map_err(SvidError::Malformed)?
     {
@@ -387,21 +363,14 @@ pub fn svid_id(leaf: &Certificate) -> Result<SpiffeId, SvidError> {
         }
         _ => return Err(SvidError::KeyUsage),
     }
-    let (critical, san) = tbs
-        .get_extension::<SubjectAltName>()
+    let san = leaf
+        .extension(rfc5912::ID_CE_SUBJECT_ALT_NAME)
         .map_err(SvidError::Malformed)?
         .ok_or(SvidError::UriSanCount(0))?;
-    if tbs.subject().is_empty() && !critical {
+    if leaf.subject().is_empty() && !san.critical {
         return Err(SvidError::SanNotCritical);
     }
-    let uris: Vec<&str> = san
-        .0
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::UniformResourceIdentifier(uri) => Some(uri.as_str()),
-            _ => None,
-        })
-        .collect();
+    let uris = uri_names(san.extn_value.as_bytes()).map_err(SvidError::Malformed)?;
     let [uri] = uris.as_slice() else {
         return Err(SvidError::UriSanCount(uris.len()));
     };
@@ -409,4 +378,45 @@ pub fn svid_id(leaf: &Certificate) -> Result<SpiffeId, SvidError> {
         Ok(id) if id.has_path() => Ok(id),
         _ => Err(SvidError::NotSpiffeId(uri.to_string())),
     }
+}
+
+/// The `uniformResourceIdentifier` entries of a DER `GeneralNames` (RFC 5280 §4.2.1.6).
+///
+/// Every entry must be a context-specific `GeneralName` choice, and the IA5String ones
+/// (rfc822Name [1], dNSName [2], URI [6]) must be ASCII; the other choices are not read.
+fn uri_names(general_names: &[u8]) -> Result<Vec<&str>, der::Error> {
+    const RFC822_NAME: TagNumber = TagNumber(1);
+    const DNS_NAME: TagNumber = TagNumber(2);
+    const URI: TagNumber = TagNumber(6);
+    const MAX_CHOICE: TagNumber = TagNumber(8);
+    let mut reader = SliceReader::new(general_names)?;
+    let uris = reader.sequence(|r| {
+        let mut uris = Vec::new();
+        while !r.is_finished() {
+            let header = Header::decode(r)?;
+            let value = r.read_slice(header.length())?;
+            let Tag::ContextSpecific {
+                constructed,
+                number,
+            } = header.tag()
+            else {
+                return Err(header.tag().value_error().into());
+            };
+            if number > MAX_CHOICE {
+                return Err(header.tag().value_error().into());
+            }
+            if [RFC822_NAME, DNS_NAME, URI].contains(&number) {
+                if constructed {
+                    return Err(header.tag().value_error().into());
+                }
+                let text = Ia5StringRef::new(value)?;
+                if number == URI {
+                    uris.push(text.as_str());
+                }
+            }
+        }
+        Ok::<_, der::Error>(uris)
+    })?;
+    reader.finish()?;
+    Ok(uris)
 }

@@ -20,7 +20,10 @@ use rand_core::CryptoRng;
 #[cfg(feature = "rsa")]
 use rsa::traits::PublicKeyParts;
 use sha2::Digest;
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
+use spki::{
+    AlgorithmIdentifierOwned, AlgorithmIdentifierRef, SubjectPublicKeyInfoOwned,
+    SubjectPublicKeyInfoRef,
+};
 use zeroize::Zeroizing;
 
 use crate::pem::{self, PemError};
@@ -50,7 +53,7 @@ pub trait SignatureVerifier: Send + Sync {
     fn verify(
         &self,
         public_key: SubjectPublicKeyInfoRef<'_>,
-        algorithm: &AlgorithmIdentifierOwned,
+        algorithm: AlgorithmIdentifierRef<'_>,
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), VerifyError>;
@@ -238,7 +241,7 @@ impl SignatureVerifier for RustCryptoVerifier {
     fn verify(
         &self,
         public_key: SubjectPublicKeyInfoRef<'_>,
-        algorithm: &AlgorithmIdentifierOwned,
+        algorithm: AlgorithmIdentifierRef<'_>,
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), VerifyError> {
@@ -544,10 +547,20 @@ mod tests {
         let spki = key.public_key();
         let algorithm = key.signature_algorithm();
         RustCryptoVerifier
-            .verify(spki.owned_to_ref(), &algorithm, b"hello", &sig)
+            .verify(
+                spki.owned_to_ref(),
+                algorithm.owned_to_ref(),
+                b"hello",
+                &sig,
+            )
             .unwrap();
         assert_eq!(
-            RustCryptoVerifier.verify(spki.owned_to_ref(), &algorithm, b"hellO", &sig),
+            RustCryptoVerifier.verify(
+                spki.owned_to_ref(),
+                algorithm.owned_to_ref(),
+                b"hellO",
+                &sig
+            ),
             Err(VerifyError::BadSignature)
         );
         let pem = key.to_pkcs8_pem().unwrap();
@@ -587,7 +600,12 @@ mod tests {
             parameters: None,
         };
         assert_eq!(
-            RustCryptoVerifier.verify(key.public_key().owned_to_ref(), &alg, b"m", &sig),
+            RustCryptoVerifier.verify(
+                key.public_key().owned_to_ref(),
+                alg.owned_to_ref(),
+                b"m",
+                &sig
+            ),
             Err(VerifyError::AlgorithmKeyMismatch)
         );
     }

@@ -8,17 +8,12 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use const_oid::AssociatedOid;
-use der::asn1::AnyRef;
-use der::asn1::{BitString, Ia5String, OctetString};
+use der::asn1::{AnyRef, BitString, Ia5StringRef};
 use der::referenced::OwnedToRef;
-use der::{Decode, Encode, Sequence, Tag, Tagged};
+use der::{Decode, Encode, Sequence, Tag, TagNumber, Tagged};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-use x509_cert::attr::{Attribute, Attributes};
-use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::SubjectAltName;
-use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::name::Name;
-use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
+use x509_cert::request::{CertReq, ExtensionReq, Version};
 
 use crate::crypto::{CaSigner, KeyType, SignError, SignatureVerifier, VerifyError};
 use crate::pem::{self, PemError};
@@ -145,7 +140,12 @@ fn verify_der(der: &[u8], verifier: &dyn SignatureVerifier) -> Result<VerifiedCs
         .as_bytes()
         .ok_or(CsrError::InvalidSignature(VerifyError::MalformedSignature))?;
     verifier
-        .verify(public_key.owned_to_ref(), &csr.algorithm, &info, signature)
+        .verify(
+            public_key.owned_to_ref(),
+            csr.algorithm.owned_to_ref(),
+            &info,
+            signature,
+        )
         .map_err(CsrError::InvalidSignature)?;
     Ok(VerifiedCsr {
         public_key,
@@ -212,41 +212,72 @@ pub fn create_csr(
 /// The DER CertificationRequestInfo [`create_csr`] would sign for `public_key`: the first half
 /// of `create_csr`, for signers that cannot sign synchronously through [`CaSigner`] (the
 /// browser's WebCrypto returns a promise). Sign these bytes, then call [`assemble_csr`].
+///
+/// The structure is fixed (version 0, empty subject, at most one extensionRequest holding one
+/// SAN extension), so it is put together from DER elements rather than x509-cert's owned
+/// request types: the bytes are the same (a unit test compares them), and the browser build
+/// leaves out their encoders, set sorting included.
 pub fn csr_info_to_sign(
     public_key: SubjectPublicKeyInfoOwned,
     template: &CsrTemplate<'_>,
 ) -> Result<Vec<u8>, CsrBuildError> {
     let mut names = Vec::new();
     if let Some(id) = template.spiffe_id {
-        names.push(GeneralName::UniformResourceIdentifier(
-            Ia5String::new(&id.to_string()).map_err(encoding_error)?,
-        ));
+        let uri = id.to_string();
+        let uri = Ia5StringRef::new(&uri).map_err(encoding_error)?;
+        append_tlv(&mut names, context_tag(URI_NAME), uri.as_bytes())?;
     }
     for dns in template.dns_names {
         let name =
-            Ia5String::new(dns).map_err(|_| CsrBuildError::InvalidDnsName(dns.to_string()))?;
-        names.push(GeneralName::DnsName(name));
+            Ia5StringRef::new(dns).map_err(|_| CsrBuildError::InvalidDnsName(dns.to_string()))?;
+        append_tlv(&mut names, context_tag(DNS_NAME), name.as_bytes())?;
     }
-    let mut attributes = Attributes::new();
+    let mut attributes = Vec::new();
     if !names.is_empty() {
-        let san = Extension {
-            extn_id: SubjectAltName::OID,
-            critical: false,
-            extn_value: OctetString::new(SubjectAltName(names).to_der().map_err(encoding_error)?)
-                .map_err(encoding_error)?,
-        };
-        let request =
-            Attribute::try_from(ExtensionReq(alloc::vec![san])).map_err(encoding_error)?;
-        attributes.insert(request).map_err(encoding_error)?;
+        let san = tlv(Tag::Sequence, &names)?;
+        let mut extension = SubjectAltName::OID.to_der().map_err(encoding_error)?;
+        append_tlv(&mut extension, Tag::OctetString, &san)?;
+        let extensions = tlv(Tag::Sequence, &tlv(Tag::Sequence, &extension)?)?;
+        let mut request = ExtensionReq::OID.to_der().map_err(encoding_error)?;
+        append_tlv(&mut request, Tag::Set, &extensions)?;
+        append_tlv(&mut attributes, Tag::Sequence, &request)?;
     }
-    CertReqInfo {
-        version: Version::V1,
-        subject: Name::default(),
-        public_key,
-        attributes,
+    let mut info = Version::V1.to_der().map_err(encoding_error)?;
+    append_tlv(&mut info, Tag::Sequence, &[])?; // the empty subject
+    public_key
+        .encode_to_vec(&mut info)
+        .map_err(encoding_error)?;
+    let attributes_tag = Tag::ContextSpecific {
+        constructed: true,
+        number: TagNumber(0),
+    };
+    append_tlv(&mut info, attributes_tag, &attributes)?;
+    tlv(Tag::Sequence, &info)
+}
+
+/// GeneralName choices (RFC 5280 §4.2.1.6).
+const DNS_NAME: TagNumber = TagNumber(2);
+const URI_NAME: TagNumber = TagNumber(6);
+
+fn context_tag(number: TagNumber) -> Tag {
+    Tag::ContextSpecific {
+        constructed: false,
+        number,
     }
-    .to_der()
-    .map_err(encoding_error)
+}
+
+/// One DER element: `tag`, the length of `value`, `value`.
+fn tlv(tag: Tag, value: &[u8]) -> Result<Vec<u8>, CsrBuildError> {
+    let mut out = Vec::new();
+    append_tlv(&mut out, tag, value)?;
+    Ok(out)
+}
+
+fn append_tlv(out: &mut Vec<u8>, tag: Tag, value: &[u8]) -> Result<(), CsrBuildError> {
+    AnyRef::new(tag, value)
+        .and_then(|element| element.encode_to_vec(out))
+        .map(|_| ())
+        .map_err(encoding_error)
 }
 
 /// The second half of [`create_csr`]: a DER CSR from the DER CertificationRequestInfo made by
@@ -300,6 +331,80 @@ mod tests {
     use super::*;
     use crate::crypto::{KeyAlgorithm, RustCryptoVerifier, SoftwareKey};
     use crate::test_rng::seeded_rng;
+
+    /// What x509-cert's owned request types encode for a template: the reference for the DER
+    /// `csr_info_to_sign` assembles.
+    fn x509_cert_info(
+        public_key: SubjectPublicKeyInfoOwned,
+        template: &CsrTemplate<'_>,
+    ) -> Vec<u8> {
+        use der::asn1::{Ia5String, OctetString};
+        use x509_cert::attr::{Attribute, Attributes};
+        use x509_cert::ext::Extension;
+        use x509_cert::ext::pkix::name::GeneralName;
+        use x509_cert::name::Name;
+        use x509_cert::request::CertReqInfo;
+
+        let mut names = Vec::new();
+        if let Some(id) = template.spiffe_id {
+            names.push(GeneralName::UniformResourceIdentifier(
+                Ia5String::new(&id.to_string()).unwrap(),
+            ));
+        }
+        for dns in template.dns_names {
+            names.push(GeneralName::DnsName(Ia5String::new(dns).unwrap()));
+        }
+        let mut attributes = Attributes::new();
+        if !names.is_empty() {
+            let san = Extension {
+                extn_id: SubjectAltName::OID,
+                critical: false,
+                extn_value: OctetString::new(SubjectAltName(names).to_der().unwrap()).unwrap(),
+            };
+            let request = Attribute::try_from(ExtensionReq(alloc::vec![san])).unwrap();
+            attributes.insert(request).unwrap();
+        }
+        CertReqInfo {
+            version: Version::V1,
+            subject: Name::default(),
+            public_key,
+            attributes,
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    #[test]
+    fn info_is_what_x509_cert_encodes() {
+        let id = SpiffeId::parse("spiffe://example.org/ns/default/web").unwrap();
+        // 200 names: long-form lengths at every level.
+        let many: Vec<String> = (0..200).map(|i| alloc::format!("n{i}.example")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        for algorithm in [KeyAlgorithm::P256, KeyAlgorithm::Ed25519] {
+            let key = SoftwareKey::generate(algorithm, &mut seeded_rng(5));
+            for template in [
+                CsrTemplate::default(),
+                CsrTemplate {
+                    spiffe_id: Some(&id),
+                    dns_names: &[],
+                },
+                CsrTemplate {
+                    spiffe_id: None,
+                    dns_names: &["a.example", "b.example"],
+                },
+                CsrTemplate {
+                    spiffe_id: Some(&id),
+                    dns_names: &many,
+                },
+            ] {
+                assert_eq!(
+                    csr_info_to_sign(key.public_key(), &template).unwrap(),
+                    x509_cert_info(key.public_key(), &template),
+                    "{algorithm:?} {template:?}"
+                );
+            }
+        }
+    }
 
     /// Signing the info from `csr_info_to_sign` separately and assembling gives exactly the CSR
     /// `create_csr` makes (the browser's WebCrypto path relies on it).

@@ -23,6 +23,7 @@ pub mod time;
 
 pub use time::UnixTime;
 pub mod bundle;
+pub mod certificate;
 pub mod chain;
 pub mod crypto;
 pub mod csr;

@@ -30,7 +30,10 @@ use der::asn1::{BitString, UintRef};
 use der::referenced::OwnedToRef;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
+use spki::{
+    AlgorithmIdentifierOwned, AlgorithmIdentifierRef, SubjectPublicKeyInfoOwned,
+    SubjectPublicKeyInfoRef,
+};
 use warden_core::crypto::{
     CaSigner, KeyAlgorithm, KeyError, KeyType, RustCryptoVerifier, SignError, SignatureVerifier,
     SoftwareKey, VerifyError,
@@ -169,7 +172,7 @@ impl SignatureVerifier for NativeVerifier {
     fn verify(
         &self,
         public_key: SubjectPublicKeyInfoRef<'_>,
-        algorithm: &AlgorithmIdentifierOwned,
+        algorithm: AlgorithmIdentifierRef<'_>,
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), VerifyError> {
@@ -210,7 +213,7 @@ fn verify_ecdsa(
     curve: Curve,
     hash: Hash,
     public_key: SubjectPublicKeyInfoRef<'_>,
-    algorithm: &AlgorithmIdentifierOwned,
+    algorithm: AlgorithmIdentifierRef<'_>,
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), VerifyError> {
@@ -553,7 +556,8 @@ mod tests {
     use rand_core::UnwrapErr;
     use warden_core::UnixTime;
     use warden_core::bundle::{self, CaBundle, CaParams, WorkloadRequest};
-    use warden_core::chain;
+    use warden_core::certificate::CertificateRef;
+    use warden_core::chain::{self, SvidError};
     use warden_core::csr;
     use warden_core::profile::{
         DEFAULT_CA_TTL, DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL, Validity,
@@ -865,8 +869,12 @@ mod tests {
         ]);
         // The compact form (tag 5): whatever core says, native says too (it defers to core).
         let compact = p256_with(&[&[5], x].concat());
-        let expected =
-            RustCryptoVerifier.verify(compact.owned_to_ref(), &ecdsa256, MESSAGE, &p256_sig);
+        let expected = RustCryptoVerifier.verify(
+            compact.owned_to_ref(),
+            ecdsa256.owned_to_ref(),
+            MESSAGE,
+            &p256_sig,
+        );
         cases.push(case(
             "P-256 compact key",
             &compact,
@@ -920,7 +928,7 @@ mod tests {
         }
 
         for c in &cases {
-            let (key, a) = (c.key.owned_to_ref(), &c.algorithm);
+            let (key, a) = (c.key.owned_to_ref(), c.algorithm.owned_to_ref());
             let native = NativeVerifier.verify(key.clone(), a, c.message, &c.signature);
             let core = RustCryptoVerifier.verify(key, a, c.message, &c.signature);
             assert_eq!(native, core, "{}: the verifiers disagree", c.name);
@@ -949,10 +957,10 @@ mod tests {
             &RustCryptoVerifier,
         ] {
             verifier
-                .verify(spki.owned_to_ref(), &a, message, &sig)
+                .verify(spki.owned_to_ref(), a.owned_to_ref(), message, &sig)
                 .unwrap();
             assert_eq!(
-                verifier.verify(spki.owned_to_ref(), &a, b"tbS", &sig),
+                verifier.verify(spki.owned_to_ref(), a.owned_to_ref(), b"tbS", &sig),
                 Err(VerifyError::BadSignature)
             );
         }
@@ -1160,11 +1168,32 @@ mod tests {
                     // Ed25519 is deterministic: the whole certificate is the same.
                     assert_eq!(from_native, from_core);
                 }
+                let native_der = from_native.to_der().unwrap();
+                let core_der = from_core.to_der().unwrap();
+                let from_native = CertificateRef::from_der(&native_der).unwrap();
+                let from_core = CertificateRef::from_der(&core_der).unwrap();
                 assert!(chain::is_self_signed(&from_native, &RustCryptoVerifier));
                 assert!(chain::is_self_signed(&from_native, &NativeVerifier));
                 assert!(chain::is_self_signed(&from_core, &NativeVerifier));
             }
         }
+    }
+
+    /// Core's `verify_svid` for x509-cert certificates.
+    fn verify_svid(
+        chain: &[Certificate],
+        anchors: &[Certificate],
+        now: UnixTime,
+        verifier: &dyn SignatureVerifier,
+    ) -> Result<SpiffeId, SvidError> {
+        let chain_der = bundle::encode_certificates(chain).unwrap();
+        let anchors_der = bundle::encode_certificates(anchors).unwrap();
+        chain::verify_svid(
+            &bundle::read_certificates(&chain_der).unwrap(),
+            &bundle::read_certificates(&anchors_der).unwrap(),
+            now,
+            verifier,
+        )
     }
 
     fn issue(bundle: &CaBundle, csr_pem: &[u8], now: UnixTime) -> (Vec<Certificate>, SpiffeId) {
@@ -1216,7 +1245,7 @@ mod tests {
                     &NativeVerifier,
                 ] {
                     assert_eq!(
-                        chain::verify_svid(&chain, ca.trust_anchors(), now, verifier),
+                        verify_svid(&chain, ca.trust_anchors(), now, verifier),
                         Ok(id.clone())
                     );
                 }
@@ -1263,7 +1292,7 @@ mod tests {
             rfc5912::SHA_256_WITH_RSA_ENCRYPTION
         );
         assert_eq!(
-            chain::verify_svid(&chain, ca.trust_anchors(), now, &RustCryptoVerifier),
+            verify_svid(&chain, ca.trust_anchors(), now, &RustCryptoVerifier),
             Ok(id)
         );
 

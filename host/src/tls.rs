@@ -183,7 +183,7 @@ mod tests {
         let cert = ServingCert::new(&bundle, &id, policy, now).unwrap();
         let first = cert.chain();
         assert_eq!(first.len(), 2, "leaf + issuer, no root");
-        let leaf = <x509_cert::Certificate as der::Decode>::from_der(&first[0]).unwrap();
+        let leaf = warden_core::certificate::CertificateRef::from_der(&first[0]).unwrap();
         assert_eq!(warden_core::chain::svid_id(&leaf).unwrap(), id);
         cert.renew(&bundle, &id, policy, now).unwrap();
         assert_ne!(cert.chain()[0], first[0]);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cryptoki::object::{Attribute, AttributeType};
+use der::referenced::OwnedToRef as _;
 use der::{Decode, Encode};
 use warden_core::UnixTime;
 use warden_core::bundle::{certificates_to_pem, create_root};
@@ -176,7 +177,7 @@ fn signatures_are_low_s_der_and_verify_from_two_threads() {
                             RustCryptoVerifier
                                 .verify(
                                     spki.clone(),
-                                    &signer.signature_algorithm(),
+                                    signer.signature_algorithm().owned_to_ref(),
                                     message.as_bytes(),
                                     &signature,
                                 )

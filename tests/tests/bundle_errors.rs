@@ -19,7 +19,7 @@ use warden_core::bundle::{
     BundleError, CaBundle, CertificatesError, CredentialFile, CredentialFiles, IssuedSvid,
     WorkloadRequest, create_issuer, create_root, parse_certificates,
 };
-use warden_core::chain::{self, ChainError, SvidError};
+use warden_core::chain::{ChainError, SvidError};
 use warden_core::crypto::{
     CaSigner, KeyAlgorithm, KeyError, RustCryptoVerifier, SoftwareKey, VerifyError,
 };
@@ -746,12 +746,7 @@ fn two_anchors_where_only_the_second_signs() {
         let (id, issued) = issue_app_leaf(&bundle, &leaf_key, NOW);
         let chain_certs = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
         assert_eq!(
-            chain::verify_svid(
-                &chain_certs,
-                bundle.trust_anchors(),
-                NOW,
-                &RustCryptoVerifier
-            ),
+            core_verify_svid(&chain_certs, bundle.trust_anchors(), NOW),
             Ok(id)
         );
         webpki_verify(
@@ -804,12 +799,7 @@ fn issuer_below_a_pathlen_0_issuer_loads_but_its_leaves_do_not_verify() {
     let chain_certs = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
     assert_eq!(chain_certs.len(), 3);
     assert_eq!(
-        chain::verify_svid(
-            &chain_certs,
-            bundle.trust_anchors(),
-            NOW,
-            &RustCryptoVerifier
-        ),
+        core_verify_svid(&chain_certs, bundle.trust_anchors(), NOW),
         Err(SvidError::Chain(ChainError::PathLenExceeded {
             position: Some(2)
         }))
@@ -929,7 +919,7 @@ fn same_key_root_renewal_loads_after_the_old_root_expired() {
     assert!(loaded.is_ok(), "{:?}", loaded.unwrap_err());
     let chain_certs = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
     assert_eq!(
-        chain::verify_svid(&chain_certs, &anchors_old_first, at, &RustCryptoVerifier),
+        core_verify_svid(&chain_certs, &anchors_old_first, at),
         Ok(id)
     );
 }

@@ -18,11 +18,10 @@ use std::path::Path;
 use common::{
     OPENSSL_KEYS, TestCa, certificate_pem, data_path, issue_leaf, now, openssl, openssl_csr,
     openssl_verify_ok, parse_chain, read_file, run, run_seed_recipe, tempdir, try_run,
-    verified_csr, workload_id, write_file,
+    verified_csr, verify_svid_pem, workload_id, write_file,
 };
 use der::{Decode, Encode};
 use warden_core::bundle::{BundleError, CaBundle};
-use warden_core::chain;
 use warden_core::crypto::{CaSigner as _, KeyAlgorithm, KeyType, RustCryptoVerifier, SoftwareKey};
 use warden_core::csr::{self, CsrTemplate};
 use x509_cert::Certificate;
@@ -402,7 +401,7 @@ fn issue_and_verify_seed_leaf(
     openssl_verify_ok(dir, "root.pem", untrusted, &leaf_file);
 
     let chain = parse_chain(&issued.chain_pem);
-    let got = chain::verify_svid(&chain, bundle.trust_anchors(), at, &RustCryptoVerifier)
+    let got = verify_svid_pem(&issued.chain_pem, bundle.trust_anchors(), at)
         .unwrap_or_else(|e| panic!("{tag}: core rejects its own SVID: {e}"));
     assert_eq!(got, id);
     chain

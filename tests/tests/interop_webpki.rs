@@ -16,13 +16,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestCa, go_csr, now, parse_chain, workload_id};
+use common::{TestCa, go_csr, now, verify_svid_pem, workload_id};
 use der::Encode;
 use rustls_pki_types::{CertificateDer, UnixTime as PkiTime};
 use warden_core::UnixTime;
 use warden_core::bundle::IssuedSvid;
-use warden_core::chain::{self, ChainError, SvidError};
-use warden_core::crypto::{CaSigner as _, KeyAlgorithm, KeyType, RustCryptoVerifier, SoftwareKey};
+use warden_core::chain::{ChainError, SvidError};
+use warden_core::crypto::{CaSigner as _, KeyAlgorithm, KeyType, SoftwareKey};
 use webpki::{EndEntityCert, KeyUsage, anchor_from_trusted_cert};
 use x509_cert::Certificate;
 
@@ -120,10 +120,8 @@ fn webpki_accepts_core_chains_for_server_and_client_auth() {
                     "{ca_algorithm:?}/{name}: the path must run through the issuer"
                 );
             }
-            let chain = parse_chain(&issued.chain_pem);
-            let got =
-                chain::verify_svid(&chain, ca.bundle.trust_anchors(), at, &RustCryptoVerifier)
-                    .unwrap_or_else(|e| panic!("core rejects {ca_algorithm:?}/{name}: {e}"));
+            let got = verify_svid_pem(&issued.chain_pem, ca.bundle.trust_anchors(), at)
+                .unwrap_or_else(|e| panic!("core rejects {ca_algorithm:?}/{name}: {e}"));
             assert_eq!(got, id, "{ca_algorithm:?}/{name}");
             assert_eq!(
                 got.to_string(),
@@ -163,14 +161,8 @@ fn webpki_rejects_a_trust_anchor_from_another_trust_domain() {
         ),
         Err(webpki::Error::UnknownIssuer)
     );
-    let chain = parse_chain(&issued.chain_pem);
     assert_eq!(
-        chain::verify_svid(
-            &chain,
-            other.bundle.trust_anchors(),
-            at,
-            &RustCryptoVerifier
-        ),
+        verify_svid_pem(&issued.chain_pem, other.bundle.trust_anchors(), at),
         Err(SvidError::Chain(ChainError::UnknownIssuer))
     );
 }
@@ -198,15 +190,9 @@ fn webpki_rejects_a_same_named_trust_anchor_with_another_key() {
     // webpki tries the anchor whose name matches and reports the failed signature check.
     assert_eq!(result, Err(webpki::Error::InvalidSignatureForPublicKey));
 
-    let chain = parse_chain(&issued.chain_pem);
     assert!(
         matches!(
-            chain::verify_svid(
-                &chain,
-                other.bundle.trust_anchors(),
-                at,
-                &RustCryptoVerifier
-            ),
+            verify_svid_pem(&issued.chain_pem, other.bundle.trust_anchors(), at),
             Err(SvidError::Chain(ChainError::BadSignature {
                 position: 1,
                 ..
@@ -252,14 +238,8 @@ fn webpki_rejects_the_leaf_after_not_after() {
         }
         other => panic!("expected CertExpired, got {other:?}"),
     }
-    let chain = parse_chain(&issued.chain_pem);
     assert_eq!(
-        chain::verify_svid(
-            &chain,
-            ca.bundle.trust_anchors(),
-            later,
-            &RustCryptoVerifier
-        ),
+        verify_svid_pem(&issued.chain_pem, ca.bundle.trust_anchors(), later),
         Err(SvidError::Chain(ChainError::Expired {
             position: Some(0),
             not_after

@@ -19,7 +19,7 @@ use warden_core::bundle::{
     CaBundle, IssueError, IssuedSvid, WorkloadRequest, create_issuer, create_root,
     parse_certificates,
 };
-use warden_core::chain::{self, ChainError, SvidError};
+use warden_core::chain::{ChainError, SvidError};
 use warden_core::crypto::{CaSigner, KeyAlgorithm, RustCryptoVerifier, SoftwareKey, VerifyError};
 use warden_core::profile::{DEFAULT_CA_TTL, DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL, Validity};
 use warden_core::spiffe::{SpiffeId, TrustDomain};
@@ -215,7 +215,7 @@ fn check_root(root: &Certificate, alg: KeyAlgorithm, td: &str, nb: u64, na: u64)
     assert!(extension(root, OID_SUBJECT_ALT_NAME).is_none());
     assert!(extension(root, OID_EXT_KEY_USAGE).is_none());
     assert!(extension(root, OID_AUTHORITY_KEY_ID).is_none());
-    assert!(chain::is_self_signed(root, &RustCryptoVerifier));
+    assert!(core_is_self_signed(root));
     assert_x509_svid_signing_cert(root);
 }
 
@@ -259,7 +259,7 @@ fn check_issuer(
     assert_eq!(skid, expected_key_id(issuer));
     assert_ne!(skid, skid_of(root));
     assert_eq!(akid_of(issuer), skid_of(root));
-    assert!(!chain::is_self_signed(issuer, &RustCryptoVerifier));
+    assert!(!core_is_self_signed(issuer));
     assert_x509_svid_signing_cert(issuer);
 }
 
@@ -327,18 +327,13 @@ fn check_workload(
 
     // SPIFFE X509-SVID rules: independent assertions, core's checker, and rustls-webpki.
     assert_x509_svid_leaf(leaf, id);
-    assert_eq!(chain::svid_id(leaf).unwrap().to_string(), id);
+    assert_eq!(core_svid_id(leaf).unwrap().to_string(), id);
     let now = UnixTime::from_secs(nb).saturating_add(SKEW);
     let chain_certs = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
     assert_eq!(
-        chain::verify_svid(
-            &chain_certs,
-            bundle.trust_anchors(),
-            now,
-            &RustCryptoVerifier
-        )
-        .unwrap()
-        .to_string(),
+        core_verify_svid(&chain_certs, bundle.trust_anchors(), now)
+            .unwrap()
+            .to_string(),
         id
     );
     webpki_verify(leaf, bundle.issuer_chain(), bundle.trust_anchors(), now).unwrap();
@@ -385,13 +380,7 @@ fn roots_and_issuers(alg: KeyAlgorithm) {
     let key_blocks = pem_blocks(&files.issuer_key);
     assert_eq!(key_blocks.len(), 1);
     assert_eq!(key_blocks[0].0, "PRIVATE KEY", "issuer.key is PKCS#8");
-    chain::verify_chain(
-        std::slice::from_ref(issuer),
-        bundle.trust_anchors(),
-        NOW,
-        &RustCryptoVerifier,
-    )
-    .unwrap();
+    core_verify_chain(std::slice::from_ref(issuer), bundle.trust_anchors(), NOW).unwrap();
     // Reloading the files gives the same credentials.
     let reloaded = CaBundle::from_pem(
         files.trust_anchors.as_bytes(),
@@ -764,7 +753,7 @@ fn chain_pem_is_leaf_then_issuer_and_anchors_pem_reparses_to_the_roots() {
             assert!(blocks.iter().all(|(label, _)| label == "CERTIFICATE"));
             assert!(blocks.iter().all(|(_, der)| *der != der_of(&root)));
             for cert in parse_certificates(issued.chain_pem.as_bytes()).unwrap() {
-                assert!(!chain::is_self_signed(&cert, &RustCryptoVerifier));
+                assert!(!core_is_self_signed(&cert));
             }
             // trust_chain_certificates[0]: exactly the roots.
             assert_eq!(b.trust_anchors_pem(), pem("CERTIFICATE", &der_of(&root)));
@@ -781,7 +770,7 @@ fn chain_pem_is_leaf_then_issuer_and_anchors_pem_reparses_to_the_roots() {
 fn core_and_independent_checkers_reject_ca_certificates_as_leaves() {
     let (bundle, _) = generate(&td(TD), KeyAlgorithm::P256, CA_LIFETIME, CA_SKEW, NOW);
     for ca in [&bundle.trust_anchors()[0], bundle.issuer()] {
-        assert_eq!(chain::svid_id(ca), Err(SvidError::LeafIsCa));
+        assert_eq!(core_svid_id(ca), Err(SvidError::LeafIsCa));
         let ca = ca.clone();
         let independent = std::panic::catch_unwind(move || {
             assert_x509_svid_leaf(&ca, "spiffe://example.org/ns/dapr-system/dapr-sentry")
@@ -805,12 +794,7 @@ fn core_and_independent_checkers_reject_ca_certificates_as_leaves() {
     let (other, _) = generate(&td(TD), KeyAlgorithm::P256, CA_LIFETIME, CA_SKEW, NOW);
     let chain_certs = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
     assert_eq!(
-        chain::verify_svid(
-            &chain_certs,
-            other.trust_anchors(),
-            NOW,
-            &RustCryptoVerifier
-        ),
+        core_verify_svid(&chain_certs, other.trust_anchors(), NOW),
         Err(SvidError::Chain(ChainError::BadSignature {
             position: 1,
             error: VerifyError::BadSignature
@@ -828,12 +812,7 @@ fn core_and_independent_checkers_reject_ca_certificates_as_leaves() {
     // And outside its window.
     let late = shift(NOW, 3601);
     assert!(matches!(
-        chain::verify_svid(
-            &chain_certs,
-            bundle.trust_anchors(),
-            late,
-            &RustCryptoVerifier
-        ),
+        core_verify_svid(&chain_certs, bundle.trust_anchors(), late),
         Err(SvidError::Chain(ChainError::Expired {
             position: Some(0),
             ..
@@ -941,13 +920,7 @@ fn from_parts_with_an_issuer_from_a_kept_root_key() {
         assert_eq!(bundle1.trust_anchors_pem(), bundle2.trust_anchors_pem());
         for (issued, b, at) in [(&leaf1, &bundle1, NOW), (&leaf2, &bundle2, later)] {
             let chain_certs = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
-            chain::verify_svid(
-                &chain_certs,
-                bundle2.trust_anchors(),
-                at,
-                &RustCryptoVerifier,
-            )
-            .unwrap();
+            core_verify_svid(&chain_certs, bundle2.trust_anchors(), at).unwrap();
             webpki_verify(
                 &issued.certificate,
                 b.issuer_chain(),
@@ -1010,7 +983,7 @@ fn two_roots_in_ca_crt_verify_leaves_from_either_issuer() {
     for (issued, bundle) in &leaves {
         let chain_certs = parse_certificates(issued.chain_pem.as_bytes()).unwrap();
         assert_eq!(
-            chain::verify_svid(&chain_certs, &anchors, NOW, &RustCryptoVerifier)
+            core_verify_svid(&chain_certs, &anchors, NOW)
                 .unwrap()
                 .to_string(),
             "spiffe://public/ns/default/my-app"
@@ -1018,21 +991,13 @@ fn two_roots_in_ca_crt_verify_leaves_from_either_issuer() {
         webpki_verify(&issued.certificate, bundle.issuer_chain(), &anchors, NOW).unwrap();
         // Either order of anchors works.
         let reversed = [new_root.clone(), old_root.clone()];
-        chain::verify_svid(&chain_certs, &reversed, NOW, &RustCryptoVerifier).unwrap();
+        core_verify_svid(&chain_certs, &reversed, NOW).unwrap();
         webpki_verify(&issued.certificate, bundle.issuer_chain(), &reversed, NOW).unwrap();
     }
     // Each leaf needs its own root: with only the other root it does not verify.
     let (old_leaf, old_bundle) = &leaves[0];
     let old_chain = parse_certificates(old_leaf.chain_pem.as_bytes()).unwrap();
-    assert!(
-        chain::verify_svid(
-            &old_chain,
-            std::slice::from_ref(&new_root),
-            NOW,
-            &RustCryptoVerifier
-        )
-        .is_err()
-    );
+    assert!(core_verify_svid(&old_chain, std::slice::from_ref(&new_root), NOW).is_err());
     assert!(
         webpki_verify(
             &old_leaf.certificate,
@@ -1044,15 +1009,7 @@ fn two_roots_in_ca_crt_verify_leaves_from_either_issuer() {
     );
     let (new_leaf, _) = &leaves[1];
     let new_chain = parse_certificates(new_leaf.chain_pem.as_bytes()).unwrap();
-    assert!(
-        chain::verify_svid(
-            &new_chain,
-            std::slice::from_ref(&old_root),
-            NOW,
-            &RustCryptoVerifier
-        )
-        .is_err()
-    );
+    assert!(core_verify_svid(&new_chain, std::slice::from_ref(&old_root), NOW).is_err());
 }
 
 #[test]

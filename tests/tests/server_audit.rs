@@ -74,7 +74,7 @@ async fn audit_lines_match_issued_certificates_and_tampering_is_found() {
         assert_eq!(line["serial"], hex(tbs.serial_number().as_bytes()));
         assert_eq!(
             line["spiffe_id"],
-            warden_core::chain::svid_id(&cert.leaf).unwrap().to_string()
+            support::core_svid_id(&cert.leaf).unwrap().to_string()
         );
         assert_eq!(
             line["not_after"],

@@ -4,10 +4,9 @@ use alloc::format;
 use alloc::string::{String, ToString};
 
 use warden_core::UnixTime;
-use warden_core::bundle::parse_certificates;
+use warden_core::bundle::{certificate_ders, read_certificates};
 use warden_core::chain;
 use warden_core::crypto::RustCryptoVerifier;
-use warden_core::profile::Validity;
 use warden_core::spiffe::SpiffeId;
 
 use crate::text;
@@ -31,21 +30,21 @@ pub(crate) struct Inspection {
 
 /// Inspects the first certificate in PEM text.
 pub(crate) fn inspect_certificate(pem: &str) -> Result<Inspection, String> {
-    let certificates = parse_certificates(pem.as_bytes()).map_err(|e| format!("pem: {e}"))?;
+    let ders = certificate_ders(pem.as_bytes()).map_err(|e| format!("pem: {e}"))?;
+    let certificates = read_certificates(&ders).map_err(|e| format!("pem: {e}"))?;
     let cert = certificates
         .first()
         .ok_or_else(|| String::from("pem: no PEM CERTIFICATE block found"))?;
-    let tbs = cert.tbs_certificate();
-    let validity = Validity::of(cert);
+    let validity = cert.validity();
     let mut serial = String::new();
-    text::hex(&mut serial, tbs.serial_number().as_bytes());
+    text::hex(&mut serial, cert.serial());
     Ok(Inspection {
         spiffe_id: chain::svid_id(cert).ok().map(|id| id.to_string()),
         serial,
         not_before_ms: millis(validity.not_before),
         not_after_ms: millis(validity.not_after),
-        issuer: text::name(tbs.issuer()),
-        subject: text::name(tbs.subject()),
+        issuer: text::name(cert.issuer()),
+        subject: text::name(cert.subject()),
     })
 }
 
@@ -75,8 +74,10 @@ pub(crate) fn verify_chain(
     anchors_pem: &str,
     now: UnixTime,
 ) -> Result<SpiffeId, String> {
-    let chain = parse_certificates(chain_pem.as_bytes()).map_err(|e| format!("chainPem: {e}"))?;
-    let anchors =
-        parse_certificates(anchors_pem.as_bytes()).map_err(|e| format!("anchorsPem: {e}"))?;
+    let chain_der = certificate_ders(chain_pem.as_bytes()).map_err(|e| format!("chainPem: {e}"))?;
+    let chain = read_certificates(&chain_der).map_err(|e| format!("chainPem: {e}"))?;
+    let anchors_der =
+        certificate_ders(anchors_pem.as_bytes()).map_err(|e| format!("anchorsPem: {e}"))?;
+    let anchors = read_certificates(&anchors_der).map_err(|e| format!("anchorsPem: {e}"))?;
     chain::verify_svid(&chain, &anchors, now, &RustCryptoVerifier).map_err(|e| text::svid_error(&e))
 }

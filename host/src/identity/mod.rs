@@ -361,9 +361,11 @@ mod tests {
 
     use arc_swap::ArcSwap;
     use der::Decode as _;
+    use der::referenced::OwnedToRef as _;
     use tokio::net::TcpListener;
     use tokio_rustls::TlsAcceptor;
     use tokio_stream::wrappers::ReceiverStream;
+    use warden_core::bundle::{certificate_ders, read_certificates};
     use warden_core::crypto::SoftwareKey;
     use warden_core::profile::Validity;
 
@@ -537,8 +539,10 @@ mod tests {
         for file in [KEY_FILE, CERT_FILE, CA_FILE] {
             assert_eq!(mode(&out.join(file)), 0o600, "{file}");
         }
-        let chain = parse_certificates(&std::fs::read(out.join(CERT_FILE)).unwrap()).unwrap();
-        let anchors = parse_certificates(&std::fs::read(out.join(CA_FILE)).unwrap()).unwrap();
+        let chain_der = certificate_ders(&std::fs::read(out.join(CERT_FILE)).unwrap()).unwrap();
+        let chain = read_certificates(&chain_der).unwrap();
+        let anchors_der = certificate_ders(&std::fs::read(out.join(CA_FILE)).unwrap()).unwrap();
+        let anchors = read_certificates(&anchors_der).unwrap();
         let id = warden_core::chain::verify_svid(
             &chain,
             &anchors,
@@ -549,8 +553,8 @@ mod tests {
         assert_eq!(id.to_string(), "spiffe://public/ns/default/myapp");
         let key = SoftwareKey::from_pem(&std::fs::read(out.join(KEY_FILE)).unwrap()).unwrap();
         assert_eq!(
-            chain[0].tbs_certificate().subject_public_key_info(),
-            &warden_core::crypto::CaSigner::public_key(&key)
+            chain[0].public_key(),
+            warden_core::crypto::CaSigner::public_key(&key).owned_to_ref()
         );
 
         // The wrong control-plane namespace: refused at once, nothing written.

@@ -4,16 +4,17 @@
 use std::fmt;
 use std::time::Duration;
 
+use der::referenced::OwnedToRef as _;
 use spki::SubjectPublicKeyInfoOwned;
 use tonic::transport::Channel;
 use warden_core::UnixTime;
-use warden_core::bundle::{CertificatesError, parse_certificates};
+use warden_core::bundle::{CertificatesError, certificate_ders, read_certificates};
+use warden_core::certificate::CertificateRef;
 use warden_core::chain::{SvidError, verify_svid};
 use warden_core::crypto::{CaSigner as _, KeyAlgorithm, SignatureVerifier};
 use warden_core::csr::{CsrTemplate, create_csr, csr_to_pem};
 use warden_core::profile::Validity;
 use warden_core::spiffe::{SpiffeId, TrustDomain};
-use x509_cert::Certificate;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 use zeroize::Zeroizing;
@@ -245,9 +246,8 @@ fn check_timestamp(ts: Option<&prost_types::Timestamp>) -> Result<(), ResponseEr
     Ok(())
 }
 
-fn uri_san_count(leaf: &Certificate) -> Result<usize, ResponseError> {
+fn uri_san_count(leaf: &CertificateRef<'_>) -> Result<usize, ResponseError> {
     let san = leaf
-        .tbs_certificate()
         .get_extension::<SubjectAltName>()
         .map_err(ResponseError::MalformedSan)?;
     Ok(san.map_or(0, |(_, san)| {
@@ -270,8 +270,9 @@ pub fn check_response(
     verifier: &dyn SignatureVerifier,
 ) -> Result<VerifiedResponse, ResponseError> {
     check_timestamp(response.valid_until.as_ref())?;
-    let chain = parse_certificates(&response.workload_certificate)
+    let chain_der = certificate_ders(&response.workload_certificate)
         .map_err(ResponseError::WorkloadCertificate)?;
+    let chain = read_certificates(&chain_der).map_err(ResponseError::WorkloadCertificate)?;
     let leaf = chain.first().ok_or(ResponseError::WorkloadCertificate(
         CertificatesError::NoCertificates,
     ))?;
@@ -286,8 +287,9 @@ pub fn check_response(
             trust_anchors_pem.push('\n');
         }
     }
-    let anchors =
-        parse_certificates(trust_anchors_pem.as_bytes()).map_err(ResponseError::TrustAnchors)?;
+    let anchors_der =
+        certificate_ders(trust_anchors_pem.as_bytes()).map_err(ResponseError::TrustAnchors)?;
+    let anchors = read_certificates(&anchors_der).map_err(ResponseError::TrustAnchors)?;
     let presented =
         verify_svid(&chain, &anchors, now, verifier).map_err(ResponseError::Untrusted)?;
     if presented != *expected {
@@ -296,15 +298,15 @@ pub fn check_response(
             expected: expected.clone(),
         });
     }
-    if leaf.tbs_certificate().subject_public_key_info() != public_key {
+    if leaf.public_key() != public_key.owned_to_ref() {
         return Err(ResponseError::KeyMismatch);
     }
     Ok(VerifiedResponse {
         spiffe_id: presented,
-        // parse_certificates accepted it, so it is text.
+        // certificate_ders accepted it, so it is text.
         certificate_chain_pem: String::from_utf8_lossy(&response.workload_certificate).into_owned(),
         trust_anchors_pem,
-        validity: Validity::of(leaf),
+        validity: leaf.validity(),
     })
 }
 
@@ -487,7 +489,7 @@ mod tests {
             vec![other.bundle.trust_anchors_pem().as_bytes().to_vec(), mine];
         let got = run(&case).unwrap();
         assert_eq!(
-            parse_certificates(got.trust_anchors_pem.as_bytes())
+            certificate_ders(got.trust_anchors_pem.as_bytes())
                 .unwrap()
                 .len(),
             2

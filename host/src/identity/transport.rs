@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use der::Decode as _;
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -17,6 +16,8 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
+use warden_core::bundle::{CertificatesError, encode_certificates, read_certificates};
+use warden_core::certificate::CertificateRef;
 use warden_core::chain::{SvidError, verify_svid};
 use warden_core::spiffe::SpiffeId;
 use x509_cert::Certificate;
@@ -46,6 +47,9 @@ pub enum ServerIdentityError {
     /// The chain does not verify to the trust anchors, or the leaf is not an X509-SVID.
     #[error("server certificate is not an X509-SVID trusted by the trust anchors: {0}")]
     Untrusted(SvidError),
+    /// A trust anchor does not parse.
+    #[error("trust anchor: {0}")]
+    TrustAnchor(CertificatesError),
     /// The leaf is a valid SVID for another SPIFFE ID.
     #[error("server SPIFFE ID {presented} is not the expected {expected}")]
     WrongId {
@@ -63,6 +67,9 @@ pub enum ClientConfigError {
     /// No trust anchors were given, so no server could ever be trusted.
     #[error("no trust anchors")]
     NoTrustAnchors,
+    /// A trust anchor does not encode.
+    #[error("trust anchor: {0}")]
+    TrustAnchor(CertificatesError),
     /// rustls refused the settings.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
@@ -78,15 +85,16 @@ pub enum ClientConfigError {
 /// `certificate_unknown` alert and the error names what was wrong.
 #[derive(Debug)]
 pub struct SpiffeServerVerifier {
-    anchors: Vec<Certificate>,
+    /// DER, read in place at each check.
+    anchors: Vec<Vec<u8>>,
     expected: SpiffeId,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl SpiffeServerVerifier {
-    /// A verifier for servers whose leaf is `expected` under `anchors`; handshake signatures
-    /// are checked with `provider`'s algorithms.
-    pub fn new(anchors: Vec<Certificate>, expected: SpiffeId, provider: &CryptoProvider) -> Self {
+    /// A verifier for servers whose leaf is `expected` under `anchors` (DER); handshake
+    /// signatures are checked with `provider`'s algorithms.
+    pub fn new(anchors: Vec<Vec<u8>>, expected: SpiffeId, provider: &CryptoProvider) -> Self {
         Self {
             anchors,
             expected,
@@ -111,11 +119,12 @@ impl SpiffeServerVerifier {
             .chain(intermediates)
             .enumerate()
             .map(|(position, der)| {
-                Certificate::from_der(der)
+                CertificateRef::from_der(der)
                     .map_err(|error| ServerIdentityError::Malformed { position, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let presented = verify_svid(&chain, &self.anchors, now, &NativeVerifier)
+        let anchors = read_certificates(&self.anchors).map_err(ServerIdentityError::TrustAnchor)?;
+        let presented = verify_svid(&chain, &anchors, now, &NativeVerifier)
             .map_err(ServerIdentityError::Untrusted)?;
         if presented != self.expected {
             return Err(ServerIdentityError::WrongId {
@@ -178,6 +187,7 @@ pub fn spiffe_client_config(
     if anchors.is_empty() {
         return Err(ClientConfigError::NoTrustAnchors);
     }
+    let anchors = encode_certificates(&anchors).map_err(ClientConfigError::TrustAnchor)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = SpiffeServerVerifier::new(anchors, expected_server_id, &provider);
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -428,7 +438,7 @@ mod tests {
 
     fn verifier(ca: &TestCa, expected: SpiffeId) -> SpiffeServerVerifier {
         SpiffeServerVerifier::new(
-            ca.bundle.trust_anchors().to_vec(),
+            encode_certificates(ca.bundle.trust_anchors()).unwrap(),
             expected,
             &rustls::crypto::aws_lc_rs::default_provider(),
         )

@@ -177,6 +177,20 @@ pub(crate) fn parse_chain(pem: &str) -> Vec<Certificate> {
     parse_certificates(pem.as_bytes()).expect("parse PEM certificates")
 }
 
+/// Core's `verify_svid` for a PEM chain (leaf first) against x509-cert anchors.
+pub(crate) fn verify_svid_pem(
+    chain_pem: &str,
+    anchors: &[Certificate],
+    at: UnixTime,
+) -> Result<SpiffeId, warden_core::chain::SvidError> {
+    let chain_der =
+        warden_core::bundle::certificate_ders(chain_pem.as_bytes()).expect("PEM certificates");
+    let chain = warden_core::bundle::read_certificates(&chain_der).expect("DER certificates");
+    let anchors_der = warden_core::bundle::encode_certificates(anchors).expect("encode anchors");
+    let anchors = warden_core::bundle::read_certificates(&anchors_der).expect("DER anchors");
+    warden_core::chain::verify_svid(&chain, &anchors, at, &RustCryptoVerifier)
+}
+
 /// Issues a workload SVID from `bundle` at `at` with Sentry's default TTL and skew.
 pub(crate) fn issue_leaf(
     bundle: &CaBundle,

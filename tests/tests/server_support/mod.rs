@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use tonic::transport::Channel;
 use warden_core::UnixTime;
 use warden_core::bundle::{certificates_to_pem, create_issuer, create_root, parse_certificates};
+use warden_core::certificate::CertificateRef;
 use warden_core::chain;
 use warden_core::crypto::{CaSigner as _, KeyAlgorithm, RustCryptoVerifier, SoftwareKey};
 use warden_core::profile::{DEFAULT_CA_TTL, DEFAULT_CLOCK_SKEW, Validity};
@@ -634,11 +635,12 @@ pub(crate) fn check_response(
         "workload_certificate must hold the leaf and the issuer, got {}",
         certs.len()
     );
-    for (i, cert) in certs.iter().enumerate() {
+    for (i, der) in ders(&certs).iter().enumerate() {
         // Signature-based, as kit's EncodeX509Chain decides: the docs' OpenSSL recipe gives
         // root and issuer the same DN, so comparing names is not enough.
+        let cert = CertificateRef::from_der(der).expect("re-encoded certificate reads");
         assert!(
-            !chain::is_self_signed(cert, &RustCryptoVerifier),
+            !chain::is_self_signed(&cert, &RustCryptoVerifier),
             "certificate {i} of workload_certificate is self-signed"
         );
     }

@@ -585,3 +585,64 @@ pub(crate) fn webpki_valid_for_dns(leaf: &Certificate, name: &str) -> bool {
         .verify_is_valid_for_subject_name(&server_name)
         .is_ok()
 }
+
+/// x509-cert certificates as core's checks read them (in place, from their DER).
+fn core_read<R>(
+    certificates: &[Certificate],
+    check: impl FnOnce(&[warden_core::certificate::CertificateRef<'_>]) -> R,
+) -> R {
+    let ders = warden_core::bundle::encode_certificates(certificates).expect("encode");
+    check(&warden_core::bundle::read_certificates(&ders).expect("read DER"))
+}
+
+/// Core's `chain::verify_svid` with the RustCrypto verifier.
+pub(crate) fn core_verify_svid(
+    chain: &[Certificate],
+    anchors: &[Certificate],
+    at: UnixTime,
+) -> Result<warden_core::spiffe::SpiffeId, warden_core::chain::SvidError> {
+    core_read(chain, |chain| {
+        core_read(anchors, |anchors| {
+            warden_core::chain::verify_svid(
+                chain,
+                anchors,
+                at,
+                &warden_core::crypto::RustCryptoVerifier,
+            )
+        })
+    })
+}
+
+/// Core's `chain::verify_chain` with the RustCrypto verifier.
+pub(crate) fn core_verify_chain(
+    chain: &[Certificate],
+    anchors: &[Certificate],
+    at: UnixTime,
+) -> Result<(), warden_core::chain::ChainError> {
+    core_read(chain, |chain| {
+        core_read(anchors, |anchors| {
+            warden_core::chain::verify_chain(
+                chain,
+                anchors,
+                at,
+                &warden_core::crypto::RustCryptoVerifier,
+            )
+        })
+    })
+}
+
+/// Core's `chain::svid_id`.
+pub(crate) fn core_svid_id(
+    leaf: &Certificate,
+) -> Result<warden_core::spiffe::SpiffeId, warden_core::chain::SvidError> {
+    core_read(std::slice::from_ref(leaf), |certs| {
+        warden_core::chain::svid_id(&certs[0])
+    })
+}
+
+/// Core's `chain::is_self_signed` with the RustCrypto verifier.
+pub(crate) fn core_is_self_signed(cert: &Certificate) -> bool {
+    core_read(std::slice::from_ref(cert), |certs| {
+        warden_core::chain::is_self_signed(&certs[0], &warden_core::crypto::RustCryptoVerifier)
+    })
+}
