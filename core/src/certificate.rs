@@ -16,13 +16,14 @@ use const_oid::{AssociatedOid, ObjectIdentifier};
 use der::asn1::{AnyRef, BitStringRef, IntRef, OctetStringRef, SequenceRef};
 use der::{Decode, Header, Reader, Sequence, SliceReader, Tag, TagMode, TagNumber};
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
-use x509_cert::certificate::Version;
 
 use crate::profile::Validity;
 use crate::time::UnixTime;
 
 /// RFC 5280 allows 20 serial bytes; like x509-cert, a 21st for the sign byte is accepted.
 const MAX_SERIAL_LEN: usize = 21;
+/// The encoding of X.509 v3.
+const MAX_VERSION: u8 = 2;
 
 /// A certificate borrowed from its DER encoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,18 +43,26 @@ impl<'a> CertificateRef<'a> {
     /// Reads one DER `Certificate`; bytes after it are an error.
     pub fn from_der(der: &'a [u8]) -> Result<Self, der::Error> {
         let mut reader = SliceReader::new(der)?;
-        let (tbs, signature_algorithm, signature) =
-            reader.sequence(|r| Ok::<_, der::Error>((r.tlv_bytes()?, r.decode()?, r.decode()?)))?;
+        let (tbs, algorithm_der, signature) = reader
+            .sequence(|r| Ok::<_, der::Error>((r.tlv_bytes()?, r.tlv_bytes()?, r.decode()?)))?;
+        let signature_algorithm = AlgorithmIdentifierRef::from_der(algorithm_der)?;
         reader.finish()?;
         let mut reader = SliceReader::new(tbs)?;
         let certificate = reader.sequence(|r| {
-            // The version only gates fields that are read below either way.
-            r.context_specific::<Version>(TagNumber(0), TagMode::Explicit)?;
+            // v1 to v3; the version only gates fields that are read below either way.
+            if r.context_specific::<u8>(TagNumber(0), TagMode::Explicit)?
+                .is_some_and(|version| version > MAX_VERSION)
+            {
+                return Err(Tag::Integer.value_error().into());
+            }
             let serial: IntRef<'a> = r.decode()?;
             if serial.as_bytes().len() > MAX_SERIAL_LEN {
                 return Err(Tag::Integer.value_error().into());
             }
-            let _inner_algorithm: AlgorithmIdentifierRef<'a> = r.decode()?;
+            // RFC 5280 §4.1.1.2: the same algorithm inside and outside the signed part.
+            if r.tlv_bytes()? != algorithm_der {
+                return Err(Tag::Sequence.value_error().into());
+            }
             let issuer = NameRef::decode(r)?;
             let validity: x509_cert::time::Validity = r.decode()?;
             let subject = NameRef::decode(r)?;

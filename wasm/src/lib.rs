@@ -16,7 +16,7 @@
 //! `no_std` + `alloc`, with `std` behind the default `std` feature (as rustls does). The
 //! shipped `.wasm` is built without it (`scripts/wasm.sh build`): std's panic machinery
 //! (payload boxing, hooks, message formatting) then stays out and a panic, which input cannot
-//! cause, traps at once; `dlmalloc` stays the allocator, as in std.
+//! cause, traps at once; Talc is the allocator (smaller than the dlmalloc std brings).
 
 #![no_std]
 
@@ -37,10 +37,10 @@ use wasm_bindgen::prelude::*;
 
 use crate::csr::CsrRequest;
 
-/// Without std, the global allocator std would otherwise provide (the same dlmalloc).
+/// Without std, a global allocator: Talc's, which grows the wasm memory as std's would.
 #[cfg(all(target_arch = "wasm32", not(feature = "std")))]
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 /// Without std, a panic traps without formatting its message: nothing on the JavaScript side
 /// could show it, and leaving the formatting out keeps the `.wasm` small.

@@ -78,9 +78,10 @@ pub(crate) async fn generate(request: &CsrRequest) -> Result<WebCryptoCsr, Strin
     let spki = SubjectPublicKeyInfoOwned::from_der(&spki)
         .map_err(|e| format!("WebCrypto exportKey(spki) returned a malformed key: {e}"))?;
     // Core would sign anything; make sure WebCrypto really made what was asked for.
-    match KeyType::of(&spki.owned_to_ref()) {
-        Ok(KeyType::EcdsaP256) => {}
-        other => return Err(format!("WebCrypto generated an unexpected key: {other:?}")),
+    if KeyType::of(&spki.owned_to_ref()) != Ok(KeyType::EcdsaP256) {
+        return Err(String::from(
+            "WebCrypto generated a key that is not ECDSA P-256",
+        ));
     }
 
     let info = request.with_template(|template| csr::csr_info_to_sign(spki, template))?;
