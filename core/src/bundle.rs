@@ -617,7 +617,7 @@ pub fn key_matches(certificate: &Certificate, key: &SubjectPublicKeyInfoOwned) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crypto::RustCryptoVerifier;
     use crate::csr;
@@ -625,8 +625,8 @@ mod tests {
 
     const NOW: UnixTime = UnixTime::from_secs(1_790_000_000);
 
-    #[test]
-    fn generated_ca_issues_svids_that_verify_and_reload() {
+    /// A fresh P-256 CA for `example.org` with Sentry's defaults, from a seeded RNG.
+    pub(crate) fn generate_for_tests(now: UnixTime, seed: u64) -> (CaBundle, CredentialFiles) {
         let td = TrustDomain::new("example.org").unwrap();
         let params = CaParams {
             trust_domain: &td,
@@ -635,8 +635,13 @@ mod tests {
             lifetime: profile::DEFAULT_CA_TTL,
             clock_skew: profile::DEFAULT_CLOCK_SKEW,
         };
-        let mut rng = seeded_rng(1);
-        let (bundle, files) = CaBundle::generate(&params, NOW, &mut rng).unwrap();
+        CaBundle::generate(&params, now, &mut seeded_rng(seed)).unwrap()
+    }
+
+    #[test]
+    fn generated_ca_issues_svids_that_verify_and_reload() {
+        let (bundle, files) = generate_for_tests(NOW, 1);
+        let mut rng = seeded_rng(2);
         let reloaded = CaBundle::from_pem(
             files.trust_anchors.as_bytes(),
             files.issuer_certificate.as_bytes(),

@@ -262,30 +262,13 @@ fn visit_rdns<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{CaBundle, CaParams};
-    use crate::crypto::KeyAlgorithm;
-    use crate::profile;
-    use crate::spiffe::TrustDomain;
-    use crate::test_rng::seeded_rng;
+    use crate::bundle::tests::generate_for_tests;
     use der::Encode;
     use x509_cert::Certificate;
     use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
     fn root() -> Certificate {
-        let td = TrustDomain::new("example.org").unwrap();
-        let params = CaParams {
-            trust_domain: &td,
-            namespace: "dapr-system",
-            key_algorithm: KeyAlgorithm::P256,
-            lifetime: profile::DEFAULT_CA_TTL,
-            clock_skew: profile::DEFAULT_CLOCK_SKEW,
-        };
-        let (bundle, _) = CaBundle::generate(
-            &params,
-            UnixTime::from_secs(1_800_000_000),
-            &mut seeded_rng(1),
-        )
-        .unwrap();
+        let (bundle, _) = generate_for_tests(UnixTime::from_secs(1_800_000_000), 1);
         bundle.trust_anchors()[0].clone()
     }
 

@@ -595,21 +595,33 @@ fn core_read<R>(
     check(&warden_core::bundle::read_certificates(&ders).expect("read DER"))
 }
 
+/// A chain and its anchors as core's checks read them.
+fn core_read_pair<R>(
+    chain: &[Certificate],
+    anchors: &[Certificate],
+    check: impl FnOnce(
+        &[warden_core::certificate::CertificateRef<'_>],
+        &[warden_core::certificate::CertificateRef<'_>],
+    ) -> R,
+) -> R {
+    core_read(chain, |chain| {
+        core_read(anchors, |anchors| check(chain, anchors))
+    })
+}
+
 /// Core's `chain::verify_svid` with the RustCrypto verifier.
 pub(crate) fn core_verify_svid(
     chain: &[Certificate],
     anchors: &[Certificate],
     at: UnixTime,
 ) -> Result<warden_core::spiffe::SpiffeId, warden_core::chain::SvidError> {
-    core_read(chain, |chain| {
-        core_read(anchors, |anchors| {
-            warden_core::chain::verify_svid(
-                chain,
-                anchors,
-                at,
-                &warden_core::crypto::RustCryptoVerifier,
-            )
-        })
+    core_read_pair(chain, anchors, |chain, anchors| {
+        warden_core::chain::verify_svid(
+            chain,
+            anchors,
+            at,
+            &warden_core::crypto::RustCryptoVerifier,
+        )
     })
 }
 
@@ -619,15 +631,13 @@ pub(crate) fn core_verify_chain(
     anchors: &[Certificate],
     at: UnixTime,
 ) -> Result<(), warden_core::chain::ChainError> {
-    core_read(chain, |chain| {
-        core_read(anchors, |anchors| {
-            warden_core::chain::verify_chain(
-                chain,
-                anchors,
-                at,
-                &warden_core::crypto::RustCryptoVerifier,
-            )
-        })
+    core_read_pair(chain, anchors, |chain, anchors| {
+        warden_core::chain::verify_chain(
+            chain,
+            anchors,
+            at,
+            &warden_core::crypto::RustCryptoVerifier,
+        )
     })
 }
 
