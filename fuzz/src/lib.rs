@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use warden_core::UnixTime;
 use warden_core::bundle::{self, BundleError, CaBundle};
+use warden_core::certificate::CertificateRef;
+use warden_core::chain;
 use warden_core::crypto::{KeyError, RustCryptoVerifier, SoftwareKey};
 use warden_core::csr::{self, CsrError, VerifiedCsr};
 use warden_core::spiffe::{self, SpiffeId, SpiffeIdError, TrustDomain};
@@ -80,10 +82,24 @@ pub fn csr(data: &[u8]) -> Result<VerifiedCsr, CsrError> {
 /// Target `bundle`: `ca.crt`, `issuer.crt` and `issuer.key`, joined with NUL bytes, are
 /// loaded as Sentry loads them, with both verifiers (which must agree); the key is also read
 /// by the host's `NativeKey`, which must accept every key core accepts, with the same public
-/// key.
+/// key. Each certificate block also goes through core's in-place reader and the checks on it
+/// (the browser's `inspectCertificate` and `verifyChain` path), which must not panic.
 pub fn bundle(data: &[u8]) -> Result<(), BundleError> {
     let [anchors, issuer, key] = split_nul::<3>(data);
     let _ = bundle::parse_certificates(anchors);
+    for text in [anchors, issuer] {
+        let Ok(ders) = bundle::certificate_ders(text) else {
+            continue;
+        };
+        for cert in ders
+            .iter()
+            .filter_map(|der| CertificateRef::from_der(der).ok())
+        {
+            let _ = chain::svid_id(&cert).map_err(|e| e.to_string());
+            let _ = cert.subject().rdns();
+            let _ = chain::is_self_signed(&cert, &RustCryptoVerifier);
+        }
+    }
     let core = CaBundle::from_pem(anchors, issuer, key, BUNDLE_NOW, &RustCryptoVerifier);
     let native = CaBundle::from_pem(anchors, issuer, key, BUNDLE_NOW, &NativeVerifier);
     let outcome = |r: &Result<CaBundle, BundleError>| -> Result<(String, String), BundleError> {
