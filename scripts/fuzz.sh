@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 CARGO_FUZZ_VERSION=0.13.1
 TOOLS="${HOME}/.cache/warden/tools"
-ALL_TARGETS=(csr bundle config spiffe jwt)
+ALL_TARGETS=(csr bundle certificate config spiffe jwt)
 
 seconds="${1:-600}"
 if [[ ! "$seconds" =~ ^[0-9]+$ ]] || ((seconds == 0)); then

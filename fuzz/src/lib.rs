@@ -19,6 +19,7 @@ use warden_core::certificate::CertificateRef;
 use warden_core::chain;
 use warden_core::crypto::{KeyError, RustCryptoVerifier, SoftwareKey};
 use warden_core::csr::{self, CsrError, VerifiedCsr};
+use warden_core::profile::Validity;
 use warden_core::spiffe::{self, SpiffeId, SpiffeIdError, TrustDomain};
 use warden_host::config::{self, ConfigError, DurationError, SentryConfig};
 use warden_host::jwks::{self, JwksOptions, KeySet, TokenError};
@@ -288,11 +289,103 @@ pub fn jwt(data: &[u8]) -> JwtOutcome {
     }
 }
 
+/// Target `certificate`: one DER certificate, read by core's in-place reader (`CertificateRef`:
+/// chain checks, the `identity` client, the browser) and by x509-cert's owned decoder.
+///
+/// * Both read it: every field they share must be equal.
+/// * Only x509-cert reads it: allowed only for what core checks beyond x509-cert (signature
+///   algorithms inside and outside the signed part differ; an empty RDN).
+/// * Only core reads it: allowed only for a name x509-cert refuses (its SET OF ordering is
+///   stricter; core compares names as bytes).
+///
+/// On what core reads, the SVID leaf rules run and the self-signature check must give the same
+/// answer with both verifiers.
+pub fn certificate(data: &[u8]) -> Result<(), der::Error> {
+    use der::Decode as _;
+    use x509_cert::Certificate;
+    use x509_cert::name::Name;
+
+    let owned = Certificate::from_der(data);
+    let read = CertificateRef::from_der(data);
+    match (&owned, &read) {
+        (Ok(owned), Ok(read)) => {
+            let tbs = owned.tbs_certificate();
+            fn der_of(value: &impl der::Encode) -> Option<Vec<u8>> {
+                value.to_der().ok()
+            }
+            // x509-cert reads a DEFAULT value that is encoded anyway (version v1, critical
+            // FALSE) and leaves it out when re-encoding, so its TBS bytes are the input's only
+            // when the input is canonical DER; core keeps the bytes that were signed.
+            if der_of(owned).as_deref() == Some(data) {
+                assert_eq!(Some(read.tbs_der().to_vec()), der_of(tbs), "TBS bytes");
+            }
+            assert_eq!(read.serial(), tbs.serial_number().as_bytes(), "serial");
+            assert_eq!(Some(read.issuer().as_der().to_vec()), der_of(tbs.issuer()), "issuer");
+            assert_eq!(Some(read.subject().as_der().to_vec()), der_of(tbs.subject()), "subject");
+            assert_eq!(
+                read.subject().rdns().len(),
+                tbs.subject().iter_rdn().count(),
+                "RDNs"
+            );
+            assert_eq!(read.validity(), Validity::of(owned), "validity");
+            assert_eq!(
+                der_of(&read.public_key()),
+                der_of(tbs.subject_public_key_info()),
+                "public key"
+            );
+            assert_eq!(read.signature(), owned.signature().as_bytes(), "signature");
+            assert_eq!(
+                der_of(&read.signature_algorithm()),
+                der_of(owned.signature_algorithm()),
+                "signature algorithm"
+            );
+            let extensions: Vec<_> = read
+                .extensions()
+                .iter()
+                .map(|e| (e.extn_id, e.critical, e.extn_value.as_bytes().to_vec()))
+                .collect();
+            let owned_extensions: Vec<_> = tbs
+                .extensions()
+                .into_iter()
+                .flatten()
+                .map(|e| (e.extn_id, e.critical, e.extn_value.as_bytes().to_vec()))
+                .collect();
+            assert_eq!(extensions, owned_extensions, "extensions");
+        }
+        (Ok(owned), Err(_)) => {
+            let tbs = owned.tbs_certificate();
+            let empty_rdn = [tbs.issuer(), tbs.subject()]
+                .into_iter()
+                .any(|name| name.iter_rdn().any(|rdn| rdn.iter().next().is_none()));
+            assert!(
+                owned.signature_algorithm() != tbs.signature() || empty_rdn,
+                "core refuses a certificate x509-cert reads"
+            );
+        }
+        (Err(_), Ok(read)) => assert!(
+            Name::from_der(read.issuer().as_der()).is_err()
+                || Name::from_der(read.subject().as_der()).is_err(),
+            "core reads a certificate x509-cert refuses, and not for a name"
+        ),
+        (Err(_), Err(_)) => {}
+    }
+    let read = read?;
+    if let Err(e) = chain::svid_id(&read) {
+        let _ = e.to_string();
+    }
+    assert_eq!(
+        chain::is_self_signed(&read, &RustCryptoVerifier),
+        chain::is_self_signed(&read, &NativeVerifier),
+        "the verifiers disagree on the self-signature"
+    );
+    Ok(())
+}
+
 /// A target body with its outcome dropped.
 pub type Body = fn(&[u8]);
 
 /// Every target by name, for the regression test and the docs.
-pub const TARGETS: [(&str, Body); 5] = [
+pub const TARGETS: [(&str, Body); 6] = [
     ("csr", |d| {
         let _ = csr(d);
     }),
@@ -307,5 +400,8 @@ pub const TARGETS: [(&str, Body); 5] = [
     }),
     ("jwt", |d| {
         let _ = jwt(d);
+    }),
+    ("certificate", |d| {
+        let _ = certificate(d);
     }),
 ];

@@ -74,6 +74,41 @@ fn every_input_runs_through_its_target() {
     assert!(count >= 25, "only {count} inputs found");
 }
 
+/// The seed certificates (Warden's roots and issuers, an openssl leaf with a multi-valued RDN)
+/// read the same with core's in-place reader and x509-cert's decoder.
+#[test]
+fn certificate_seeds_read() {
+    let seeds = files(&repo().join("fuzz/seeds/certificate"));
+    assert!(seeds.len() >= 5, "only {} certificate seeds", seeds.len());
+    for path in seeds {
+        let data = std::fs::read(&path).unwrap();
+        fuzz_bodies::certificate(&data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+/// Found by the `certificate` target on its first run: a DEFAULT value encoded anyway (version
+/// v1; critical FALSE). x509-cert reads such a certificate and re-encodes it without the value,
+/// so a signature checked over its re-encoding would be checked over bytes nobody signed; core
+/// keeps the signed bytes as they are.
+#[test]
+fn certificates_with_explicit_defaults_keep_their_signed_bytes() {
+    use der::{Decode as _, Encode as _};
+    use warden_core::certificate::CertificateRef;
+
+    for name in ["explicit-default-version", "explicit-critical-false"] {
+        let data = input("certificate", name);
+        fuzz_bodies::certificate(&data).unwrap();
+        let owned = x509_cert::Certificate::from_der(&data).unwrap();
+        let read = CertificateRef::from_der(&data).unwrap();
+        let reencoded_tbs = owned.tbs_certificate().to_der().unwrap();
+        assert!(
+            read.tbs_der().len() > reencoded_tbs.len(),
+            "{name}: the DEFAULT value stays in the signed bytes"
+        );
+        assert_ne!(owned.to_der().unwrap(), data, "{name}: x509-cert re-encodes differently");
+    }
+}
+
 /// The seed CSRs (Go-made, as daprd sends them) verify with both verifiers.
 #[test]
 fn csr_seeds_verify() {
