@@ -320,8 +320,16 @@ pub fn certificate(data: &[u8]) -> Result<(), der::Error> {
                 assert_eq!(Some(read.tbs_der().to_vec()), der_of(tbs), "TBS bytes");
             }
             assert_eq!(read.serial(), tbs.serial_number().as_bytes(), "serial");
-            assert_eq!(Some(read.issuer().as_der().to_vec()), der_of(tbs.issuer()), "issuer");
-            assert_eq!(Some(read.subject().as_der().to_vec()), der_of(tbs.subject()), "subject");
+            assert_eq!(
+                Some(read.issuer().as_der().to_vec()),
+                der_of(tbs.issuer()),
+                "issuer"
+            );
+            assert_eq!(
+                Some(read.subject().as_der().to_vec()),
+                der_of(tbs.subject()),
+                "subject"
+            );
             assert_eq!(
                 read.subject().rdns().len(),
                 tbs.subject().iter_rdn().count(),

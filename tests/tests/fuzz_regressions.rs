@@ -105,7 +105,11 @@ fn certificates_with_explicit_defaults_keep_their_signed_bytes() {
             read.tbs_der().len() > reencoded_tbs.len(),
             "{name}: the DEFAULT value stays in the signed bytes"
         );
-        assert_ne!(owned.to_der().unwrap(), data, "{name}: x509-cert re-encodes differently");
+        assert_ne!(
+            owned.to_der().unwrap(),
+            data,
+            "{name}: x509-cert re-encodes differently"
+        );
     }
 }
 
