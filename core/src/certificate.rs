@@ -7,8 +7,13 @@
 //! comparison), and nothing is copied. Its decoder is also far smaller than the owned one,
 //! which is what keeps the browser build (`warden-wasm`) inside its size budget.
 //!
-//! The decoder is as strict as the owned one on what it reads: DER only, every name and
-//! extension well formed, serial numbers of at most 21 bytes, no trailing data.
+//! What it accepts, next to x509-cert's decoder (the `certificate` fuzz target compares the two):
+//! the same DER rules, serial numbers of at most 21 bytes, well-formed names and extensions and
+//! no trailing data. Like x509-cert and Go, it reads a DEFAULT value that is encoded anyway
+//! (version v1, `critical FALSE`), and keeps it in the signed bytes. It is stricter in two
+//! places: the signature algorithm inside the signed part must be byte-identical to the one
+//! outside (RFC 5280 §4.1.1.2), and an RDN must hold an attribute. It does not check the order
+//! of the attributes inside a multi-valued RDN, since names are compared as bytes anyway.
 
 use alloc::vec::Vec;
 

@@ -27,7 +27,7 @@ pub enum ChainError {
     Empty,
     /// There are no trust anchors.
     NoTrustAnchors,
-    /// A certificate does not decode or re-encode.
+    /// A certificate's extension (basicConstraints, keyUsage) does not decode.
     Malformed {
         /// Which certificate.
         position: usize,
@@ -136,7 +136,8 @@ const KNOWN_CRITICAL: [ObjectIdentifier; 5] = [
 /// signed by one of `anchors`) at `now`.
 ///
 /// Certificates are read in place ([`CertificateRef`]); for x509-cert's owned ones, encode them
-/// with [`crate::certificate::encode_all`] and read them with [`crate::certificate::read_all`].
+/// with [`crate::bundle::encode_certificates`] and read them with
+/// [`crate::bundle::read_certificates`].
 ///
 /// The first certificate may be a leaf or a CA (for checking an issuer chain); every later one
 /// and the anchor must be CAs whose path length allows the path.
