@@ -17,8 +17,9 @@
 
 use alloc::vec::Vec;
 
+use const_oid::db::rfc5912::ID_CE_SUBJECT_ALT_NAME;
 use const_oid::{AssociatedOid, ObjectIdentifier};
-use der::asn1::{AnyRef, BitStringRef, IntRef, OctetStringRef, SequenceRef};
+use der::asn1::{AnyRef, BitStringRef, Ia5StringRef, IntRef, OctetStringRef, SequenceRef};
 use der::{Decode, Header, Reader, Sequence, SliceReader, Tag, TagMode, TagNumber};
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 
@@ -154,6 +155,15 @@ impl<'a> CertificateRef<'a> {
             .transpose()
     }
 
+    /// The URIs of the subjectAltName extension and whether it is critical; `None` without the
+    /// extension.
+    pub fn uri_names(&self) -> Result<Option<(bool, Vec<&'a str>)>, der::Error> {
+        match self.extension(ID_CE_SUBJECT_ALT_NAME)? {
+            Some(san) => Ok(Some((san.critical, uri_names(san.extn_value.as_bytes())?))),
+            None => Ok(None),
+        }
+    }
+
     /// The outer signature algorithm.
     pub fn signature_algorithm(&self) -> AlgorithmIdentifierRef<'a> {
         self.signature_algorithm
@@ -163,6 +173,47 @@ impl<'a> CertificateRef<'a> {
     pub fn signature(&self) -> Option<&'a [u8]> {
         self.signature.as_bytes()
     }
+}
+
+/// The `uniformResourceIdentifier` entries of a DER `GeneralNames` (RFC 5280 §4.2.1.6).
+///
+/// Every entry must be a context-specific `GeneralName` choice, and the IA5String ones
+/// (rfc822Name [1], dNSName [2], URI [6]) must be ASCII; the other choices are not read.
+fn uri_names(general_names: &[u8]) -> Result<Vec<&str>, der::Error> {
+    const RFC822_NAME: TagNumber = TagNumber(1);
+    const DNS_NAME: TagNumber = TagNumber(2);
+    const URI: TagNumber = TagNumber(6);
+    const MAX_CHOICE: TagNumber = TagNumber(8);
+    let mut reader = SliceReader::new(general_names)?;
+    let uris = reader.sequence(|r| {
+        let mut uris = Vec::new();
+        while !r.is_finished() {
+            let header = Header::decode(r)?;
+            let value = r.read_slice(header.length())?;
+            let Tag::ContextSpecific {
+                constructed,
+                number,
+            } = header.tag()
+            else {
+                return Err(header.tag().value_error().into());
+            };
+            if number > MAX_CHOICE {
+                return Err(header.tag().value_error().into());
+            }
+            if [RFC822_NAME, DNS_NAME, URI].contains(&number) {
+                if constructed {
+                    return Err(header.tag().value_error().into());
+                }
+                let text = Ia5StringRef::new(value)?;
+                if number == URI {
+                    uris.push(text.as_str());
+                }
+            }
+        }
+        Ok::<_, der::Error>(uris)
+    })?;
+    reader.finish()?;
+    Ok(uris)
 }
 
 /// Every element of a DER `SEQUENCE OF` body.

@@ -5,13 +5,10 @@
 //! signature verification passed in so it runs the same in the server, a browser and on a device.
 
 use alloc::string::{String, ToString};
-use alloc::vec::Vec;
 use core::fmt;
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5912;
-use der::asn1::Ia5StringRef;
-use der::{Decode, Header, Reader, SliceReader, Tag, TagNumber};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
 use crate::certificate::CertificateRef;
@@ -364,14 +361,13 @@ pub fn svid_id(leaf: &CertificateRef<'_>) -> Result<SpiffeId, SvidError> {
         }
         _ => return Err(SvidError::KeyUsage),
     }
-    let san = leaf
-        .extension(rfc5912::ID_CE_SUBJECT_ALT_NAME)
+    let (critical, uris) = leaf
+        .uri_names()
         .map_err(SvidError::Malformed)?
         .ok_or(SvidError::UriSanCount(0))?;
-    if leaf.subject().is_empty() && !san.critical {
+    if leaf.subject().is_empty() && !critical {
         return Err(SvidError::SanNotCritical);
     }
-    let uris = uri_names(san.extn_value.as_bytes()).map_err(SvidError::Malformed)?;
     let [uri] = uris.as_slice() else {
         return Err(SvidError::UriSanCount(uris.len()));
     };
@@ -379,45 +375,4 @@ pub fn svid_id(leaf: &CertificateRef<'_>) -> Result<SpiffeId, SvidError> {
         Ok(id) if id.has_path() => Ok(id),
         _ => Err(SvidError::NotSpiffeId(uri.to_string())),
     }
-}
-
-/// The `uniformResourceIdentifier` entries of a DER `GeneralNames` (RFC 5280 §4.2.1.6).
-///
-/// Every entry must be a context-specific `GeneralName` choice, and the IA5String ones
-/// (rfc822Name [1], dNSName [2], URI [6]) must be ASCII; the other choices are not read.
-fn uri_names(general_names: &[u8]) -> Result<Vec<&str>, der::Error> {
-    const RFC822_NAME: TagNumber = TagNumber(1);
-    const DNS_NAME: TagNumber = TagNumber(2);
-    const URI: TagNumber = TagNumber(6);
-    const MAX_CHOICE: TagNumber = TagNumber(8);
-    let mut reader = SliceReader::new(general_names)?;
-    let uris = reader.sequence(|r| {
-        let mut uris = Vec::new();
-        while !r.is_finished() {
-            let header = Header::decode(r)?;
-            let value = r.read_slice(header.length())?;
-            let Tag::ContextSpecific {
-                constructed,
-                number,
-            } = header.tag()
-            else {
-                return Err(header.tag().value_error().into());
-            };
-            if number > MAX_CHOICE {
-                return Err(header.tag().value_error().into());
-            }
-            if [RFC822_NAME, DNS_NAME, URI].contains(&number) {
-                if constructed {
-                    return Err(header.tag().value_error().into());
-                }
-                let text = Ia5StringRef::new(value)?;
-                if number == URI {
-                    uris.push(text.as_str());
-                }
-            }
-        }
-        Ok::<_, der::Error>(uris)
-    })?;
-    reader.finish()?;
-    Ok(uris)
 }

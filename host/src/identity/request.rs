@@ -15,8 +15,6 @@ use warden_core::crypto::{CaSigner as _, KeyAlgorithm, SignatureVerifier};
 use warden_core::csr::{CsrTemplate, create_csr, csr_to_pem};
 use warden_core::profile::Validity;
 use warden_core::spiffe::{SpiffeId, TrustDomain};
-use x509_cert::ext::pkix::SubjectAltName;
-use x509_cert::ext::pkix::name::GeneralName;
 use zeroize::Zeroizing;
 
 use crate::native::{NativeKey, NativeVerifier};
@@ -247,15 +245,8 @@ fn check_timestamp(ts: Option<&prost_types::Timestamp>) -> Result<(), ResponseEr
 }
 
 fn uri_san_count(leaf: &CertificateRef<'_>) -> Result<usize, ResponseError> {
-    let san = leaf
-        .get_extension::<SubjectAltName>()
-        .map_err(ResponseError::MalformedSan)?;
-    Ok(san.map_or(0, |(_, san)| {
-        san.0
-            .iter()
-            .filter(|n| matches!(n, GeneralName::UniformResourceIdentifier(_)))
-            .count()
-    }))
+    let san = leaf.uri_names().map_err(ResponseError::MalformedSan)?;
+    Ok(san.map_or(0, |(_, uris)| uris.len()))
 }
 
 /// Checks a response as daprd does (`valid_until` valid; `workload_certificate` PEM whose first
