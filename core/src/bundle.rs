@@ -155,10 +155,18 @@ pub fn encode_certificates(
 pub fn certificates_to_pem<'a>(
     certificates: impl IntoIterator<Item = &'a Certificate>,
 ) -> Result<String, der::Error> {
+    let ders = certificates
+        .into_iter()
+        .map(Encode::to_der)
+        .collect::<Result<Vec<_>, _>>()?;
+    ders_to_pem(&ders).map_err(|_| der::Error::from(der::ErrorKind::Failed))
+}
+
+/// DER certificates as concatenated PEM blocks, as [`certificates_to_pem`] writes them.
+fn ders_to_pem<'a>(ders: impl IntoIterator<Item = &'a Vec<u8>>) -> Result<String, PemError> {
     let mut out = String::new();
-    for cert in certificates {
-        pem::encode_into(&mut out, CERTIFICATE_LABEL, &cert.to_der()?)
-            .map_err(|_| der::Error::from(der::ErrorKind::Failed))?;
+    for der in ders {
+        pem::encode_into(&mut out, CERTIFICATE_LABEL, der)?;
     }
     Ok(out)
 }
@@ -329,17 +337,17 @@ impl CaBundle {
         }
         chain::verify_chain(&issuer_refs, &anchor_refs, now, verifier)
             .map_err(BundleError::NotTrusted)?;
-        let encoding = |e: der::Error| {
-            BundleError::Certificates(
-                CredentialFile::IssuerCertificate,
-                CertificatesError::Malformed {
-                    position: 0,
-                    error: e,
-                },
-            )
-        };
-        let trust_anchors_pem = certificates_to_pem(&trust_anchors).map_err(encoding)?;
-        let issuer_chain_pem = certificates_to_pem(&issuer_chain).map_err(encoding)?;
+        let trust_anchors_pem = ders_to_pem(&anchors_der).map_err(|e| {
+            BundleError::Certificates(CredentialFile::TrustAnchors, CertificatesError::Pem(e))
+        })?;
+        // Without the self-signed root that may have been dropped above.
+        let issuer_chain_pem =
+            ders_to_pem(chain_der.iter().take(issuer_refs.len())).map_err(|e| {
+                BundleError::Certificates(
+                    CredentialFile::IssuerCertificate,
+                    CertificatesError::Pem(e),
+                )
+            })?;
         Ok(Self {
             trust_anchors,
             trust_anchors_pem,
