@@ -27,7 +27,10 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use common::{OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir, try_run, write_file};
+use common::{
+    OPENSSL_KEYS, openssl_csr, openssl_genpkey, openssl_key, read_file, run, tempdir, try_run,
+    write_file,
+};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
@@ -166,18 +169,7 @@ struct TokenKey {
 
 impl TokenKey {
     fn generate(dir: &Path) -> Self {
-        run(openssl(
-            dir,
-            [
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                "jwt.key",
-            ],
-        ));
+        openssl_genpkey(dir, openssl_key("p256"), "jwt.key");
         let encoding = EncodingKey::from_ec_pem(&read_file(&dir.join("jwt.key"))).unwrap();
         let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).unwrap();
         jwk.common.key_id = Some("browser".into());
@@ -211,6 +203,39 @@ fn write_config(dir: &Path, jwks_file: &Path) -> PathBuf {
         serde_json::to_string(jwks_file.to_str().unwrap()).unwrap()
     );
     write_file(dir, "config.yaml", yaml)
+}
+
+/// A `warden` as the browser tests run it, and what must live as long as it.
+struct BrowserCa {
+    warden: Warden,
+    /// Signs the tokens its jwks validator accepts.
+    key: TokenKey,
+    _creds: tempfile::TempDir,
+}
+
+/// Starts a `warden` with gRPC-Web on, `ui` served, `allowed_origins` and the jwks validator
+/// (a fresh key, its key set and config written to `work`); `extra` are further flags.
+fn start_browser_ca(work: &Path, ui: &str, allowed_origins: &str, extra: &[&str]) -> BrowserCa {
+    let key = TokenKey::generate(work);
+    let jwks_file = write_file(work, "jwks.json", &key.jwks);
+    let config = write_config(work, &jwks_file);
+    let creds = tempdir();
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--grpc-web",
+        "--ui",
+        ui,
+        "--allowed-origins",
+        allowed_origins,
+    ];
+    args.extend_from_slice(extra);
+    let warden = Warden::start_with(creds.path(), &Options::new().args(args));
+    BrowserCa {
+        warden,
+        key,
+        _creds: creds,
+    }
 }
 
 /// The audit log's lines.
@@ -258,24 +283,16 @@ async fn demo_page_gets_certificates_over_grpc_web() {
     let allowed_origin = format!("https://127.0.0.1:{}", page_server.port);
     let blocked_origin = format!("https://localhost:{}", page_server.port);
 
-    let key = TokenKey::generate(work.path());
-    let jwks_file = write_file(work.path(), "jwks.json", &key.jwks);
-    let config = write_config(work.path(), &jwks_file);
     let audit = work.path().join("audit.log");
-    let creds = tempdir();
-    let warden = Warden::start_with(
-        creds.path(),
-        &Options::new().args([
-            "--config",
-            config.to_str().unwrap(),
-            "--grpc-web",
-            "--ui",
-            ui,
-            "--allowed-origins",
-            &allowed_origin,
-            "--audit-log",
-            audit.to_str().unwrap(),
-        ]),
+    let BrowserCa {
+        warden,
+        key,
+        _creds,
+    } = start_browser_ca(
+        work.path(),
+        ui,
+        &allowed_origin,
+        &["--audit-log", audit.to_str().unwrap()],
     );
     let ca_origin = format!("https://127.0.0.1:{}", warden.port);
     let same_origin_page = format!("{ca_origin}/");
@@ -451,22 +468,16 @@ async fn grpc_web_cors_and_static_file_rules() {
     std::os::unix::fs::symlink(work.path().join("secret.txt"), ui.join("link.txt")).unwrap();
     let ui = ui.to_str().unwrap();
 
-    let key = TokenKey::generate(work.path());
-    let jwks_file = write_file(work.path(), "jwks.json", &key.jwks);
-    let config = write_config(work.path(), &jwks_file);
     let allowed = "https://app.example.com";
-    let creds = tempdir();
-    let warden = Warden::start_with(
-        creds.path(),
-        &Options::new().args([
-            "--config",
-            config.to_str().unwrap(),
-            "--grpc-web",
-            "--ui",
-            ui,
-            "--allowed-origins",
-            &format!("{allowed}, http://localhost:3000"),
-        ]),
+    let BrowserCa {
+        warden,
+        key,
+        _creds,
+    } = start_browser_ca(
+        work.path(),
+        ui,
+        &format!("{allowed}, http://localhost:3000"),
+        &[],
     );
     let plain_creds = tempdir();
     let plain = Warden::start_with(plain_creds.path(), &Options::new().args(["--ui", ui]));

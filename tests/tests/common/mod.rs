@@ -329,12 +329,25 @@ pub(crate) struct OpensslCsr {
     pub(crate) spki_der: Vec<u8>,
 }
 
+/// The `OPENSSL_KEYS` entry called `name`.
+pub(crate) fn openssl_key(name: &str) -> &'static OpensslKey {
+    OPENSSL_KEYS
+        .iter()
+        .find(|key| key.name == name)
+        .unwrap_or_else(|| panic!("no openssl key type {name}"))
+}
+
+/// A fresh `key` made by `openssl genpkey` into `dir/file` (PKCS#8 PEM).
+pub(crate) fn openssl_genpkey(dir: &Path, key: &OpensslKey, file: &str) {
+    run(openssl(dir, ["genpkey", "-out", file]).args(key.genpkey));
+}
+
 pub(crate) fn openssl_csr(dir: &Path, key: &OpensslKey) -> OpensslCsr {
     let key_file = format!("{}.key", key.name);
     let pem_file = format!("{}.csr.pem", key.name);
     let der_file = format!("{}.csr.der", key.name);
     let spki_file = format!("{}.spki.der", key.name);
-    run(openssl(dir, ["genpkey", "-out", &key_file]).args(key.genpkey));
+    openssl_genpkey(dir, key, &key_file);
     run(openssl(
         dir,
         [
