@@ -629,6 +629,14 @@ fn oidc_discovery_urls_come_only_from_the_checked_host() {
         400,
     );
     refused(&[("Host", "good.example"), ("Host", "evil.example")], 400);
+    // An absolute-form request target naming another host than Host.
+    let (status, _, body) = http_with(
+        port,
+        "GET",
+        &format!("http://evil.example{discovery}"),
+        &[("Host", "good.example")],
+    );
+    assert_eq!(status, 400, "{body}");
     drop(warden);
 }
 
