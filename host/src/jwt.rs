@@ -1382,15 +1382,10 @@ pub async fn serve_oidc(
 ) -> std::io::Result<()> {
     match tls {
         Some(config) => {
-            axum::serve(TlsListener::new(listener, config), router)
-                .with_graceful_shutdown(shutdown)
+            crate::observability::serve_http(TlsListener::new(listener, config), router, shutdown)
                 .await
         }
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+        None => crate::observability::serve_http(listener, router, shutdown).await,
     }
 }
 

@@ -243,6 +243,31 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
             })
         })
         .collect();
+    // The HTTP endpoints (healthz and metrics; OIDC runs on the same server code): a silent
+    // connection, a request head never finished, and a keep-alive left idle after one request.
+    let mut http_idle = Vec::new();
+    for port in [warden.healthz_port, warden.metrics_port] {
+        let silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut partial = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        partial
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+        let mut kept = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 16];
+        assert!(
+            kept.read(&mut head).await.unwrap() > 0,
+            "no answer on {port}"
+        );
+        http_idle.extend([
+            ("silent", silent),
+            ("partial head", partial),
+            ("idle keep-alive", kept),
+        ]);
+    }
     let connector = tls_connector(&warden);
     let mut silent = Vec::new();
     for _ in 0..100 {
@@ -264,6 +289,21 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
             "a TLS connection that never sent a request was kept open ({read:?})"
         );
         silent_cut = silent_cut.max(silent_since.elapsed());
+    }
+    for (what, mut tcp) in http_idle {
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut buf = [0u8; 1024];
+            loop {
+                if let Ok(0) | Err(_) = tcp.read(&mut buf).await {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "an HTTP endpoint kept a {what} connection open past the header timeout"
+        );
     }
     conclude(&warden, "slowloris", probe, sampler, idle).await;
     // The dripping clients were disconnected by the handshake timeout (10 s), not left to hold
