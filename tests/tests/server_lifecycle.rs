@@ -1076,11 +1076,6 @@ fn renewal_and_root_rotation_keep_the_current_trust_domain() {
         let out = warden_cli(&args);
         assert!(out.success, "{args:?}: {}", out.combined());
     };
-    renew(&["--trust-domain", "example.org"]);
-    assert_eq!(subjects(creds.path()), example);
-    // A new root key (no key; or a key of no current root), without --trust-domain.
-    renew(&["--force"]);
-    assert_eq!(subjects(creds.path()), example, "no --trust-domain");
     run(openssl(
         work.path(),
         [
@@ -1093,16 +1088,31 @@ fn renewal_and_root_rotation_keep_the_current_trust_domain() {
             "root.key",
         ],
     ));
+    run(openssl(
+        work.path(),
+        [
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ],
+    ));
     let key = work.path().join("root.key").display().to_string();
-    renew(&["--private-key", &key, "--force"]);
-    assert_eq!(
-        subjects(creds.path()),
-        example,
-        "a new key, no --trust-domain"
-    );
-    // The same key again: the root keeps its subject, the issuer the trust domain.
+    let other = work.path().join("other.key").display().to_string();
+    renew(&["--private-key", &key, "--trust-domain", "example.org"]);
+    assert_eq!(subjects(creds.path()), example);
+    // The same key without --trust-domain: the root keeps its subject, the issuer the trust
+    // domain.
     renew(&["--private-key", &key]);
     assert_eq!(subjects(creds.path()), example, "the same key");
+    // A new root key (none given, or a key of no current root), without --trust-domain.
+    renew(&["--force"]);
+    assert_eq!(subjects(creds.path()), example, "no key");
+    renew(&["--private-key", &other, "--force"]);
+    assert_eq!(subjects(creds.path()), example, "a key of no current root");
 
     // root rotate prepare: the new root (appended to ca.crt) has the current trust domain.
     let prepare = |dir: &str, out_key: &str| {
