@@ -846,6 +846,28 @@ mod tests {
     }
 
     #[test]
+    fn renewal_over_an_unreadable_ca_crt_needs_force() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("ca.crt"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n",
+        )
+        .unwrap();
+        let before = snapshot(dir.path());
+        let err = run_renew(renew(dir.path())).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot tell whether clients holding it would trust the new root")
+                && err.contains("--force"),
+            "{err}"
+        );
+        assert_eq!(snapshot(dir.path()), before);
+        let mut forced = renew(dir.path());
+        forced.force = true;
+        run_renew(forced).unwrap();
+        crate::store::load(&creds(dir.path()).paths(), now()).unwrap();
+    }
+
+    #[test]
     fn invalid_byo_input_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         run_renew(renew(dir.path())).unwrap();
