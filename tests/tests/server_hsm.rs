@@ -557,6 +557,32 @@ fn a_deleted_issuer_key_without_hsm_flags_is_refused_and_ca_crt_is_untouched() {
     openssl_verify_issuer(creds.path());
     assert_eq!(files(creds.path())["ca.crt"], before["ca.crt"]);
     drop(Warden::start(creds.path()));
+
+    // Both issuer files gone: refused naming both; `issuer rotate` then takes the SPIFFE ID
+    // from the root's trust domain, since there is no issuer.crt to copy it from.
+    for name in ["issuer.key", "issuer.crt"] {
+        std::fs::remove_file(creds.path().join(name)).unwrap();
+    }
+    let exited = Warden::start_failure(creds.path(), &Options::new());
+    exited.assert_fatal(&[&format!(
+        "missing {} and {}",
+        creds.path().join("issuer.crt").display(),
+        creds.path().join("issuer.key").display()
+    )]);
+    token.rotate(creds.path(), &[]);
+    openssl_verify_issuer(creds.path());
+    let issuer = &parse_certificates(&read(&creds.path().join("issuer.crt"))).unwrap()[0];
+    assert!(
+        issuer
+            .tbs_certificate()
+            .subject()
+            .to_string()
+            .contains("spiffe://public/ns/default/dapr-sentry"),
+        "{}",
+        issuer.tbs_certificate().subject()
+    );
+    assert_eq!(files(creds.path())["ca.crt"], before["ca.crt"]);
+    drop(Warden::start(creds.path()));
 }
 
 #[test]
