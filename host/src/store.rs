@@ -238,8 +238,8 @@ fn refusal(action: StartAction, state: StartState, paths: &CredentialPaths) -> S
             "missing {missing} while a root rotation is recorded in {}: refusing to start \
              (Warden never makes a new root or issuer in the middle of a root rotation). Restore \
              the missing file(s) from a backup, or make a new issuer on purpose with \
-             `warden issuer rotate --issuer-credentials {dir}` and the root key named in that \
-             file (new_root_key once activated); to abandon the roots in {ca} and start over, move \
+             `warden issuer rotate --issuer-credentials {dir}` and the right root key (the old \
+             root's before `activate`, new_root_key in that file after); to abandon the roots in {ca} and start over, move \
              ca.crt, issuer.crt, issuer.key and root-rotation.json away",
             crate::root_rotation::state_path(&paths.dir).display()
         ),
