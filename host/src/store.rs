@@ -7,8 +7,11 @@
 //! only when `ca.crt` is absent, no root rotation is under way and the root is not in an HSM:
 //! a published `ca.crt` is never replaced, because every workload that trusts it would break.
 //! Generation must never leave a set that *looks* complete but is not, so the trust-anchor file
-//! is written last: after a crash at any point either `ca.crt` is missing (it was never
-//! published, and the next start generates again) or the whole new set is in place.
+//! is written last, and [`GENERATION_MARKER`] is written before anything else and removed once
+//! the set is complete: after a crash at any point either the marker says the issuer files
+//! beside a missing `ca.crt` are our own unpublished leftovers (the next start generates again),
+//! or the whole new set is in place. Issuer files without `ca.crt` and without the marker are
+//! somebody's credentials: refused, never overwritten.
 
 use std::fs;
 use std::io;
@@ -127,6 +130,11 @@ pub enum Origin {
     IssuedFromHsm,
 }
 
+/// Written in the credential directory before a new CA's first file and removed once its
+/// `ca.crt` is in place: proof that issuer files without `ca.crt` were left by an interrupted
+/// generation, not by an operator who deleted `ca.crt`.
+pub const GENERATION_MARKER: &str = ".warden-generating";
+
 /// What start-up finds: which files exist, and whether the root is in an HSM. The inputs of
 /// [`start_action`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -141,6 +149,8 @@ pub struct StartState {
     pub rotation_state: bool,
     /// `--hsm-module/--hsm-token-label/--hsm-key-label` were given.
     pub hsm: bool,
+    /// [`GENERATION_MARKER`] exists: a generation was interrupted before `ca.crt` was written.
+    pub generation_interrupted: bool,
 }
 
 impl StartState {
@@ -152,6 +162,7 @@ impl StartState {
             issuer_key: exists(&paths.issuer_key)?,
             rotation_state: exists(&crate::root_rotation::state_path(&paths.dir))?,
             hsm,
+            generation_interrupted: exists(&generation_marker(paths))?,
         })
     }
 
@@ -166,8 +177,8 @@ impl StartState {
 pub enum StartAction {
     /// All three files exist: load and validate them.
     Load,
-    /// No `ca.crt`, no rotation state, no HSM: nothing was ever published, make a new CA
-    /// (any issuer file present is left from a start killed before it wrote `ca.crt`).
+    /// No `ca.crt`, no rotation state, no HSM, and no issuer file either or only those of an
+    /// interrupted generation ([`GENERATION_MARKER`]): nothing was ever published, make a new CA.
     Generate,
     /// `ca.crt` exists, the issuer does not, the root is in the HSM: the HSM root signs a new
     /// issuer, as `warden issuer rotate` does.
@@ -179,6 +190,9 @@ pub enum StartAction {
     RefuseHsmRootMissing,
     /// `ca.crt` exists, the issuer does not, and there is no root key to sign a new one.
     RefuseIssuerMissing,
+    /// `ca.crt` is missing but issuer files exist that no interrupted generation of ours left:
+    /// somebody's credentials, not to be overwritten.
+    RefuseTrustAnchorsMissing,
 }
 
 /// The start-up rule, as a table (first matching row wins):
@@ -188,7 +202,8 @@ pub enum StartAction {
 /// | yes | both | any | any | load |
 /// | any | any missing | yes | any | refuse |
 /// | no | any | no | yes | refuse: restore ca.crt or `warden hsm init-root` |
-/// | no | any | no | no | generate a new CA |
+/// | no | none, or any with the generation marker | no | no | generate a new CA |
+/// | no | some, no generation marker | no | no | refuse: restore ca.crt or move the files away |
 /// | yes | any missing | no | yes | new issuer from the HSM root |
 /// | yes | any missing | no | no | refuse: `warden issuer rotate` or restore |
 pub fn start_action(state: StartState) -> StartAction {
@@ -199,7 +214,13 @@ pub fn start_action(state: StartState) -> StartAction {
     } else {
         match (state.trust_anchors, state.hsm) {
             (false, true) => StartAction::RefuseHsmRootMissing,
-            (false, false) => StartAction::Generate,
+            (false, false)
+                if state.generation_interrupted
+                    || !(state.issuer_certificate || state.issuer_key) =>
+            {
+                StartAction::Generate
+            }
+            (false, false) => StartAction::RefuseTrustAnchorsMissing,
             (true, true) => StartAction::IssueFromHsm,
             (true, false) => StartAction::RefuseIssuerMissing,
         }
@@ -249,6 +270,11 @@ fn refusal(action: StartAction, state: StartState, paths: &CredentialPaths) -> S
              missing issuer is then made by the HSM root), or make a new HSM root on purpose \
              with `warden hsm init-root --issuer-credentials DIR --hsm-...` into an empty directory"
         ),
+        StartAction::RefuseTrustAnchorsMissing => format!(
+            "missing {missing} while the issuer file(s) of a CA are in {dir}: refusing to start \
+             (a new root would overwrite them, and {ca} may be published). Restore {ca} from a \
+             backup, or to start over with a new CA on purpose, move the issuer files away"
+        ),
         _ => format!(
             "missing {missing} while {ca} exists: refusing to start (a new root would replace \
              the published one and break every workload that trusts it). Make a new issuer for \
@@ -297,7 +323,10 @@ pub fn load_or_start<R: CryptoRng + ?Sized>(
     let state = StartState::of(paths, hsm_issuer.is_some())?;
     let action = start_action(state);
     let origin = match (action, hsm_issuer) {
-        (StartAction::Load, _) => Origin::Loaded,
+        (StartAction::Load, _) => {
+            remove_generation_marker(paths)?;
+            Origin::Loaded
+        }
         (StartAction::Generate, _) => {
             generate(paths, options, now, rng)?;
             Origin::Generated
@@ -404,14 +433,21 @@ fn generate<R: CryptoRng + ?Sized>(
     for dir in paths.directories() {
         fsutil::create_private_dir(&dir)?;
     }
-    // Only reached without ca.crt (start_action), which is written last. A start killed while writing (kill -9, power loss) may have left temporary files.
+    // Only reached without ca.crt (start_action), which is written last. A start killed while
+    // writing (kill -9, power loss) may have left temporary files.
+    let marker = generation_marker(paths);
     for file in [
+        &marker,
         &paths.trust_anchors,
         &paths.issuer_certificate,
         &paths.issuer_key,
     ] {
         fsutil::remove_stale_temp_files(file);
     }
+    fsutil::write_files_atomically(&[(
+        &marker,
+        b"a new CA is being generated here; if this file remains, that start was interrupted\n",
+    )])?;
     fsutil::write_files_atomically(&[
         (&paths.issuer_key, files.issuer_key.as_bytes()),
         (
@@ -420,7 +456,25 @@ fn generate<R: CryptoRng + ?Sized>(
         ),
         (&paths.trust_anchors, files.trust_anchors.as_bytes()),
     ])?;
-    Ok(())
+    remove_generation_marker(paths)
+}
+
+fn generation_marker(paths: &CredentialPaths) -> PathBuf {
+    paths.dir.join(GENERATION_MARKER)
+}
+
+/// Removes the marker of a generation whose `ca.crt` is in place (also one left by a start
+/// killed between writing `ca.crt` and removing it): later, issuer files without `ca.crt` are
+/// somebody's, not ours to regenerate.
+fn remove_generation_marker(paths: &CredentialPaths) -> Result<(), StoreError> {
+    match fs::remove_file(generation_marker(paths)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Read {
+            path: generation_marker(paths),
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -489,13 +543,24 @@ mod tests {
             issuer_key: key,
             rotation_state: rotation,
             hsm,
+            generation_interrupted: false,
         }
     }
 
-    /// Every combination of the five inputs.
+    fn interrupted(state: StartState) -> StartState {
+        StartState {
+            generation_interrupted: true,
+            ..state
+        }
+    }
+
+    /// Every combination of the six inputs.
     fn all_states() -> Vec<StartState> {
-        (0u8..32)
-            .map(|b| state(b & 1 != 0, b & 2 != 0, b & 4 != 0, b & 8 != 0, b & 16 != 0))
+        (0u8..64)
+            .map(|b| StartState {
+                generation_interrupted: b & 32 != 0,
+                ..state(b & 1 != 0, b & 2 != 0, b & 4 != 0, b & 8 != 0, b & 16 != 0)
+            })
             .collect()
     }
 
@@ -534,10 +599,25 @@ mod tests {
     fn row_no_ca_crt_without_hsm_or_rotation_generates() {
         // Nothing at all (first start), or issuer files left by a start killed before it
         // wrote ca.crt (written last, so this set was never published).
+        assert_eq!(
+            start_action(state(false, false, false, false, false)),
+            StartAction::Generate
+        );
         for (crt, key) in [(false, false), (true, false), (false, true), (true, true)] {
             assert_eq!(
-                start_action(state(false, crt, key, false, false)),
+                start_action(interrupted(state(false, crt, key, false, false))),
                 StartAction::Generate
+            );
+        }
+    }
+
+    #[test]
+    fn row_issuer_files_without_ca_crt_or_marker_are_refused() {
+        // An operator deleted ca.crt of a working CA: its issuer files are not ours to replace.
+        for (crt, key) in [(true, false), (false, true), (true, true)] {
+            assert_eq!(
+                start_action(state(false, crt, key, false, false)),
+                StartAction::RefuseTrustAnchorsMissing
             );
         }
     }
@@ -566,9 +646,11 @@ mod tests {
     fn a_root_is_made_only_from_nothing_published() {
         for s in all_states() {
             let action = start_action(s);
+            let nothing_of_somebody_else =
+                s.generation_interrupted || !(s.issuer_certificate || s.issuer_key);
             assert_eq!(
                 action == StartAction::Generate,
-                !s.trust_anchors && !s.rotation_state && !s.hsm,
+                !s.trust_anchors && !s.rotation_state && !s.hsm && nothing_of_somebody_else,
                 "{s:?}: {action:?}"
             );
             if s.trust_anchors {
@@ -700,10 +782,33 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_ca_crt_beside_issuer_files_is_refused_and_nothing_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = default_paths(tmp.path());
+        load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
+        assert!(!tmp.path().join(GENERATION_MARKER).exists());
+        fs::remove_file(&paths.trust_anchors).unwrap();
+        let before = files(&paths);
+        let err = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("ca.crt") && text.contains("refusing to start"),
+            "{text}"
+        );
+        assert_eq!(files(&paths), before, "the issuer files were touched");
+        // The same files left by an interrupted generation of ours are replaced.
+        fs::write(tmp.path().join(GENERATION_MARKER), "").unwrap();
+        let (_, origin) = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
+        assert_eq!(origin, Origin::Generated);
+        assert!(!tmp.path().join(GENERATION_MARKER).exists());
+    }
+
+    #[test]
     fn generation_after_a_killed_start_removes_its_temporary_files() {
         let tmp = tempfile::tempdir().unwrap();
         let paths = default_paths(tmp.path());
         // What a start killed between writing issuer.key and issuer.crt leaves behind.
+        fs::write(tmp.path().join(GENERATION_MARKER), "").unwrap();
         fs::write(&paths.issuer_key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
         fs::write(tmp.path().join(".issuer.crt.tmp-99999"), "-----BEGIN CERT").unwrap();
         let (_, origin) = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();

@@ -24,7 +24,7 @@ use warden_core::bundle::parse_certificates;
 use warden_core::crypto::KeyAlgorithm;
 use warden_host::identity::{RequestParams, new_key_and_csr};
 use warden_host::native::NativeKey;
-use warden_host::store::{CredentialPaths, load};
+use warden_host::store::{CredentialPaths, GENERATION_MARKER, load};
 
 const FILES: [&str; 3] = ["ca.crt", "issuer.crt", "issuer.key"];
 
@@ -194,7 +194,7 @@ async fn kill_9_during_first_start_leaves_a_complete_set_or_none() {
         );
         if state == State::Complete {
             assert_eq!(
-                snapshot(&dir),
+                snapshot_if_exists(&dir),
                 before,
                 "run {i}: a complete set must be loaded as is, not regenerated"
             );
@@ -222,9 +222,12 @@ impl State {
     }
 }
 
+/// The credential files (not the generation marker, which a load of a complete set removes).
 fn snapshot_if_exists(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     if dir.exists() {
-        snapshot(dir)
+        let mut files = snapshot(dir);
+        files.retain(|name, _| FILES.contains(&name.as_str()));
+        files
     } else {
         std::collections::BTreeMap::new()
     }
@@ -245,6 +248,14 @@ async fn a_start_after_a_crash_mid_write_cleans_up_and_generates() {
     fs::write(dir.join(".issuer.crt.tmp-4242"), &crt[..crt.len() / 2]).unwrap();
     assert_eq!(inspect(&dir), State::NoSet);
 
+    // Without the marker a generation writes first, these are somebody's issuer files (ca.crt
+    // deleted by hand): refused and left alone.
+    let exited = Warden::start_failure(&dir, &Options::new());
+    exited.assert_fatal(&["ca.crt", "refusing to start"]);
+    assert!(dir.join("issuer.key").exists() && !dir.join("ca.crt").exists());
+
+    // With it, they are an interrupted generation's: cleaned up and generated again.
+    fs::write(dir.join(GENERATION_MARKER), "").unwrap();
     let warden = Warden::start(&dir);
     assert_eq!(names(&dir), FILES, "the temporary file is gone");
     assert_eq!(inspect(&dir), State::Complete);
@@ -332,7 +343,10 @@ fn disk_full_during_generation_is_a_clear_error_and_leaves_no_half_set() {
         let exited = Warden::start_failure(&dir, &Options::new());
         let msg = exited.assert_fatal(&["No space left on device"]);
         assert!(
-            FILES.iter().any(|f| msg.contains(f)),
+            FILES
+                .iter()
+                .chain([&GENERATION_MARKER])
+                .any(|f| msg.contains(f)),
             "the error must name the file: {msg}"
         );
         assert_eq!(
