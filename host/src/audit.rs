@@ -26,6 +26,7 @@ use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
@@ -268,6 +269,8 @@ pub struct AuditLog {
     max_bytes: u64,
     health: Option<HealthTarget>,
     metrics: Option<Metrics>,
+    /// `Tail::failures == 0`, readable without the lock: every request checks it first.
+    writable: AtomicBool,
     inner: Mutex<Tail>,
 }
 
@@ -669,6 +672,7 @@ impl AuditLog {
             max_bytes: options.max_bytes,
             health: options.health,
             metrics: options.metrics,
+            writable: AtomicBool::new(true),
             inner: Mutex::new(Tail {
                 file,
                 checkpoint,
@@ -735,6 +739,9 @@ impl AuditLog {
     /// line (so the outage is on record). Called before a request is worked on, and
     /// periodically, so a pod taken out of service by its probe comes back by itself.
     pub fn ensure_writable(&self) -> Result<(), AuditError> {
+        if self.is_writable() {
+            return Ok(());
+        }
         let mut tail = self.lock();
         if tail.failures > 0 {
             self.resume(&mut tail)?;
@@ -744,7 +751,7 @@ impl AuditLog {
 
     /// True when the last write succeeded.
     pub fn is_writable(&self) -> bool {
-        self.lock().failures == 0
+        self.writable.load(Ordering::Acquire)
     }
 
     fn resume(&self, tail: &mut Tail) -> Result<(), AuditError> {
@@ -778,6 +785,7 @@ impl AuditLog {
             Ok(()) => {
                 if tail.failures > 0 {
                     tail.failures = 0;
+                    self.writable.store(true, Ordering::Release);
                     if let Some(health) = &self.health {
                         health.ready();
                     }
@@ -794,6 +802,7 @@ impl AuditLog {
             }
             Err(e) => {
                 tail.failures += 1;
+                self.writable.store(false, Ordering::Release);
                 tracing::error!(target: SCOPE_SERVER, "Cannot write the audit log; refusing requests until it can be written: {e}");
                 if let Some(health) = &self.health {
                     health.not_ready();

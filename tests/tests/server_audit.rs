@@ -452,6 +452,7 @@ async fn a_full_disk_refuses_issuance_without_breaking_the_chain_and_recovers() 
     let warden = start_audited(creds.path(), &log, &[]);
     let before = fill_last_page(&warden, &log, &csr).await;
     let good = fs::read(&log).unwrap();
+    assert!(good.ends_with(b"\n"));
 
     small.fill();
     for app in ["full-1", "full-2"] {
@@ -459,10 +460,12 @@ async fn a_full_disk_refuses_issuance_without_breaking_the_chain_and_recovers() 
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert!(status.message().contains("audit log"), "{status:?}");
     }
-    assert_eq!(
-        fs::read(&log).unwrap(),
-        good,
-        "a failed write must leave the log as it was (no fragment)"
+    assert!(
+        fs::read(&log).unwrap() == good,
+        "a failed write must leave the log as it was (no fragment); it ends in {:?}",
+        String::from_utf8_lossy(&fs::read(&log).unwrap())
+            .rsplit('\n')
+            .next()
     );
     let (code, body) = warden.healthz();
     assert_eq!((code, body.as_str()), (503, "not ready: audit-log\n"));
