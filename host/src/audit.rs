@@ -122,7 +122,10 @@ impl std::fmt::Debug for AuditKey {
 impl AuditKey {
     /// Reads a key file: 64 hex digits (32 bytes), optionally followed by a newline.
     pub fn load(path: &Path) -> Result<Self, AuditError> {
-        let text = fs::read_to_string(path).map_err(AuditError::io(path))?;
+        let text = fs::read_to_string(path).map_err(|e| AuditError::Key {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let bytes = decode_hex(text.trim())
             .filter(|b| b.len() == KEY_LEN)
             .ok_or_else(|| AuditError::Key {
@@ -140,15 +143,25 @@ impl AuditKey {
             path: path.to_path_buf(),
             reason: format!("no randomness: {e}"),
         })?;
+        let failed = |e: io::Error| AuditError::Key {
+            path: path.to_path_buf(),
+            reason: format!("cannot create it: {e} (--audit-key FILE puts it elsewhere)"),
+        };
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(AuditError::io(path))?;
-        file.write_all(format!("{}\n", hex(&bytes)).as_bytes())
+            .map_err(failed)?;
+        let text = zeroize::Zeroizing::new(format!("{}\n", hex(&bytes)));
+        if let Err(e) = file
+            .write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
-            .map_err(AuditError::io(path))?;
+        {
+            // A half-written key would be refused at every later start: leave none.
+            let _ = fs::remove_file(path);
+            return Err(failed(e));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = File::open(dir).and_then(|d| d.sync_all());
         }
@@ -571,7 +584,7 @@ impl AuditLog {
                 return Err(AuditError::Key {
                     path: options.key.clone(),
                     reason: format!(
-                        "missing, but {} was written with a key: restore the key (or move the log and its checkpoint aside to start a new chain)",
+                        "missing, but {} was written with a key: restore the key (or move the log, its checkpoint and its rotated files aside to start a new chain)",
                         path.display()
                     ),
                 });
@@ -585,7 +598,7 @@ impl AuditLog {
         let refuse = |reason: String| AuditError::Checkpoint {
             path: path.to_path_buf(),
             reason: format!(
-                "{reason}; refusing to extend it (keep it as evidence, run `warden audit verify`, and move the log and its checkpoint aside to start a new chain)"
+                "{reason}; refusing to extend it (keep it as evidence, run `warden audit verify`, and move the log, its checkpoint and its rotated files aside to start a new chain)"
             ),
         };
         let _ = fs::remove_file(rotation_temp_path(path));
