@@ -1391,6 +1391,18 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_at_the_key_path_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, dir.path().join("audit.key")).unwrap();
+        let err = AuditLog::open(&dir.path().join("audit.log"), options(dir.path(), 0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("audit.key") && err.contains("exists"), "{err}");
+        assert!(!target.exists(), "the key was written through the symlink");
+    }
+
+    #[test]
     fn rotation_links_files_and_verify_checks_the_sequence() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
