@@ -574,7 +574,8 @@ impl AuditLog {
         // An empty checkpoint is what a crash right after creating it leaves on a first start;
         // it vouches for nothing, and a keyed log without a real one is still refused below.
         let checkpoint_exists = checkpoint_file.metadata().is_ok_and(|m| m.len() > 0);
-        let key = if options.key.exists() {
+        let key_existed = options.key.exists();
+        let key = if key_existed {
             AuditKey::load(&options.key)?
         } else {
             // A keyed log without its key must not silently get a new one (it would never
@@ -663,6 +664,11 @@ impl AuditLog {
                 }
             }
         } else {
+            if key_existed {
+                // Legitimate after moving a log aside on purpose; otherwise someone deleted the
+                // log together with its checkpoint, which nothing on this host can prove.
+                tracing::warn!(target: SCOPE_SERVER, "Audit log {} and its checkpoint do not exist but the key {} does: starting a new chain (if the old log was not moved aside on purpose, it was deleted)", path.display(), options.key.display());
+            }
             (1, 0, GENESIS.to_owned(), 0)
         };
         let file = OpenOptions::new()
