@@ -1333,7 +1333,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_is_rolled_back_and_a_fragment_is_cut_at_start() {
+    fn an_incomplete_line_after_the_checkpoint_is_cut_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         write_log(&path, 2);
