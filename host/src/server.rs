@@ -82,9 +82,24 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub log_as_json: bool,
     /// Append one JSON line per SignCertificate (issued or refused; never the token) to this
-    /// file, hash-chained so `warden audit verify FILE` finds any edited or deleted line.
+    /// file, HMAC-chained with a checkpoint beside it (FILE.checkpoint), so `warden audit
+    /// verify` finds any edited, deleted or reordered line, including the last ones. Nothing is
+    /// issued while the file cannot be written.
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// The audit chain's key (32 random bytes, hex, 0600), created on first use. Default:
+    /// `audit.key` in --issuer-credentials.
+    #[arg(long, value_name = "FILE", requires = "audit_log")]
+    pub audit_key: Option<PathBuf>,
+    /// Roll the audit log over when it reaches this many bytes: FILE becomes FILE.<n> and a new
+    /// FILE continues the chain. 0 (the default) never rolls over.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 0,
+        requires = "audit_log"
+    )]
+    pub audit_log_max_bytes: u64,
     /// Sentry's namespace: the issuer's and this server's SPIFFE path.
     #[arg(
         long = "namespace",
@@ -256,7 +271,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         audit: args
             .audit_log
             .as_deref()
-            .map(crate::audit::AuditLog::open)
+            .map(|path| {
+                crate::audit::AuditLog::open(
+                    path,
+                    crate::audit::AuditOptions {
+                        key: args
+                            .audit_key
+                            .clone()
+                            .unwrap_or_else(|| args.issuer_credentials.join("audit.key")),
+                        max_bytes: args.audit_log_max_bytes,
+                        health: Some(health.register("audit-log")),
+                        metrics: Some(metrics.clone()),
+                    },
+                )
+            })
             .transpose()?,
         jwt: jwt.clone(),
     });
@@ -340,6 +368,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         server_id.clone(),
     ));
     tokio::spawn(hourly_expiry_report(Arc::clone(&state)));
+    if state.audit.is_some() {
+        tokio::spawn(recheck_audit_log(Arc::clone(&state)));
+    }
 
     let grpc_listener = bind(&args.listen_address, args.port, "gRPC").await?;
     let mut tls_config = tls::server_config(Arc::clone(&serving))?;
@@ -550,6 +581,21 @@ async fn renew_serving_cert(state: Arc<CaState>, serving: Arc<ServingCert>, serv
                 tracing::error!(target: SCOPE_SERVER, "Failed to renew the server certificate: {e}");
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
+        }
+    }
+}
+
+/// While the audit log cannot be written, healthz is 503 and probes may keep requests away,
+/// so the server itself retries every second: once a write succeeds, it is ready again.
+async fn recheck_audit_log(state: Arc<CaState>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        if let Some(audit) = &state.audit
+            && !audit.is_writable()
+        {
+            // The error is logged by the audit log itself.
+            let _ = audit.ensure_writable();
         }
     }
 }

@@ -146,6 +146,13 @@ impl ca_server::Ca for CaService {
         state.metrics.sign_request_received();
         let peer = request.remote_addr();
         let req = request.into_inner();
+        if let Some(audit) = &state.audit {
+            // While the log cannot be written nothing is issued: do not even do the work (the
+            // audit log logs the error and counts it; the `resumed` line counts the refusals).
+            if audit.ensure_writable().is_err() {
+                return Err(audit_unavailable());
+            }
+        }
         // A bug in the handler must cost one request, never the server or the connection.
         let outcome = AssertUnwindSafe(sign(&state, &req)).catch_unwind().await;
         let result = match outcome {
@@ -160,17 +167,24 @@ impl ca_server::Ca for CaService {
             // The validator actually used (the server default for UNKNOWN), or the raw request.
             let validator = self.state.validators.select(req.token_validator).ok();
             let entry = audit_entry(&req, validator, peer, &result);
-            if let Err(e) = audit.record(entry) {
-                // No certificate leaves without its audit line.
-                tracing::error!(target: SCOPE_SERVER, "Cannot write the audit log: {e}");
+            if audit.record(entry).is_err() {
+                // No certificate leaves without its audit line (record logged why).
                 if result.is_ok() {
                     self.state.metrics.sign_failure("sign");
                 }
-                return Err(Status::internal("failed to sign certificate"));
+                return Err(audit_unavailable());
             }
         }
         result.map(|(response, _)| Response::new(response))
     }
+}
+
+/// The answer while the audit log cannot be written. Unavailable, not Internal: the fault is
+/// transient and outside the request (typically a full disk), and daprd and gRPC clients retry
+/// Unavailable with backoff, so workloads get their certificate once space is freed. The
+/// message names the cause but not the path or the OS error, which are in the server log.
+fn audit_unavailable() -> Status {
+    Status::unavailable("the audit log cannot be written; certificate not issued, try again later")
 }
 
 /// What the audit log needs to know about an issued certificate.

@@ -48,6 +48,8 @@ struct Inner {
     issuer_cert_changed: Counter,
     issuer_cert_expiry: LastValue,
     root_cert_expiry: LastValue,
+    audit_write_failures: Counter,
+    audit_log_writable: LastValue,
 }
 
 impl fmt::Debug for Metrics {
@@ -115,6 +117,18 @@ impl Metrics {
             "The unix timestamp, in seconds, when the earliest trust anchor (root cert) will expire (Warden extension)",
             root_cert_expiry.clone(),
         );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "warden_audit_log_write_failures",
+            "The number of audit log lines that could not be written (each refused its request) (Warden extension)",
+            audit_write_failures.clone(),
+        );
+        let audit_log_writable = LastValue::default();
+        registry.register(
+            "warden_audit_log_writable",
+            "1 while the audit log can be written, 0 while requests are refused because it cannot; absent without --audit-log (Warden extension)",
+            audit_log_writable.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -125,6 +139,8 @@ impl Metrics {
                 issuer_cert_changed,
                 issuer_cert_expiry,
                 root_cert_expiry,
+                audit_write_failures,
+                audit_log_writable,
             }),
         }
     }
@@ -180,6 +196,19 @@ impl Metrics {
             .root_cert_expiry
             .get_or_create(&Vec::new())
             .set(not_after_unix_secs);
+    }
+
+    /// Counts an audit line that could not be written.
+    pub fn audit_write_failed(&self) {
+        self.inner.audit_write_failures.inc();
+    }
+
+    /// Whether the audit log can be written (an alert on 0 finds a full disk before clients do).
+    pub fn set_audit_log_writable(&self, writable: bool) {
+        self.inner
+            .audit_log_writable
+            .get_or_create(&Vec::new())
+            .set(i64::from(writable));
     }
 
     /// Renders every metric in OpenMetrics text format (see [`METRICS_CONTENT_TYPE`]).
@@ -260,6 +289,10 @@ mod tests {
         metrics.set_issuer_cert_expiry(1_700_000_000);
         metrics.set_issuer_cert_expiry(1_800_000_000);
         metrics.set_root_cert_expiry(2_000_000_000);
+        assert!(!metrics.encode().contains("warden_audit_log_writable "));
+        metrics.audit_write_failed();
+        metrics.set_audit_log_writable(true);
+        metrics.set_audit_log_writable(false);
 
         let text = metrics.encode();
         for line in [
@@ -274,6 +307,8 @@ mod tests {
             "# TYPE dapr_sentry_issuercert_expiry_timestamp gauge",
             "dapr_sentry_issuercert_expiry_timestamp 1800000000",
             "dapr_sentry_rootcert_expiry_timestamp 2000000000",
+            "warden_audit_log_write_failures_total 1",
+            "warden_audit_log_writable 0",
             "# EOF",
         ] {
             assert!(
