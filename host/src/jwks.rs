@@ -9,7 +9,8 @@
 //!   verify a token here (HMAC secrets, encryption keys, unknown types).
 //! - [`KeySet::verify`] checks one token against a set at a given time: the signature with the
 //!   key chosen by `kid` (or every key of the right type when there is none), the algorithm
-//!   against the key type, then `exp`/`nbf`/`iat` with five minutes of leeway, `aud` and `sub`.
+//!   against the key type, then `exp` (required, unlike Sentry), `nbf`/`iat` with five minutes
+//!   of leeway, `aud` and `sub`.
 //! - [`JwksValidator`] owns the live set: it loads it from the source, refreshes a remote one
 //!   in the background (every 15 minutes, or `minRefreshInterval` when longer; an unknown
 //!   `kid` asks for an early refresh, at most once per `minRefreshInterval`), reloads a file when it changes, keeps the last
@@ -451,7 +452,7 @@ impl KeySet {
     }
 
     /// Verifies `token` at `now` (seconds since the epoch): signature, algorithm and key type,
-    /// then `exp`, `nbf`, `iat` (five minutes of leeway), `aud` containing `audience`, and
+    /// then `exp` (required), `nbf`, `iat` (five minutes of leeway), `aud` containing `audience`, and
     /// `sub` equal to `subject`.
     ///
     /// # Errors
@@ -650,8 +651,8 @@ pub fn read_header(token: &str) -> Result<(Algorithm, Option<String>), TokenErro
     Ok((alg, kid))
 }
 
-/// Checks the claims of a token whose signature verified, as [`KeySet::verify`] does: `exp`,
-/// `nbf`, `iat` against `now` (seconds since the epoch, five minutes of leeway), `aud`
+/// Checks the claims of a token whose signature verified, as [`KeySet::verify`] does: `exp`
+/// (required), `nbf`, `iat` (optional) against `now` (seconds since the epoch, five minutes of leeway), `aud`
 /// containing `audience`, and `sub` equal to `subject`.
 ///
 /// Public for the fuzz targets and their regression tests; [`KeySet::verify`] is the API.
@@ -685,9 +686,13 @@ pub fn check_claims(
             ))),
         }
     };
-    if let Some(exp) = time("exp")?
-        && now > exp.saturating_add(LEEWAY_SECS)
-    {
+    // Unlike Sentry (jwx checks `exp` only when present), a token without `exp` is refused:
+    // it would otherwise stay usable forever once leaked, and no rotation of the JWKS keys
+    // short of removing the key would end it.
+    let Some(exp) = time("exp")? else {
+        return Err(invalid("\"exp\" not satisfied: required claim not found"));
+    };
+    if now > exp.saturating_add(LEEWAY_SECS) {
         return Err(invalid("\"exp\" not satisfied: the token has expired"));
     }
     if let Some(nbf) = time("nbf")?

@@ -109,13 +109,38 @@ fn valid_tokens_are_accepted() {
         // No kid: every key of the right type is tried.
         let token = signer.token(&signer.header(None), &claims());
         keys.verify(&token, AUD, SUB, NOW).unwrap();
-        // A single-string audience, and no exp/nbf/iat at all, as Sentry accepts.
+        // A single-string audience, and no nbf/iat: only exp is required.
         let token = signer.token(
             &signer.header(Some("k1")),
-            &serde_json::json!({"aud": AUD, "sub": SUB}),
+            &serde_json::json!({"aud": AUD, "sub": SUB, "exp": NOW + 60}),
         );
         keys.verify(&token, AUD, SUB, NOW).unwrap();
     }
+}
+
+#[test]
+fn a_token_without_exp_is_refused() {
+    // Sentry accepts it (and it would then be valid forever); Warden requires exp.
+    for signer in [Signer::es256(), Signer::ed()] {
+        let keys = set(&[signer.jwk(Some("k1"))]);
+        for claims in [
+            serde_json::json!({"aud": AUD, "sub": SUB}),
+            serde_json::json!({"aud": AUD, "sub": SUB, "exp": null, "iat": NOW, "nbf": NOW}),
+        ] {
+            let token = signer.token(&signer.header(Some("k1")), &claims);
+            assert_eq!(
+                reason(&keys, &token),
+                "\"exp\" not satisfied: required claim not found",
+                "{claims}"
+            );
+        }
+    }
+    assert_eq!(
+        check_claims(&serde_json::json!({"aud": AUD, "sub": SUB}), AUD, SUB, NOW)
+            .unwrap_err()
+            .to_string(),
+        "\"exp\" not satisfied: required claim not found"
+    );
 }
 
 #[test]
@@ -185,7 +210,8 @@ fn audience_and_subject_are_checked() {
             format!("\"sub\" not satisfied: expected {SUB}"),
         ),
     ];
-    for (claims, want) in cases {
+    for (mut claims, want) in cases {
+        claims["exp"] = (NOW + 60).into();
         assert_eq!(reason(&keys, &token(claims.clone())), want, "{claims}");
     }
 }
