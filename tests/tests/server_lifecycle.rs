@@ -428,7 +428,7 @@ async fn sigterm_with_requests_in_flight_shuts_down_gracefully() {
 /// Opens an HTTP/2 stream for SignCertificate and sends only its headers: the handler then
 /// waits for a body that never comes, which keeps the server's graceful shutdown waiting.
 /// Returns what must stay alive for the stream to stay open.
-async fn stalled_sign_request(warden: &Warden) -> impl Sized {
+async fn stalled_sign_request(warden: &Warden) -> impl Sized + use<> {
     let anchors = parse_certificates(&read_file(&warden.trust_anchors_path())).unwrap();
     let expected = warden_core::spiffe::SpiffeId::parse(&warden.server_id).unwrap();
     let config = warden_host::identity::spiffe_client_config(anchors, expected).unwrap();
