@@ -45,6 +45,40 @@ pub fn create_private_dir(dir: &Path) -> Result<(), WriteError> {
         .map_err(WriteError::new("cannot create directory", dir))
 }
 
+/// What makes the credentials open to other local users: a directory they can write to (they
+/// could replace `ca.crt`, `issuer.crt` or `issuer.key`, or plant names in it), and key files
+/// they can read or write. One message per problem, with the mode and the `chmod` that fixes
+/// it; empty when all is private or a path cannot be read (the caller reports that).
+/// Symbolic links are followed, as reading the files does.
+pub fn loose_permissions(dir: &Path, key_files: &[&Path]) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &Path| {
+        fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    };
+    let mut problems = Vec::new();
+    if let Some(mode) = mode(dir)
+        && mode & 0o022 != 0
+    {
+        problems.push(format!(
+            "credentials directory {} is writable by other users (mode {mode:04o}): they can replace the CA's files; run chmod go-w on it",
+            dir.display()
+        ));
+    }
+    for key in key_files {
+        if let Some(mode) = mode(key)
+            && mode & 0o077 != 0
+        {
+            problems.push(format!(
+                "private key {} is accessible to other users (mode {mode:04o}); run chmod 600 on it",
+                key.display()
+            ));
+        }
+    }
+    problems
+}
+
 /// Writes every `(path, contents)` atomically with mode 0600, in order, then fsyncs each
 /// parent directory once.
 pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError> {
@@ -361,6 +395,40 @@ mod tests {
         assert_eq!(fs::read(&victim).unwrap(), b"victim");
         assert!(fs::symlink_metadata(&key).unwrap().file_type().is_file());
         assert_eq!(fs::read(&key).unwrap(), b"SECRET KEY");
+    }
+
+    #[test]
+    fn loose_permissions_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("issuer.key");
+        fs::write(&key, "k").unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(loose_permissions(dir.path(), &[&key]).is_empty());
+        // Read-only for others is fine for the directory, not for a key.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            loose_permissions(dir.path(), &[&key]),
+            [format!(
+                "private key {} is accessible to other users (mode 0640); run chmod 600 on it",
+                key.display()
+            )]
+        );
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            loose_permissions(dir.path(), &[&key]),
+            [format!(
+                "credentials directory {} is writable by other users (mode 1777): they can replace the CA's files; run chmod go-w on it",
+                dir.path().display()
+            )]
+        );
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        // Missing paths are not this function's business.
+        assert!(
+            loose_permissions(&dir.path().join("nope"), &[&dir.path().join("nokey")]).is_empty()
+        );
     }
 
     #[test]

@@ -204,6 +204,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(target: SCOPE_CA, "Root and issuer certs found: using credentials from store");
         }
     }
+    // Sentry does not look; a key other users can read, or a directory they can write to,
+    // gives the CA away, so say so (a warning: the operator may have reasons).
+    for problem in crate::fsutil::loose_permissions(&paths.dir, &[&paths.issuer_key]) {
+        tracing::warn!(target: SCOPE_CA, "{problem}");
+    }
     tracing::info!(target: SCOPE_CA, "CA certificate key pair ready");
     let bundle = Arc::new(bundle);
     reload::report_expiry(&bundle, &metrics, service::now());

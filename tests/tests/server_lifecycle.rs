@@ -391,10 +391,8 @@ async fn sigterm_with_requests_in_flight_shuts_down_gracefully() {
         exited.output.text()
     );
     assert!(
-        exited
-            .output
-            .find(mark, "warning", "did not finish")
-            .is_none(),
+        exited.output.find(mark, "error", "grace period").is_none()
+            && exited.fatal_lines().is_empty(),
         "in-flight requests must finish within the grace period:\n{}",
         exited.output.text()
     );
