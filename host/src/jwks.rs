@@ -397,9 +397,35 @@ impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnknownKid(kid) => {
-                write!(f, "failed to find key with key ID \"{kid}\" in key set")
+                write!(
+                    f,
+                    "failed to find key with key ID \"{}\" in key set",
+                    Shown(kid)
+                )
             }
             Self::Invalid(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// The longest part of a caller's header value (`kid`, `alg`) repeated in a reason: reasons are
+/// logged, and a token can be megabytes long.
+const SHOWN_MAX_CHARS: usize = 64;
+
+/// A caller-chosen header value as shown in a reason: as written when short, otherwise its
+/// first [`SHOWN_MAX_CHARS`] characters and its length.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(SHOWN_MAX_CHARS) {
+            None => f.write_str(self.0),
+            Some((end, _)) => write!(
+                f,
+                "{}...({} bytes)",
+                self.0.get(..end).unwrap_or_default(),
+                self.0.len()
+            ),
         }
     }
 }
@@ -636,7 +662,8 @@ pub fn read_header(token: &str) -> Result<(Algorithm, Option<String>), TokenErro
         .ok_or_else(|| invalid("failed to parse token: the header has no \"alg\""))?;
     if !ALGORITHMS.contains(&alg) {
         return Err(invalid(format!(
-            "unsupported signature algorithm \"{alg}\"; accepted: {}",
+            "unsupported signature algorithm \"{}\"; accepted: {}",
+            Shown(alg),
             ALGORITHMS.join(", ")
         )));
     }
@@ -914,7 +941,7 @@ impl JwksValidator {
         match keys.verify(token, &self.audience, subject, unix_now()) {
             Err(TokenError::UnknownKid(kid)) if self.remote.is_some() => {
                 if self.refresh(true).await {
-                    tracing::info!(target: SCOPE_SERVER, "jwks validator: refreshed the key set for an unknown key ID \"{kid}\"");
+                    tracing::info!(target: SCOPE_SERVER, "jwks validator: refreshed the key set for an unknown key ID \"{}\"", Shown(&kid));
                 }
                 let Some(keys) = self.keys.load_full() else {
                     return Err(VerifyError::NotReady);

@@ -534,3 +534,41 @@ async fn validators_follow_the_config() {
          JWK Set has no usable key (EC P-256/P-384, RSA or Ed25519 signature keys); 0 skipped"
     );
 }
+
+#[test]
+fn caller_chosen_header_values_are_shown_bounded_in_reasons() {
+    // Reasons are logged for every refused request; a header can be megabytes long.
+    let signer = Signer::es256();
+    let keys = set(&[signer.jwk(Some("k1"))]);
+    let long_kid = "k".repeat(100_000);
+    let token = signer.token(&signer.header(Some(&long_kid)), &claims());
+    let why = reason(&keys, &token);
+    assert_eq!(
+        why,
+        format!(
+            "failed to find key with key ID \"{}...(100000 bytes)\" in key set",
+            "k".repeat(64)
+        )
+    );
+    let long_alg = "é".repeat(1000);
+    let header = serde_json::json!({"alg": long_alg, "kid": "k1"});
+    let token = format!(
+        "{}.{}.sig",
+        b64(header.to_string().as_bytes()),
+        b64(claims().to_string().as_bytes())
+    );
+    let why = reason(&keys, &token);
+    assert!(
+        why.starts_with(&format!(
+            "unsupported signature algorithm \"{}...(2000 bytes)\"; accepted: ",
+            "é".repeat(64)
+        )),
+        "{why}"
+    );
+    // Ordinary values are shown as written (Sentry's wording).
+    let token = signer.token(&signer.header(Some("rotated-2")), &claims());
+    assert_eq!(
+        reason(&keys, &token),
+        "failed to find key with key ID \"rotated-2\" in key set"
+    );
+}
