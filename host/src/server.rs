@@ -406,16 +406,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// [`SHUTDOWN_GRACE`], or the tests' override.
 fn shutdown_grace() -> anyhow::Result<Duration> {
-    match std::env::var_os(SHUTDOWN_GRACE_TEST_ENV) {
-        None => Ok(SHUTDOWN_GRACE),
-        Some(value) => value
-            .to_str()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .ok_or_else(|| {
-                anyhow::anyhow!("{SHUTDOWN_GRACE_TEST_ENV}: expected a number of milliseconds")
-            }),
-    }
+    parse_shutdown_grace(std::env::var_os(SHUTDOWN_GRACE_TEST_ENV).as_deref())
+}
+
+/// The longest grace the override accepts: beyond it the deadline arithmetic could overflow.
+const SHUTDOWN_GRACE_TEST_MAX_MS: u64 = 3_600_000;
+
+fn parse_shutdown_grace(value: Option<&std::ffi::OsStr>) -> anyhow::Result<Duration> {
+    let Some(value) = value else {
+        return Ok(SHUTDOWN_GRACE);
+    };
+    value
+        .to_str()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms <= SHUTDOWN_GRACE_TEST_MAX_MS)
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{SHUTDOWN_GRACE_TEST_ENV}: expected a number of milliseconds up to {SHUTDOWN_GRACE_TEST_MAX_MS}"
+            )
+        })
 }
 
 /// Counts the requests being handled, so a shutdown that runs out of time can say how many it
@@ -781,6 +791,23 @@ mod tests {
         )
         .unwrap();
         (bundle, paths.trust_anchors)
+    }
+
+    #[test]
+    fn shutdown_grace_is_sentrys_unless_the_tests_override_it_within_bounds() {
+        use std::ffi::OsStr;
+        assert_eq!(parse_shutdown_grace(None).unwrap(), Duration::from_secs(15));
+        assert_eq!(
+            parse_shutdown_grace(Some(OsStr::new("250"))).unwrap(),
+            Duration::from_millis(250)
+        );
+        // u64::MAX ms would overflow the deadline (a panic at shutdown).
+        for bad in ["", "-1", "1s", "18446744073709551615", "3600001"] {
+            assert!(
+                parse_shutdown_grace(Some(OsStr::new(bad))).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[tokio::test]

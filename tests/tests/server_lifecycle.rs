@@ -502,6 +502,33 @@ async fn sigterm_with_a_stalled_request_cuts_it_after_the_grace_period_and_exits
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stalled_healthz_client_still_ends_within_the_grace_period() {
+    use std::io::Write as _;
+    let creds = tempdir();
+    let options = Options::new().env("WARDEN_TEST_SHUTDOWN_GRACE_MS", "1000");
+    let warden = Warden::start_with(creds.path(), &options);
+    // Half a request head on the unauthenticated healthz port, then silence.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", warden.healthz_port)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    warden.send_sigterm();
+    let exited = tokio::task::spawn_blocking(move || {
+        let mut warden = warden;
+        warden.wait_exit()
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    // The old server waited for the healthz connection without a bound.
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert_eq!(exited.code, Some(1), "{}", exited.output.text());
+    exited.assert_fatal(&["the healthz server did not stop within the 1s grace period"]);
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_the_short_test_grace_and_no_stalled_request_exits_zero() {
     // The other side of the test above, with the same 1 s grace: an idle client connection
     // and a finished request are not in flight, so the stop is graceful.
