@@ -37,6 +37,9 @@ fi
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# Go's crypto/x509 (daprd's verifier) checks chains in server_lifecycle: a stdlib-only program
+# (tests/go/verify_chains) built by the test, with module downloads off.
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 if ((${#need_apt[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
         echo "installing with apt-get: ${need_apt[*]}"
@@ -62,6 +65,7 @@ if ! python3 -c 'import cryptography.x509.verification' >/dev/null 2>&1; then
 fi
 openssl version
 python3 -c 'import cryptography; print("python3 cryptography", cryptography.__version__)'
+go version
 
 # --- 2. Rust targets and components ------------------------------------------------------------
 step "2/11 rustup targets and components"

@@ -18,7 +18,7 @@ use crate::certificate::CertificateRef;
 use crate::chain::{self, ChainError};
 use crate::crypto::{CaSigner, KeyAlgorithm, KeyError, SignError, SignatureVerifier, SoftwareKey};
 use crate::pem::{self, CERTIFICATE_LABEL, PemError};
-use crate::profile::{self, IssuerProfile, RootProfile, Validity, WorkloadProfile};
+use crate::profile::{self, IssuerProfile, RootName, RootProfile, Validity, WorkloadProfile};
 use crate::signed::BuildError;
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::time::UnixTime;
@@ -545,6 +545,11 @@ pub enum IssueError {
     Key(KeyError),
     /// DER encoding failed.
     Encoding(der::Error),
+    /// A root is to be renewed with a key that is not its own.
+    NotTheRootKey,
+    /// A renewed root's subject would not be byte-identical to the old root's (the old one is
+    /// not DER-encoded the way it is re-encoded).
+    SubjectNotKept,
 }
 
 impl From<BuildError> for IssueError {
@@ -571,6 +576,12 @@ impl fmt::Display for IssueError {
             Self::Sign(e) => write!(f, "{e}"),
             Self::Key(e) => write!(f, "{e}"),
             Self::Encoding(e) => write!(f, "certificate encoding failed: {e}"),
+            Self::NotTheRootKey => {
+                f.write_str("the key is not the key of the root certificate to renew")
+            }
+            Self::SubjectNotKept => f.write_str(
+                "the root's subject name cannot be copied byte for byte into a new certificate",
+            ),
         }
     }
 }
@@ -585,13 +596,65 @@ pub fn create_root<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Certificate, IssueError> {
     profile::build_certificate(
-        RootProfile { trust_domain },
+        RootProfile {
+            name: RootName::TrustDomain(trust_domain),
+        },
         signer.public_key(),
         validity,
         signer,
         rng,
     )
     .map_err(IssueError::from)
+}
+
+/// A new self-signed root for the key of `old_root_der` (a DER certificate), with the same
+/// subject (byte for byte) and subject key identifier, and a fresh serial and `validity`.
+///
+/// A client that holds the old root as its trust anchor matches an issuer to it by name (Go's
+/// crypto/x509, rustls-webpki, pyca/cryptography) and by key identifier (OpenSSL), then checks
+/// the signature with the anchor's key, so every issuer signed with this key and naming the
+/// new root verifies under the old root too, and the other way round.
+pub fn renew_root<R: CryptoRng + ?Sized>(
+    signer: &dyn CaSigner,
+    old_root_der: &[u8],
+    validity: Validity,
+    rng: &mut R,
+) -> Result<Certificate, IssueError> {
+    let old = CertificateRef::from_der(old_root_der).map_err(IssueError::Encoding)?;
+    let public_key = signer.public_key();
+    if old.public_key() != public_key.owned_to_ref() {
+        return Err(IssueError::NotTheRootKey);
+    }
+    let subject_der = old.subject().as_der();
+    let subject = x509_cert::name::Name::from_der(subject_der).map_err(IssueError::Encoding)?;
+    let key_identifier = old
+        .get_extension::<x509_cert::ext::pkix::SubjectKeyIdentifier>()
+        .map_err(IssueError::Encoding)?
+        .map(|(_, skid)| skid.0.into_bytes());
+    let root = profile::build_certificate(
+        RootProfile {
+            name: RootName::Kept {
+                subject: &subject,
+                key_identifier: key_identifier.as_deref(),
+            },
+        },
+        public_key,
+        validity,
+        signer,
+        rng,
+    )
+    .map_err(IssueError::from)?;
+    // Clients compare names as bytes (Go's RawIssuer against RawSubject); a re-encoding that
+    // differs in any byte would silently break them.
+    let new_subject = root
+        .tbs_certificate()
+        .subject()
+        .to_der()
+        .map_err(IssueError::Encoding)?;
+    if new_subject != subject_der {
+        return Err(IssueError::SubjectNotKept);
+    }
+    Ok(root)
 }
 
 /// An issuer certificate for `issuer_key`, signed by `root_signer` (the key of `root`).
@@ -687,5 +750,105 @@ pub(crate) mod tests {
         let anchors = read_certificates(&anchors_der).unwrap();
         let got = chain::verify_svid(&chain, &anchors, NOW, &RustCryptoVerifier).unwrap();
         assert_eq!(got, id);
+    }
+
+    #[test]
+    fn renew_root_keeps_a_foreign_subject_and_key_identifier() {
+        let mut rng = seeded_rng(3);
+        let root_key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
+        // The Dapr docs' OpenSSL recipe: a six-attribute DN and a SHA-1 SKID, not ours.
+        let subject: x509_cert::name::Name =
+            "CN=cluster.local,OU=dapr.io/sentry,O=dapr.io/sentry,L=Daprville,ST=VA,C=US"
+                .parse()
+                .unwrap();
+        let skid = [7u8; 20];
+        let validity =
+            Validity::backdated(NOW, profile::DEFAULT_CLOCK_SKEW, profile::DEFAULT_CA_TTL);
+        let old = profile::build_certificate(
+            RootProfile {
+                name: RootName::Kept {
+                    subject: &subject,
+                    key_identifier: Some(&skid),
+                },
+            },
+            root_key.public_key(),
+            validity,
+            &root_key,
+            &mut rng,
+        )
+        .unwrap();
+        let old_der = old.to_der().unwrap();
+        let later = Validity::backdated(
+            NOW.saturating_add(profile::DEFAULT_WORKLOAD_TTL),
+            profile::DEFAULT_CLOCK_SKEW,
+            profile::DEFAULT_CA_TTL,
+        );
+        let renewed = renew_root(&root_key, &old_der, later, &mut rng).unwrap();
+        let renewed_der = renewed.to_der().unwrap();
+        let (old_ref, new_ref) = (
+            CertificateRef::from_der(&old_der).unwrap(),
+            CertificateRef::from_der(&renewed_der).unwrap(),
+        );
+        assert_ne!(old_der, renewed_der);
+        assert_eq!(new_ref.subject().as_der(), old_ref.subject().as_der());
+        assert_eq!(new_ref.issuer().as_der(), old_ref.subject().as_der());
+        let skid_of = |c: &CertificateRef<'_>| {
+            c.get_extension::<x509_cert::ext::pkix::SubjectKeyIdentifier>()
+                .unwrap()
+                .map(|(_, s)| s.0.into_bytes())
+        };
+        assert_eq!(skid_of(&new_ref).as_deref(), Some(&skid[..]));
+        assert!(chain::is_self_signed(&new_ref, &RustCryptoVerifier));
+
+        // An issuer of the renewed root verifies under the old root alone, and the other way.
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let sentry_id = SpiffeId::sentry(&td, "default").unwrap();
+        for (signing_root, checking_root) in [(&renewed, &old_der), (&old, &renewed_der)] {
+            let issuer_key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
+            let issuer = create_issuer(
+                &root_key,
+                signing_root,
+                issuer_key.public_key(),
+                &sentry_id,
+                validity,
+                &mut rng,
+            )
+            .unwrap();
+            let issuer_der = [issuer.to_der().unwrap()];
+            let path = read_certificates(&issuer_der).unwrap();
+            let anchors = read_certificates(core::slice::from_ref(checking_root)).unwrap();
+            let at = NOW.saturating_add(profile::DEFAULT_WORKLOAD_TTL);
+            chain::verify_chain(&path, &anchors, at, &RustCryptoVerifier).unwrap();
+        }
+
+        // Without an SKID the renewed root has none either.
+        let bare = profile::build_certificate(
+            RootProfile {
+                name: RootName::Kept {
+                    subject: &subject,
+                    key_identifier: None,
+                },
+            },
+            root_key.public_key(),
+            validity,
+            &root_key,
+            &mut rng,
+        )
+        .unwrap();
+        let bare_renewed = renew_root(&root_key, &bare.to_der().unwrap(), later, &mut rng)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        assert_eq!(
+            skid_of(&CertificateRef::from_der(&bare_renewed).unwrap()),
+            None
+        );
+
+        // Another key is refused: it could not keep the old root's clients.
+        let other = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
+        assert!(matches!(
+            renew_root(&other, &old_der, later, &mut rng),
+            Err(IssueError::NotTheRootKey)
+        ));
     }
 }

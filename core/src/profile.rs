@@ -2,7 +2,7 @@
 //!
 //! | kind | subject | basicConstraints | keyUsage (critical) | other |
 //! |---|---|---|---|---|
-//! | root | `O=<td>` | critical CA:true | keyCertSign, cRLSign | SKID; self-signed |
+//! | root | `O=<td>`, or the subject of the root it renews | critical CA:true | keyCertSign, cRLSign | SKID (kept when renewed); self-signed |
 //! | issuer | `O=spiffe://<td>/ns/<ns>/dapr-sentry` | critical CA:true pathlen:0 | keyCertSign, cRLSign | SKID, AKID |
 //! | workload SVID | empty | critical CA:false | digitalSignature | critical SAN (one URI + DNS), EKU server+client, AKID |
 //! | Sentry serving SVID | the workload profile for `spiffe://<td>/ns/<ns>/dapr-sentry` |||
@@ -94,11 +94,29 @@ impl Validity {
     }
 }
 
-/// The root: self-signed, `O=<trust domain>`.
+/// The root: self-signed, named by [`RootName`].
 #[derive(Clone, Copy, Debug)]
 pub struct RootProfile<'a> {
-    /// The trust domain it anchors.
-    pub trust_domain: &'a TrustDomain,
+    /// Its subject and subject key identifier.
+    pub name: RootName<'a>,
+}
+
+/// How a root is named.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum RootName<'a> {
+    /// A new root: `O=<trust domain>`, SKID derived from its key (RFC 7093 method 1).
+    TrustDomain(&'a TrustDomain),
+    /// A root renewed with the key of an existing root: that root's subject and SKID, whatever
+    /// made them (the Dapr docs' OpenSSL recipe writes a six-attribute DN and a SHA-1 SKID).
+    /// Clients match an issuer to their anchor by name (and OpenSSL also by key identifier), so
+    /// both must stay identical for a client holding the old root to trust the new one's chains.
+    Kept {
+        /// The old root's subject.
+        subject: &'a Name,
+        /// The old root's SKID; `None` when it had none (the renewed root then has none).
+        key_identifier: Option<&'a [u8]>,
+    },
 }
 
 /// The issuer: signed by the root, `O=spiffe://<td>/ns/<ns>/dapr-sentry`, pathlen 0.
@@ -146,11 +164,8 @@ fn organization(value: &str) -> der::Result<Name> {
     Name::from_str(&format!("O={value}"))
 }
 
-fn subject_key_id(spk: SubjectPublicKeyInfoRef<'_>) -> der::Result<Extension> {
-    extension(
-        &SubjectKeyIdentifier(OctetString::new(key_identifier(spk))?),
-        false,
-    )
+fn subject_key_id(key_id: &[u8]) -> der::Result<Extension> {
+    extension(&SubjectKeyIdentifier(OctetString::new(key_id)?), false)
 }
 
 /// AKID from the issuing certificate's SKID; omitted when the issuer has none (as Go does).
@@ -173,20 +188,18 @@ fn authority_key_id(issuer: &Certificate) -> der::Result<Option<Extension>> {
 }
 
 /// What every CA certificate carries: critical basicConstraints CA:true (with `path_len`),
-/// critical keyUsage keyCertSign+cRLSign, and its SKID.
-fn ca_extensions(
-    spk: SubjectPublicKeyInfoRef<'_>,
-    path_len: Option<u8>,
-) -> der::Result<Vec<Extension>> {
+/// critical keyUsage keyCertSign+cRLSign, and its SKID (when it has one).
+fn ca_extensions(key_id: Option<&[u8]>, path_len: Option<u8>) -> der::Result<Vec<Extension>> {
     let basic = BasicConstraints {
         ca: true,
         path_len_constraint: path_len,
     };
-    Ok(vec![
+    let mut extensions = vec![
         extension(&basic, true)?,
         extension(&KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign), true)?,
-        subject_key_id(spk)?,
-    ])
+    ];
+    extensions.extend(key_id.map(subject_key_id).transpose()?);
+    Ok(extensions)
 }
 
 impl BuilderProfile for RootProfile<'_> {
@@ -195,8 +208,11 @@ impl BuilderProfile for RootProfile<'_> {
     }
 
     fn get_subject(&self) -> Name {
-        // A trust domain is validated to [a-z0-9._-], which always forms a valid Name.
-        organization(self.trust_domain.as_str()).unwrap_or_default()
+        match self.name {
+            // A trust domain is validated to [a-z0-9._-], which always forms a valid Name.
+            RootName::TrustDomain(td) => organization(td.as_str()).unwrap_or_default(),
+            RootName::Kept { subject, .. } => subject.clone(),
+        }
     }
 
     fn build_extensions(
@@ -205,7 +221,14 @@ impl BuilderProfile for RootProfile<'_> {
         _issuer_spk: SubjectPublicKeyInfoRef<'_>,
         _tbs: &TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
-        ca_extensions(spk, None).map_err(builder_error)
+        let key_id = match self.name {
+            RootName::TrustDomain(_) => Some(key_identifier(spk)),
+            RootName::Kept {
+                key_identifier: kept,
+                ..
+            } => kept.map(<[u8]>::to_vec),
+        };
+        ca_extensions(key_id.as_deref(), None).map_err(builder_error)
     }
 }
 
@@ -225,7 +248,8 @@ impl BuilderProfile for IssuerProfile<'_> {
         _issuer_spk: SubjectPublicKeyInfoRef<'_>,
         _tbs: &TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
-        let mut extensions = ca_extensions(spk, Some(0)).map_err(builder_error)?;
+        let mut extensions =
+            ca_extensions(Some(&key_identifier(spk)), Some(0)).map_err(builder_error)?;
         extensions.extend(authority_key_id(self.root).map_err(builder_error)?);
         Ok(extensions)
     }

@@ -30,6 +30,49 @@ pub const JWT_KEY_FILENAME: &str = "jwt.key";
 /// Sentry's default public key set file name.
 pub const JWKS_FILENAME: &str = "jwks.json";
 
+/// The most `jwt_audiences` one request may carry. Each one costs a signature (its own token in
+/// `per_audience_jwts`), so the list is what bounds the signing work of a request; daprd sends the
+/// few audiences of `dapr.io/sentry-request-jwt-audiences`.
+pub const MAX_JWT_AUDIENCES: usize = 16;
+/// The longest `jwt_audiences` entry, in bytes. Cloud audiences are short URIs (GCP's
+/// workload identity provider names, the longest, stay under 200 bytes).
+pub const MAX_JWT_AUDIENCE_LEN: usize = 512;
+/// The most retired public keys kept in `jwks.json`: keys change rarely within one token
+/// lifetime, so more can only come from a hostile or broken file.
+pub const MAX_RETIRED_KEYS: usize = 16;
+/// The largest `jwks.json` read at start; a bigger file is treated as unreadable.
+const MAX_JWKS_FILE_BYTES: u64 = 1024 * 1024;
+/// The member of a retired key in `jwks.json` that records when it stops being published
+/// (Unix seconds). Verifiers ignore unknown JWK members (RFC 7517 §4); the served set omits it.
+pub const RETIRE_AT_MEMBER: &str = "warden_retire_at";
+/// The public JWK members kept from `jwks.json`; anything else (private parameters above all)
+/// is dropped before a key is published again.
+const PUBLIC_JWK_MEMBERS: &[&str] = &["alg", "crv", "e", "kid", "kty", "n", "use", "x", "y"];
+/// Members that only a private (or symmetric) key carries.
+const PRIVATE_JWK_MEMBERS: &[&str] = &["d", "dp", "dq", "k", "oth", "p", "q", "qi"];
+
+/// Checks `jwt_audiences` against [`MAX_JWT_AUDIENCES`] and [`MAX_JWT_AUDIENCE_LEN`]; the error
+/// is the message of the `InvalidArgument` answer.
+pub fn check_audiences(audiences: &[String]) -> Result<(), String> {
+    if audiences.len() > MAX_JWT_AUDIENCES {
+        return Err(format!(
+            "too many jwt_audiences: {} given, at most {MAX_JWT_AUDIENCES} allowed",
+            audiences.len()
+        ));
+    }
+    if let Some((i, audience)) = audiences
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.len() > MAX_JWT_AUDIENCE_LEN)
+    {
+        return Err(format!(
+            "jwt_audiences entry {i} is {} bytes long, at most {MAX_JWT_AUDIENCE_LEN} bytes allowed",
+            audience.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Sentry's JWT and OIDC flags (spec §4), flattened into `ServeArgs`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct JwtArgs {
@@ -353,21 +396,36 @@ impl SigningKey {
 /// A public key that no longer signs but still verifies tokens until `retire_at` (Unix secs).
 #[derive(Clone, Debug)]
 struct Retired {
+    /// Public members only (see [`PUBLIC_JWK_MEMBERS`]).
     jwk: Value,
     retire_at: u64,
 }
 
 #[derive(Debug)]
 struct Keys {
-    current: SigningKey,
+    /// Shared, so pruning can rebuild `Keys` without copying the private key.
+    current: Arc<SigningKey>,
     retired: Vec<Retired>,
 }
 
 impl Keys {
-    fn jwks(&self) -> Value {
+    /// The contents of `jwks.json`: the signing key, then each retired key with its
+    /// [`RETIRE_AT_MEMBER`], so a restart knows when to drop it.
+    fn file_contents(&self) -> String {
         let mut keys = vec![self.current.jwk.clone()];
-        keys.extend(self.retired.iter().map(|r| r.jwk.clone()));
-        json!({ "keys": keys })
+        keys.extend(self.retired.iter().map(|r| {
+            let mut jwk = r.jwk.clone();
+            if let Some(map) = jwk.as_object_mut() {
+                map.insert(RETIRE_AT_MEMBER.into(), Value::from(r.retire_at));
+            }
+            jwk
+        }));
+        json!({ "keys": keys }).to_string()
+    }
+
+    /// The earliest `retire_at` of the retired keys.
+    fn next_retirement(&self) -> Option<u64> {
+        self.retired.iter().map(|r| r.retire_at).min()
     }
 }
 
@@ -376,6 +434,13 @@ impl Keys {
 pub struct JwtIssuer {
     settings: JwtSettings,
     keys: ArcSwap<Keys>,
+    /// Serialises the read-modify-write of `keys` and `jwks.json` (reload and pruning).
+    update: std::sync::Mutex<()>,
+    /// Signatures made so far: the work requests have caused (for tests and the cap's proof).
+    signatures: std::sync::atomic::AtomicU64,
+    /// Bounds the minting jobs running at once on the blocking pool, so a flood of requests
+    /// queues here instead of starting hundreds of signing threads.
+    minting: tokio::sync::Semaphore,
 }
 
 fn read_key(settings: &JwtSettings) -> Result<Option<SigningKey>, JwtError> {
@@ -411,23 +476,111 @@ fn read_key(settings: &JwtSettings) -> Result<Option<SigningKey>, JwtError> {
     .map_err(bad)
 }
 
-/// The public keys listed in an existing `jwks.json` (empty when missing or unreadable).
-fn read_published(path: &Path) -> Vec<Value> {
-    std::fs::read(path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-        .and_then(|v| v.get("keys").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
+/// The `keys` of an existing `jwks.json`: `Ok(None)` when there is no file, `Err` (the reason)
+/// when it is too big, unreadable or not a key set.
+fn read_published(path: &Path) -> Result<Option<Vec<Value>>, String> {
+    use std::io::Read as _;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_JWKS_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_JWKS_FILE_BYTES {
+        return Err(format!("larger than {MAX_JWKS_FILE_BYTES} bytes"));
+    }
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
+    match value.get("keys") {
+        Some(Value::Array(keys)) => Ok(Some(keys.clone())),
+        _ => Err("no \"keys\" array".into()),
+    }
 }
 
 fn jwk_kid(jwk: &Value) -> Option<&str> {
     jwk.get("kid").and_then(Value::as_str)
 }
 
+/// The retired keys an existing `jwks.json` lists, as they may be published again: public
+/// asymmetric keys with a `kid` other than the signing key's, first entry per `kid`, public
+/// members only, and a `retire_at` in `(now, now + ttl]`. A key without a readable
+/// `retire_at` (a file from Sentry or an older Warden, or the signing key replaced while
+/// stopped) retires one TTL from now, and so does one further away than that (no token it
+/// signed can outlive it). At most [`MAX_RETIRED_KEYS`] stay: those retiring last. Each entry
+/// dropped for any reason but expiry is named in the returned warnings.
+fn retired_from_file(
+    listed: Vec<Value>,
+    current_kid: &str,
+    now_secs: u64,
+    ttl_secs: u64,
+) -> (Vec<Retired>, Vec<String>) {
+    let latest = now_secs.saturating_add(ttl_secs);
+    let mut warnings = Vec::new();
+    let mut retired: Vec<Retired> = Vec::new();
+    for (i, entry) in listed.into_iter().enumerate() {
+        let Some(map) = entry.as_object() else {
+            warnings.push(format!("entry {i} is not a JSON object: dropped"));
+            continue;
+        };
+        let Some(kid) = jwk_kid(&entry) else {
+            warnings.push(format!("entry {i} has no \"kid\": dropped"));
+            continue;
+        };
+        if kid == current_kid || retired.iter().any(|r| jwk_kid(&r.jwk) == Some(kid)) {
+            continue;
+        }
+        if PRIVATE_JWK_MEMBERS.iter().any(|m| map.contains_key(*m)) {
+            warnings.push(format!(
+                "key {kid:?} carries private or symmetric key material: dropped"
+            ));
+            continue;
+        }
+        if !matches!(
+            map.get("kty").and_then(Value::as_str),
+            Some("RSA" | "EC" | "OKP")
+        ) {
+            warnings.push(format!("key {kid:?} is not an RSA, EC or OKP key: dropped"));
+            continue;
+        }
+        let retire_at = match map.get(RETIRE_AT_MEMBER).and_then(Value::as_u64) {
+            Some(at) if at <= now_secs => continue,
+            Some(at) if at <= latest => at,
+            Some(_) => {
+                warnings.push(format!(
+                    "key {kid:?} was to be published beyond one --jwt-ttl from now: retiring it at {latest}"
+                ));
+                latest
+            }
+            None => latest,
+        };
+        let jwk: serde_json::Map<String, Value> = map
+            .iter()
+            .filter(|(name, _)| PUBLIC_JWK_MEMBERS.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        retired.push(Retired {
+            jwk: Value::Object(jwk),
+            retire_at,
+        });
+    }
+    if retired.len() > MAX_RETIRED_KEYS {
+        warnings.push(format!(
+            "{} retired keys listed, keeping the {MAX_RETIRED_KEYS} retiring last",
+            retired.len()
+        ));
+        retired.sort_by_key(|r| std::cmp::Reverse(r.retire_at));
+        retired.truncate(MAX_RETIRED_KEYS);
+    }
+    (retired, warnings)
+}
+
 impl JwtIssuer {
     /// Loads `jwt.key` (checking it matches the algorithm) or generates it when missing,
-    /// and writes `jwks.json`: the current key plus the keys it already listed, which stay
-    /// for one token lifetime from `now_secs`.
+    /// and writes `jwks.json`: the current key plus the retired keys it already listed, each
+    /// kept until the `retire_at` recorded there (see [`retired_from_file`]), so restarts never
+    /// extend how long a retired key is published.
     pub fn load_or_generate(settings: JwtSettings, now_secs: u64) -> Result<Self, JwtError> {
         let (current, generated) = match read_key(&settings)? {
             Some(key) => (key, false),
@@ -436,27 +589,41 @@ impl JwtIssuer {
                 true,
             ),
         };
-        let retire_at = now_secs.saturating_add(settings.ttl.as_secs());
-        let retired = read_published(&settings.jwks_path)
-            .into_iter()
-            .filter(|jwk| jwk_kid(jwk).is_some_and(|kid| kid != current.kid))
-            .map(|jwk| Retired { jwk, retire_at })
-            .collect();
-        let keys = Keys { current, retired };
-        let jwks = keys.jwks().to_string();
+        let path = settings.jwks_path.display();
+        let listed = match read_published(&settings.jwks_path) {
+            Ok(listed) => listed.unwrap_or_default(),
+            Err(reason) => {
+                tracing::warn!(target: SCOPE_SENTRY, "JWKS file {path} is unusable ({reason}); rewriting it with the signing key only");
+                Vec::new()
+            }
+        };
+        let (retired, warnings) =
+            retired_from_file(listed, &current.kid, now_secs, settings.ttl.as_secs());
+        for warning in warnings {
+            tracing::warn!(target: SCOPE_SENTRY, "JWKS file {path}: {warning}");
+        }
+        let keys = Keys {
+            current: Arc::new(current),
+            retired,
+        };
+        let contents = keys.file_contents();
         if generated {
             tracing::info!(target: SCOPE_SENTRY, "JWT signing key not found: generating a new {} key", settings.algorithm.name());
             crate::fsutil::write_files_atomically(&[
                 (&settings.key_path, keys.current.pem()?.as_bytes()),
-                (&settings.jwks_path, jwks.as_bytes()),
+                (&settings.jwks_path, contents.as_bytes()),
             ])?;
-        } else if std::fs::read(&settings.jwks_path).ok().as_deref() != Some(jwks.as_bytes()) {
-            crate::fsutil::write_files_atomically(&[(&settings.jwks_path, jwks.as_bytes())])?;
+        } else if std::fs::read(&settings.jwks_path).ok().as_deref() != Some(contents.as_bytes()) {
+            crate::fsutil::write_files_atomically(&[(&settings.jwks_path, contents.as_bytes())])?;
         }
         tracing::info!(target: SCOPE_SENTRY, "JWT signing key ready (alg {}, kid {})", settings.algorithm.name(), keys.current.kid);
+        let parallelism = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Ok(Self {
             settings,
             keys: ArcSwap::from_pointee(keys),
+            update: std::sync::Mutex::new(()),
+            signatures: std::sync::atomic::AtomicU64::new(0),
+            minting: tokio::sync::Semaphore::new(parallelism),
         })
     }
 
@@ -470,7 +637,13 @@ impl JwtIssuer {
         self.keys.load().current.kid.clone()
     }
 
-    /// The JWKS to publish: the signing key and every retired key still valid at `now_secs`.
+    /// How many tokens have been signed since the start.
+    pub fn signatures(&self) -> u64 {
+        self.signatures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The JWKS to publish: the signing key and every retired key still valid at `now_secs`,
+    /// with public members only.
     pub fn jwks(&self, now_secs: u64) -> Value {
         let keys = self.keys.load();
         let mut list = vec![keys.current.jwk.clone()];
@@ -483,6 +656,40 @@ impl JwtIssuer {
         json!({ "keys": list })
     }
 
+    /// When the next retired key is due to be dropped (Unix secs).
+    pub fn next_retirement(&self) -> Option<u64> {
+        self.keys.load().next_retirement()
+    }
+
+    /// Drops the retired keys whose time has come from memory and from `jwks.json`. Returns
+    /// whether any was dropped.
+    pub fn prune(&self, now_secs: u64) -> Result<bool, JwtError> {
+        let _guard = self
+            .update
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.keys.load_full();
+        if old.retired.iter().all(|r| r.retire_at > now_secs) {
+            return Ok(false);
+        }
+        let keys = Keys {
+            current: Arc::clone(&old.current),
+            retired: old
+                .retired
+                .iter()
+                .filter(|r| r.retire_at > now_secs)
+                .cloned()
+                .collect(),
+        };
+        crate::fsutil::write_files_atomically(&[(
+            &self.settings.jwks_path,
+            keys.file_contents().as_bytes(),
+        )])?;
+        tracing::info!(target: SCOPE_SENTRY, "Retired JWT signing keys dropped from the JWKS; {} left", keys.retired.len());
+        self.keys.store(Arc::new(keys));
+        Ok(true)
+    }
+
     /// Re-reads `jwt.key`; when it holds a different key, signs with it from now on and keeps
     /// the previous public key published for one token lifetime. Returns whether it changed.
     /// A missing or bad file keeps the current key (and is an error).
@@ -491,6 +698,10 @@ impl JwtIssuer {
             path: self.settings.key_path.clone(),
             reason: "missing".into(),
         })?;
+        let _guard = self
+            .update
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.keys.load_full();
         if *new.der == *old.current.der {
             return Ok(false);
@@ -512,13 +723,17 @@ impl JwtIssuer {
                 retire_at,
             });
         }
+        if retired.len() > MAX_RETIRED_KEYS {
+            retired.sort_by_key(|r| std::cmp::Reverse(r.retire_at));
+            retired.truncate(MAX_RETIRED_KEYS);
+        }
         let keys = Keys {
-            current: new,
+            current: Arc::new(new),
             retired,
         };
         crate::fsutil::write_files_atomically(&[(
             &self.settings.jwks_path,
-            keys.jwks().to_string().as_bytes(),
+            keys.file_contents().as_bytes(),
         )])?;
         tracing::warn!(target: SCOPE_SENTRY, "JWT signing key changed; now signing with kid {}", keys.current.kid);
         self.keys.store(Arc::new(keys));
@@ -548,12 +763,19 @@ impl JwtIssuer {
         if let (Some(iss), Some(map)) = (&self.settings.issuer, claims.as_object_mut()) {
             map.insert("iss".into(), Value::String(iss.clone()));
         }
+        self.signatures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.keys.load().current.sign(&claims)
     }
 }
 
+/// The tokens of one response: `jwt` and `per_audience_jwts`.
+pub type ResponseTokens = (Option<String>, std::collections::HashMap<String, String>);
+
 /// The response's `jwt` (audiences: the SVID's trust domain, then the requested ones) and
-/// `per_audience_jwts` (one token per requested audience, carrying only it).
+/// `per_audience_jwts` (one token per distinct requested audience, carrying only it). The
+/// caller has checked `audiences` with [`check_audiences`], which bounds the signatures to
+/// `1 + MAX_JWT_AUDIENCES`.
 pub fn mint_for_response(
     issuer: &JwtIssuer,
     spiffe_id: &str,
@@ -561,7 +783,7 @@ pub fn mint_for_response(
     audiences: &[String],
     now_secs: u64,
     skew: Duration,
-) -> Result<(Option<String>, std::collections::HashMap<String, String>), JwtError> {
+) -> Result<ResponseTokens, JwtError> {
     let mut all: Vec<&str> = vec![trust_domain];
     all.extend(audiences.iter().map(String::as_str));
     let jwt = issuer.mint(spiffe_id, &all, now_secs, skew)?;
@@ -573,6 +795,37 @@ pub fn mint_for_response(
         }
     }
     Ok((Some(jwt), per_audience))
+}
+
+/// [`mint_for_response`] on tokio's blocking pool, at most one job per core at a time: an RSA
+/// signature costs about as much as a whole certificate request, so a request with many
+/// audiences must not hold an async worker that other connections need.
+pub async fn mint_for_response_off_workers(
+    issuer: &Arc<JwtIssuer>,
+    spiffe_id: String,
+    trust_domain: String,
+    audiences: Vec<String>,
+    now_secs: u64,
+    skew: Duration,
+) -> Result<ResponseTokens, JwtError> {
+    let _permit = issuer
+        .minting
+        .acquire()
+        .await
+        .map_err(|_| JwtError::Backend("JWT signing queue"))?;
+    let issuer = Arc::clone(issuer);
+    tokio::task::spawn_blocking(move || {
+        mint_for_response(
+            &issuer,
+            &spiffe_id,
+            &trust_domain,
+            &audiences,
+            now_secs,
+            skew,
+        )
+    })
+    .await
+    .map_err(|_| JwtError::Backend("JWT signing task"))?
 }
 
 /// Starts what JWTs need besides minting: the `jwt.key` watcher (hot reload, 2 s batching
@@ -592,6 +845,7 @@ pub async fn start(
         return Ok((None, None));
     };
     let watcher = watch_key(Arc::clone(issuer)).context("cannot watch the JWT key")?;
+    tokio::spawn(prune_retired_keys(Arc::clone(issuer)));
     let Some(oidc) = oidc else {
         return Ok((None, Some(watcher)));
     };
@@ -610,6 +864,21 @@ pub async fn start(
     let task = tokio::spawn(serve_oidc(listener, tls, router, shutdown));
     target.ready();
     Ok((Some(task), Some(watcher)))
+}
+
+/// Drops retired keys from the JWKS and `jwks.json` as their time comes: wakes at the next
+/// `retire_at`, and at least every minute to see keys a reload has retired since.
+async fn prune_retired_keys(issuer: Arc<JwtIssuer>) {
+    loop {
+        let now = crate::service::now().as_secs();
+        let wait = issuer
+            .next_retirement()
+            .map_or(60, |at| at.saturating_sub(now).clamp(1, 60));
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        if let Err(e) = issuer.prune(crate::service::now().as_secs()) {
+            tracing::error!(target: SCOPE_SENTRY, "Failed to drop retired JWT keys from the JWKS file: {e}");
+        }
+    }
 }
 
 fn watch_key(issuer: Arc<JwtIssuer>) -> notify::Result<notify::RecommendedWatcher> {
@@ -667,8 +936,178 @@ pub struct OidcSettings {
     pub jwks_uri: Option<String>,
     /// Normalised prefix: empty, or `/a/b` without a trailing slash.
     pub path_prefix: String,
-    /// Allowed `Host` headers; empty means any.
-    pub allowed_hosts: Vec<String>,
+    /// `--oidc-allowed-hosts`; empty means any `Host` (and `X-Forwarded-Host` is ignored).
+    pub allowed_hosts: Vec<AllowedHost>,
+}
+
+/// One `--oidc-allowed-hosts` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedHost {
+    /// `*`: any syntactically valid host.
+    Any,
+    /// A name (or IP literal) as configured, and the port it is pinned to, if any.
+    Name {
+        /// The configured spelling, echoed in URLs.
+        name: String,
+        /// With a port, only that port matches; without, any port (or none) does.
+        port: Option<u16>,
+    },
+}
+
+impl AllowedHost {
+    /// Parses a flag entry: `*`, `name` or `name:port` (`[v6]` / `[v6]:port` for IPv6).
+    pub fn parse(entry: &str) -> Result<Self, JwtError> {
+        let entry = entry.trim();
+        if entry == "*" {
+            return Ok(Self::Any);
+        }
+        let (name, port) = parse_authority(entry).ok_or_else(|| {
+            JwtError::Config(format!(
+                "invalid --oidc-allowed-hosts entry {entry:?}: expected a host name or IP, optionally with :port, or *"
+            ))
+        })?;
+        Ok(Self::Name {
+            name: name.to_owned(),
+            port,
+        })
+    }
+}
+
+/// Why the OIDC server refuses a request's host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostRefusal {
+    /// The host (or `X-Forwarded-Host`) is missing, empty or not `name[:port]`: 400.
+    Malformed(&'static str),
+    /// Several hosts are claimed at once: 400.
+    Ambiguous(&'static str),
+    /// Not in `--oidc-allowed-hosts`: 403.
+    NotAllowed,
+}
+
+/// Splits `name[:port]` (or `[v6][:port]`) and checks its syntax: a name of letters, digits,
+/// `-`, `.` and `_` (at most 253 bytes), an IPv6 literal of hex digits, `:` and `.` in
+/// brackets, and a decimal port. Anything else (userinfo, paths, spaces, quotes) is refused,
+/// so nothing but a host ever reaches a URL.
+fn parse_authority(text: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if text.starts_with('[') {
+        let end = text.find(']')?;
+        let (name, rest) = text.split_at(end + 1);
+        let inner = name.get(1..name.len() - 1)?;
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        match rest {
+            "" => (name, None),
+            _ => (name, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        let (name, port) = match text.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (text, None),
+        };
+        if name.is_empty()
+            || name.len() > 253
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
+            return None;
+        }
+        (name, port)
+    };
+    let port = match port {
+        None => None,
+        Some(digits) => {
+            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            Some(digits.parse::<u16>().ok()?)
+        }
+    };
+    Some((name, port))
+}
+
+fn with_port(name: &str, port: Option<u16>) -> String {
+    match port {
+        Some(port) => format!("{name}:{port}"),
+        None => name.to_owned(),
+    }
+}
+
+/// The host the discovery URLs are built from, after checking it; the same value that was
+/// checked is returned, so nothing unchecked is ever echoed.
+///
+/// - `host`: the `Host` header values and the request target's authority (absolute-form, or
+///   HTTP/2 `:authority`). More than one `Host`, or a `Host` that differs from the authority,
+///   is ambiguous; none is malformed.
+/// - Without an allow-list every valid host is used (lower-cased) and `X-Forwarded-Host` is
+///   ignored: anyone can send any `Host` then, so production setups set `--jwt-issuer`
+///   and/or `--oidc-allowed-hosts`.
+/// - With an allow-list, `X-Forwarded-Host` (a proxy's public name) replaces `Host` when
+///   present. It must be a single value: several headers or a comma list are refused, since a
+///   proxy appends to what the client sent and the first value is the client's. The chosen
+///   value must match an entry: names compare case-insensitively, an entry without a port
+///   allows any port, an entry with one only that port. The URL carries the entry's spelling
+///   and the request's port; `*` allows any valid host, echoed lower-cased.
+pub fn select_host(
+    host: &[&str],
+    authority: Option<&str>,
+    forwarded: &[&str],
+    allowed: &[AllowedHost],
+) -> Result<String, HostRefusal> {
+    if host.len() > 1 {
+        return Err(HostRefusal::Ambiguous("several Host headers"));
+    }
+    let request_host = match (host.first(), authority) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+            return Err(HostRefusal::Ambiguous(
+                "the Host header differs from the request target",
+            ));
+        }
+        (Some(h), _) => *h,
+        (None, Some(a)) => a,
+        (None, None) => return Err(HostRefusal::Malformed("no Host header")),
+    };
+    let malformed_host = HostRefusal::Malformed("the Host header is not a host name[:port]");
+    if allowed.is_empty() {
+        let (name, port) = parse_authority(request_host).ok_or(malformed_host)?;
+        return Ok(with_port(&name.to_ascii_lowercase(), port));
+    }
+    let values: Vec<&str> = forwarded
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let (candidate, malformed) = match values.as_slice() {
+        [] => (request_host, malformed_host),
+        [one] => (
+            *one,
+            HostRefusal::Malformed("X-Forwarded-Host is not a host name[:port]"),
+        ),
+        _ => return Err(HostRefusal::Ambiguous("several X-Forwarded-Host values")),
+    };
+    let (name, port) = parse_authority(candidate).ok_or(malformed)?;
+    for entry in allowed {
+        match entry {
+            AllowedHost::Any => return Ok(with_port(&name.to_ascii_lowercase(), port)),
+            AllowedHost::Name {
+                name: allowed_name,
+                port: allowed_port,
+            } if allowed_name.eq_ignore_ascii_case(name)
+                && (allowed_port.is_none() || *allowed_port == port) =>
+            {
+                return Ok(with_port(allowed_name, port));
+            }
+            AllowedHost::Name { .. } => {}
+        }
+    }
+    Err(HostRefusal::NotAllowed)
 }
 
 impl JwtArgs {
@@ -701,25 +1140,30 @@ impl JwtArgs {
         } else {
             format!("/{trimmed}")
         };
+        let allowed_hosts = self
+            .oidc_allowed_hosts
+            .iter()
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| AllowedHost::parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        if allowed_hosts.is_empty() && self.jwt_issuer.is_empty() {
+            tracing::warn!(target: SCOPE_SENTRY, "OIDC discovery builds its issuer and jwks_uri from the request's Host header: set --jwt-issuer or --oidc-allowed-hosts before exposing it");
+        }
         Ok(Some(OidcSettings {
             address: self.oidc_server_listen_address.clone(),
             port: self.oidc_server_listen_port,
             tls,
             jwks_uri: (!self.oidc_jwks_uri.is_empty()).then(|| self.oidc_jwks_uri.clone()),
             path_prefix,
-            allowed_hosts: self
-                .oidc_allowed_hosts
-                .iter()
-                .map(|h| h.trim().to_ascii_lowercase())
-                .filter(|h| !h.is_empty())
-                .collect(),
+            allowed_hosts,
         }))
     }
 }
 
 /// The OIDC discovery endpoints: `GET <prefix>/.well-known/openid-configuration` and
 /// `GET <prefix>/jwks.json`, `Cache-Control: public, max-age=3600`; 405 for other methods,
-/// 403 for a `Host` outside the allow-list, 404 elsewhere.
+/// 400 for a missing, malformed or ambiguous host, 403 for one outside the allow-list (see
+/// [`select_host`]), 404 elsewhere.
 pub fn oidc_router(issuer: Arc<JwtIssuer>, settings: OidcSettings) -> axum::Router {
     let settings = Arc::new(settings);
     axum::Router::new().fallback(move |request: axum::extract::Request| {
@@ -729,6 +1173,16 @@ pub fn oidc_router(issuer: Arc<JwtIssuer>, settings: OidcSettings) -> axum::Rout
     })
 }
 
+/// Every value of a header; one that is not visible ASCII becomes "" and is so refused as
+/// malformed.
+fn header_values<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect()
+}
+
 fn oidc_answer(
     issuer: &JwtIssuer,
     settings: &OidcSettings,
@@ -736,41 +1190,37 @@ fn oidc_answer(
 ) -> axum::response::Response {
     use axum::http::{HeaderValue, StatusCode, header};
     use axum::response::IntoResponse as _;
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| {
-            request
-                .uri()
-                .authority()
-                .map(axum::http::uri::Authority::as_str)
-        })
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    // Behind a proxy the public name is in X-Forwarded-Host, which Sentry checks instead.
-    let checked = request
-        .headers()
-        .get("x-forwarded-host")
-        .and_then(|h| h.to_str().ok())
-        .map_or_else(|| host.clone(), str::to_ascii_lowercase);
-    if !settings.allowed_hosts.is_empty() {
-        let host = &checked;
-        let name = host.rsplit_once(':').map_or(host.as_str(), |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host.as_str()
-            }
-        });
-        if !settings
-            .allowed_hosts
-            .iter()
-            .any(|h| h == "*" || h == host || h == name)
-        {
-            return (StatusCode::FORBIDDEN, "host not allowed\n").into_response();
+    let refuse = |status: StatusCode, message: &str| {
+        let mut response = (status, format!("{message}\n")).into_response();
+        // A refusal must not be cached in place of the document.
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    };
+    let headers = request.headers();
+    let host_values = header_values(headers, header::HOST.as_str());
+    // X-Forwarded-Host is not even read without an allow-list.
+    let forwarded = if settings.allowed_hosts.is_empty() {
+        Vec::new()
+    } else {
+        header_values(headers, "x-forwarded-host")
+    };
+    let host = match select_host(
+        &host_values,
+        request
+            .uri()
+            .authority()
+            .map(axum::http::uri::Authority::as_str),
+        &forwarded,
+        &settings.allowed_hosts,
+    ) {
+        Ok(host) => host,
+        Err(HostRefusal::NotAllowed) => return refuse(StatusCode::FORBIDDEN, "host not allowed"),
+        Err(HostRefusal::Malformed(why) | HostRefusal::Ambiguous(why)) => {
+            return refuse(StatusCode::BAD_REQUEST, why);
         }
-    }
+    };
     let path = request.uri().path();
     let Some(rest) = path.strip_prefix(settings.path_prefix.as_str()) else {
         return StatusCode::NOT_FOUND.into_response();
@@ -782,6 +1232,7 @@ fn oidc_answer(
     if request.method() != axum::http::Method::GET {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET")]).into_response();
     }
+    let mut from_headers = false;
     let body = if discovery {
         let scheme = if settings.tls.is_some() {
             "https"
@@ -789,9 +1240,29 @@ fn oidc_answer(
             "http"
         };
         let base = format!("{scheme}://{host}{}", settings.path_prefix);
+        let configured_issuer = issuer.settings.issuer.as_deref();
+        // A configured issuer or jwks_uri wins over anything the request says; with an
+        // issuer URL, the key set is published under it.
+        let jwks_uri = match (&settings.jwks_uri, configured_issuer) {
+            (Some(uri), _) => uri.clone(),
+            (None, Some(iss)) if iss.starts_with("https://") || iss.starts_with("http://") => {
+                format!("{}/jwks.json", iss.trim_end_matches('/'))
+            }
+            _ => {
+                from_headers = true;
+                format!("{base}/jwks.json")
+            }
+        };
+        let issuer_url = configured_issuer.map_or_else(
+            || {
+                from_headers = true;
+                base.clone()
+            },
+            str::to_owned,
+        );
         json!({
-            "issuer": issuer.settings.issuer.clone().unwrap_or_else(|| base.clone()),
-            "jwks_uri": settings.jwks_uri.clone().unwrap_or_else(|| format!("{base}/jwks.json")),
+            "issuer": issuer_url,
+            "jwks_uri": jwks_uri,
             "response_types_supported": ["id_token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [issuer.settings.algorithm.name()],
@@ -810,6 +1281,12 @@ fn oidc_answer(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
     );
+    if from_headers && !settings.allowed_hosts.is_empty() {
+        // The document depends on X-Forwarded-Host, which caches do not key on by themselves.
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("x-forwarded-host"));
+    }
     response
 }
 
@@ -905,15 +1382,10 @@ pub async fn serve_oidc(
 ) -> std::io::Result<()> {
     match tls {
         Some(config) => {
-            axum::serve(TlsListener::new(listener, config), router)
-                .with_graceful_shutdown(shutdown)
+            crate::observability::serve_http(TlsListener::new(listener, config), router, shutdown)
                 .await
         }
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+        None => crate::observability::serve_http(listener, router, shutdown).await,
     }
 }
 
@@ -1073,7 +1545,10 @@ mod tests {
             tls: None,
             jwks_uri: None,
             path_prefix: String::new(),
-            allowed_hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            allowed_hosts: hosts
+                .iter()
+                .map(|h| AllowedHost::parse(h).unwrap())
+                .collect(),
         };
         let status = |hosts: &[&str], host: &str, forwarded: Option<&str>| {
             let router = oidc_router(Arc::clone(&issuer), oidc(hosts));
@@ -1141,5 +1616,512 @@ mod tests {
         assert_eq!(claims["nbf"], 90);
         assert!(claims.get("iss").is_none(), "no iss unless configured");
         assert!(dir.path().join("keys/set.json").exists());
+    }
+
+    fn allowed(entries: &[&str]) -> Vec<AllowedHost> {
+        entries
+            .iter()
+            .map(|e| AllowedHost::parse(e).unwrap())
+            .collect()
+    }
+
+    /// The Host × X-Forwarded-Host matrix of `select_host` (issue 15, defect 3).
+    #[test]
+    fn select_host_uses_exactly_the_host_it_checked() {
+        use HostRefusal::{Ambiguous, Malformed, NotAllowed};
+        let good = allowed(&["Good.Example", "pinned.example:8443", "[::1]"]);
+        let none: Vec<AllowedHost> = Vec::new();
+        let any = allowed(&["*"]);
+        #[allow(clippy::type_complexity)]
+        let cases: &[(
+            &[&str],
+            Option<&str>,
+            &[&str],
+            &[AllowedHost],
+            Result<&str, HostRefusal>,
+        )] = &[
+            // The reported attack: an allowed X-Forwarded-Host must not let Host through.
+            (
+                &["evil.example"],
+                None,
+                &["good.example"],
+                &good,
+                Ok("Good.Example"),
+            ),
+            // X-Forwarded-Host allowed / not allowed / absent.
+            (
+                &["10.0.0.1:9080"],
+                None,
+                &["good.example"],
+                &good,
+                Ok("Good.Example"),
+            ),
+            (
+                &["good.example"],
+                None,
+                &["evil.example"],
+                &good,
+                Err(NotAllowed),
+            ),
+            (&["good.example"], None, &[], &good, Ok("Good.Example")),
+            (&["evil.example"], None, &[], &good, Err(NotAllowed)),
+            // Several values: several headers, a comma list, an empty value.
+            (
+                &["good.example"],
+                None,
+                &["good.example", "good.example"],
+                &good,
+                Err(Ambiguous("several X-Forwarded-Host values")),
+            ),
+            (
+                &["good.example"],
+                None,
+                &["evil.example, good.example"],
+                &good,
+                Err(Ambiguous("several X-Forwarded-Host values")),
+            ),
+            (
+                &["good.example"],
+                None,
+                &["good.example,"],
+                &good,
+                Err(Ambiguous("several X-Forwarded-Host values")),
+            ),
+            (
+                &["good.example"],
+                None,
+                &[""],
+                &good,
+                Err(Malformed("X-Forwarded-Host is not a host name[:port]")),
+            ),
+            // Ports: an entry without a port allows any and the request's port is kept; a
+            // pinned entry allows only its port.
+            (
+                &["good.example:8443"],
+                None,
+                &[],
+                &good,
+                Ok("Good.Example:8443"),
+            ),
+            (
+                &["x"],
+                None,
+                &["good.example:443"],
+                &good,
+                Ok("Good.Example:443"),
+            ),
+            (
+                &["pinned.example:8443"],
+                None,
+                &[],
+                &good,
+                Ok("pinned.example:8443"),
+            ),
+            (&["pinned.example:9443"], None, &[], &good, Err(NotAllowed)),
+            (&["pinned.example"], None, &[], &good, Err(NotAllowed)),
+            (
+                &["good.example:99999"],
+                None,
+                &[],
+                &good,
+                Err(Malformed("the Host header is not a host name[:port]")),
+            ),
+            (
+                &["good.example:"],
+                None,
+                &[],
+                &good,
+                Err(Malformed("the Host header is not a host name[:port]")),
+            ),
+            // Upper case compares equal and the configured spelling is echoed.
+            (&["GOOD.EXAMPLE"], None, &[], &good, Ok("Good.Example")),
+            (
+                &["x"],
+                None,
+                &["GoOd.ExAmPlE:80"],
+                &good,
+                Ok("Good.Example:80"),
+            ),
+            // IPv6 literals.
+            (&["[::1]:9080"], None, &[], &good, Ok("[::1]:9080")),
+            (&["[::2]"], None, &[], &good, Err(NotAllowed)),
+            // Smuggling attempts never reach a URL.
+            (
+                &["good.example/evil"],
+                None,
+                &[],
+                &good,
+                Err(Malformed("the Host header is not a host name[:port]")),
+            ),
+            (
+                &["x"],
+                None,
+                &["good.example@evil.example"],
+                &good,
+                Err(Malformed("X-Forwarded-Host is not a host name[:port]")),
+            ),
+            (
+                &["x"],
+                None,
+                &["good.example\"}"],
+                &good,
+                Err(Malformed("X-Forwarded-Host is not a host name[:port]")),
+            ),
+            (
+                &["evil.example/#"],
+                None,
+                &[],
+                &none,
+                Err(Malformed("the Host header is not a host name[:port]")),
+            ),
+            // Host itself: missing, repeated, or contradicted by the request target.
+            (&[], None, &[], &good, Err(Malformed("no Host header"))),
+            (
+                &["good.example", "evil.example"],
+                None,
+                &[],
+                &good,
+                Err(Ambiguous("several Host headers")),
+            ),
+            (
+                &["good.example"],
+                Some("evil.example"),
+                &[],
+                &good,
+                Err(Ambiguous("the Host header differs from the request target")),
+            ),
+            (&[], Some("good.example"), &[], &good, Ok("Good.Example")),
+            (
+                &["GOOD.example"],
+                Some("good.example"),
+                &[],
+                &good,
+                Ok("Good.Example"),
+            ),
+            // No allow-list: X-Forwarded-Host is ignored, Host is echoed lower-cased.
+            (
+                &["Some.Host:9080"],
+                None,
+                &["good.example"],
+                &none,
+                Ok("some.host:9080"),
+            ),
+            (&["some.host"], None, &["a, b"], &none, Ok("some.host")),
+            // `*`: any valid host, X-Forwarded-Host honoured, lower-cased.
+            (&["x"], None, &["Proxy.Example"], &any, Ok("proxy.example")),
+            (
+                &["x"],
+                None,
+                &["a", "b"],
+                &any,
+                Err(Ambiguous("several X-Forwarded-Host values")),
+            ),
+        ];
+        for (i, (host, authority, forwarded, list, want)) in cases.iter().enumerate() {
+            let got = select_host(host, *authority, forwarded, list);
+            assert_eq!(
+                got.as_deref().map_err(Clone::clone),
+                want.clone(),
+                "case {i}: Host {host:?} authority {authority:?} X-Forwarded-Host {forwarded:?}"
+            );
+        }
+        for bad in ["good.example/x", "", ":80", "a b", "[zz]", "h:0x1"] {
+            if !bad.is_empty() {
+                assert!(AllowedHost::parse(bad).is_err(), "{bad:?}");
+            }
+        }
+    }
+
+    /// The reported request (Host evil, X-Forwarded-Host good) through the real router: every
+    /// URL names the allowed host, and configured values win over both headers.
+    #[tokio::test]
+    async fn discovery_urls_never_echo_an_unchecked_host() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path(), SigningAlgorithm::EdDsa);
+        s.issuer = None;
+        let unconfigured = Arc::new(JwtIssuer::load_or_generate(s.clone(), 0).unwrap());
+        s.issuer = Some("https://issuer.example/dapr".into());
+        let configured = Arc::new(JwtIssuer::load_or_generate(s, 0).unwrap());
+        let oidc = |hosts: &[&str], jwks_uri: Option<&str>| OidcSettings {
+            address: String::new(),
+            port: 0,
+            tls: None,
+            jwks_uri: jwks_uri.map(str::to_owned),
+            path_prefix: String::new(),
+            allowed_hosts: allowed(hosts),
+        };
+        let get = |issuer: &Arc<JwtIssuer>, settings: OidcSettings, host: &str, forwarded: &str| {
+            let router = oidc_router(Arc::clone(issuer), settings);
+            let request = axum::http::Request::builder()
+                .uri("/.well-known/openid-configuration")
+                .header("host", host)
+                .header("x-forwarded-host", forwarded)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status().as_u16();
+                let cache = response.headers().get("cache-control").cloned();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (
+                    status,
+                    cache,
+                    serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+                )
+            }
+        };
+        let (status, _, doc) = get(
+            &unconfigured,
+            oidc(&["good.example"], None),
+            "evil.example",
+            "good.example",
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(doc["issuer"], "http://good.example");
+        assert_eq!(doc["jwks_uri"], "http://good.example/jwks.json");
+        assert!(!doc.to_string().contains("evil"), "{doc}");
+        let (status, cache, _) = get(
+            &unconfigured,
+            oidc(&["good.example"], None),
+            "good.example",
+            "evil.example",
+        )
+        .await;
+        assert_eq!(status, 403);
+        assert_eq!(cache.unwrap(), "no-store");
+        // --jwt-issuer wins, and the key set is published under it.
+        for hosts in [&[][..], &["*"][..]] {
+            let (status, _, doc) = get(
+                &configured,
+                oidc(hosts, None),
+                "evil.example",
+                "evil.example",
+            )
+            .await;
+            assert_eq!(status, 200);
+            assert_eq!(doc["issuer"], "https://issuer.example/dapr");
+            assert_eq!(doc["jwks_uri"], "https://issuer.example/dapr/jwks.json");
+        }
+        // --oidc-jwks-uri wins too.
+        let (_, _, doc) = get(
+            &unconfigured,
+            oidc(&[], Some("https://keys.example/k.json")),
+            "evil.example",
+            "x",
+        )
+        .await;
+        assert_eq!(doc["jwks_uri"], "https://keys.example/k.json");
+        assert_eq!(
+            doc["issuer"], "http://evil.example",
+            "no allow-list, no issuer: Host"
+        );
+    }
+
+    #[test]
+    fn audience_caps_name_the_limit() {
+        let ok: Vec<String> = (0..MAX_JWT_AUDIENCES)
+            .map(|i| format!("{i}").repeat(MAX_JWT_AUDIENCE_LEN))
+            .map(|a| a.chars().take(MAX_JWT_AUDIENCE_LEN).collect())
+            .collect();
+        check_audiences(&ok).unwrap();
+        let mut many = ok.clone();
+        many.push("one-more".into());
+        assert_eq!(
+            check_audiences(&many).unwrap_err(),
+            format!(
+                "too many jwt_audiences: {} given, at most {MAX_JWT_AUDIENCES} allowed",
+                MAX_JWT_AUDIENCES + 1
+            )
+        );
+        let long = vec!["a".into(), "x".repeat(MAX_JWT_AUDIENCE_LEN + 1)];
+        assert_eq!(
+            check_audiences(&long).unwrap_err(),
+            format!(
+                "jwt_audiences entry 1 is {} bytes long, at most {MAX_JWT_AUDIENCE_LEN} bytes allowed",
+                MAX_JWT_AUDIENCE_LEN + 1
+            )
+        );
+        // Within the cap, the work is one token plus one per distinct audience.
+        let dir = tempfile::tempdir().unwrap();
+        let issuer =
+            JwtIssuer::load_or_generate(settings(dir.path(), SigningAlgorithm::EdDsa), 0).unwrap();
+        let mut repeated = ok.clone();
+        repeated.truncate(4);
+        repeated.extend(repeated.clone());
+        let (_, per) = mint_for_response(
+            &issuer,
+            "spiffe://td/ns/a/b",
+            "td",
+            &repeated,
+            0,
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(per.len(), 4);
+        assert_eq!(issuer.signatures(), 5);
+    }
+
+    fn jwks_file(dir: &Path) -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join(JWKS_FILENAME)).unwrap()).unwrap()
+    }
+
+    fn retire_at_of(file: &Value, kid: &str) -> Option<u64> {
+        file["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .map(|k| k[RETIRE_AT_MEMBER].as_u64().unwrap())
+    }
+
+    /// Defect 6: a restart within the TTL keeps the recorded retire_at instead of extending
+    /// it, and the key is gone (from memory and jwks.json) once that time has passed, whether
+    /// by pruning while running or at the next start. Time is injected.
+    #[test]
+    fn retired_keys_keep_their_retire_at_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), SigningAlgorithm::Es256); // ttl 3600
+        let issuer = JwtIssuer::load_or_generate(s.clone(), 1000).unwrap();
+        let old_kid = issuer.current_kid();
+        let fresh = SigningKey::generate(SigningAlgorithm::Es256, None).unwrap();
+        crate::fsutil::write_files_atomically(&[(&s.key_path, fresh.pem().unwrap().as_bytes())])
+            .unwrap();
+        assert!(issuer.reload(1100).unwrap());
+        assert_eq!(retire_at_of(&jwks_file(dir.path()), &old_kid), Some(4700));
+        assert_eq!(issuer.next_retirement(), Some(4700));
+        // The served set carries no bookkeeping member.
+        assert!(!issuer.jwks(1100).to_string().contains(RETIRE_AT_MEMBER));
+        // Restarts within the TTL, each later than the last: retire_at stays 4700.
+        for now in [1200, 3000, 4699] {
+            let restarted = JwtIssuer::load_or_generate(s.clone(), now).unwrap();
+            assert_eq!(
+                restarted.jwks(now)["keys"].as_array().unwrap().len(),
+                2,
+                "at {now}"
+            );
+            assert_eq!(
+                retire_at_of(&jwks_file(dir.path()), &old_kid),
+                Some(4700),
+                "at {now}"
+            );
+        }
+        // Pruning while running drops it from memory and disk at 4700, not before.
+        let running = JwtIssuer::load_or_generate(s.clone(), 4000).unwrap();
+        assert!(!running.prune(4699).unwrap());
+        assert!(running.prune(4700).unwrap());
+        assert_eq!(running.next_retirement(), None);
+        assert_eq!(retire_at_of(&jwks_file(dir.path()), &old_kid), None);
+        assert_eq!(running.jwks(4700)["keys"].as_array().unwrap().len(), 1);
+        // A start after retire_at drops it too (file restored to the state before pruning).
+        let mut file = jwks_file(dir.path());
+        let mut old = issuer.jwks(1100)["keys"][1].clone();
+        old[RETIRE_AT_MEMBER] = json!(4700);
+        file["keys"].as_array_mut().unwrap().push(old);
+        std::fs::write(dir.path().join(JWKS_FILENAME), file.to_string()).unwrap();
+        let late = JwtIssuer::load_or_generate(s, 4701).unwrap();
+        assert_eq!(late.jwks(0)["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(retire_at_of(&jwks_file(dir.path()), &old_kid), None);
+    }
+
+    /// A hostile or broken jwks.json neither stops the start nor keeps a key published beyond
+    /// one TTL, and private key material in it is never published.
+    #[test]
+    fn hostile_jwks_files_neither_crash_nor_publish_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), SigningAlgorithm::EdDsa); // ttl 3600
+        let current = JwtIssuer::load_or_generate(s.clone(), 0)
+            .unwrap()
+            .current_kid();
+        let other = |kid: &str| json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": kid});
+        let write =
+            |contents: &str| std::fs::write(dir.path().join(JWKS_FILENAME), contents).unwrap();
+        let start = |now: u64| JwtIssuer::load_or_generate(s.clone(), now).unwrap();
+        let kids = |issuer: &JwtIssuer| -> Vec<String> {
+            issuer.jwks(1000)["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // Malformed files: the signing key only, and the file is rewritten.
+        for bad in ["", "{", "[]", "{\"keys\": 5}", "null", "\u{feff}{}"] {
+            write(bad);
+            let issuer = start(1000);
+            assert_eq!(kids(&issuer), std::slice::from_ref(&current), "{bad:?}");
+            assert_eq!(jwks_file(dir.path())["keys"].as_array().unwrap().len(), 1);
+        }
+        // Too big to read.
+        write(&format!(
+            "{{\"keys\": [], \"pad\": \"{}\"}}",
+            "x".repeat(2 << 20)
+        ));
+        assert_eq!(kids(&start(1000)), std::slice::from_ref(&current));
+        // No retire_at (or a useless one): one TTL from this start, written down, so a
+        // later start does not extend it.
+        for retire_at in [Value::Null, json!("soon"), json!(-5), json!(1.5e300)] {
+            let mut key = other("old");
+            if !retire_at.is_null() {
+                key[RETIRE_AT_MEMBER] = retire_at.clone();
+            }
+            write(&json!({"keys": [key]}).to_string());
+            start(1000);
+            assert_eq!(
+                retire_at_of(&jwks_file(dir.path()), "old"),
+                Some(4600),
+                "{retire_at}"
+            );
+            start(2000);
+            assert_eq!(
+                retire_at_of(&jwks_file(dir.path()), "old"),
+                Some(4600),
+                "{retire_at}"
+            );
+            assert_eq!(kids(&start(4600)), std::slice::from_ref(&current));
+        }
+        // Far in the future: clamped to one TTL from now.
+        let mut key = other("old");
+        key[RETIRE_AT_MEMBER] = json!(u64::MAX);
+        write(&json!({"keys": [key]}).to_string());
+        start(1000);
+        assert_eq!(retire_at_of(&jwks_file(dir.path()), "old"), Some(4600));
+        // Private or symmetric material, unknown key types, entries without kid: dropped; the
+        // public members of a good key are all that is published.
+        let mut private = other("private");
+        private["d"] = json!("secret");
+        let symmetric = json!({"kty": "oct", "k": "c2VjcmV0", "kid": "oct"});
+        let mut extra = other("extra");
+        extra["x5u"] = json!("https://evil.example/x");
+        write(&json!({"keys": [private, symmetric, {"kty": "OKP"}, 7, extra]}).to_string());
+        let issuer = start(1000);
+        assert_eq!(kids(&issuer), [current.clone(), "extra".into()]);
+        let text = std::fs::read_to_string(dir.path().join(JWKS_FILENAME)).unwrap();
+        assert!(
+            !text.contains("secret") && !text.contains("c2VjcmV0") && !text.contains("x5u"),
+            "{text}"
+        );
+        // Thousands of keys: the MAX_RETIRED_KEYS retiring last are kept.
+        let many: Vec<Value> = (0..5000u64)
+            .map(|i| {
+                let mut key = other(&format!("k{i}"));
+                key[RETIRE_AT_MEMBER] = json!(1001 + i % 3000);
+                key
+            })
+            .collect();
+        write(&json!({"keys": many}).to_string());
+        let issuer = start(1000);
+        let published = kids(&issuer);
+        assert_eq!(published.len(), 1 + MAX_RETIRED_KEYS);
+        assert!(
+            published[1..].iter().all(|k| {
+                let i: u64 = k[1..].parse().unwrap();
+                1001 + i % 3000 > 4000 - MAX_RETIRED_KEYS as u64
+            }),
+            "{published:?}"
+        );
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 use warden_core::UnixTime;
-use warden_core::bundle::{CaBundle, certificates_to_pem, create_root, parse_certificates};
+use warden_core::bundle::{
+    CaBundle, certificates_to_pem, create_root, parse_certificates, renew_root,
+};
 use warden_core::crypto::{CaSigner, KeyAlgorithm};
 use warden_core::expiry::{CaCertKind, expiry_warning};
 use warden_core::profile::{DEFAULT_CLOCK_SKEW, Validity};
@@ -63,8 +65,9 @@ impl CredentialsArg {
 pub struct RenewArgs {
     #[command(flatten)]
     credentials: CredentialsArg,
-    /// Root private key (PEM: SEC1 EC, PKCS#8): the new root is signed with it, so clients that
-    /// trust the old root (same key, same subject) keep working.
+    /// Root private key (PEM: SEC1 EC, PKCS#8). When it is the key of a root in the current
+    /// ca.crt, the new root keeps that root's subject and key identifier, so clients holding the
+    /// old ca.crt keep trusting the CA; any other key needs --force.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ca_root_certificate", "issuer_private_key", "issuer_public_certificate"])]
     private_key: Option<PathBuf>,
     /// Your root certificate(s) (PEM), installed as ca.crt.
@@ -79,12 +82,17 @@ pub struct RenewArgs {
     /// Lifetime of the generated root and issuer, in days.
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
     valid_until: u32,
-    /// Trust domain of a generated root (its subject O=).
-    #[arg(long, default_value = "localhost")]
-    trust_domain: String,
+    /// Trust domain of a new root (its subject O=) and of the issuer's SPIFFE ID. Default: the
+    /// current root's (its O=, else the issuer's SPIFFE ID, else its CN=); localhost without one.
+    #[arg(long, conflicts_with_all = ["ca_root_certificate", "issuer_private_key", "issuer_public_certificate"])]
+    trust_domain: Option<String>,
     /// Sentry's namespace, for the issuer's subject spiffe://<td>/ns/<NAMESPACE>/dapr-sentry.
     #[arg(long, env = "NAMESPACE", default_value = "default")]
     namespace: String,
+    /// Replace the root although clients holding the current ca.crt will stop trusting the CA
+    /// (a root key that is not the current root's, or a root rotation in progress).
+    #[arg(long, conflicts_with_all = ["ca_root_certificate", "issuer_private_key", "issuer_public_certificate"])]
+    force: bool,
 }
 
 /// `warden mtls expiry`
@@ -141,6 +149,9 @@ pub enum LifecycleError {
     /// The input does not form a valid credential set; nothing was changed.
     #[error("{0}; nothing was changed")]
     Invalid(String),
+    /// The command would break clients and `--force` was not given; nothing was changed.
+    #[error("{0}; nothing was changed")]
+    Refused(String),
     /// Writing failed.
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),
@@ -182,10 +193,6 @@ pub fn run_renew(args: RenewArgs) -> Result<(), LifecycleError> {
     ) {
         bring_your_own(ca, chain, key, now)?
     } else {
-        let trust_domain = TrustDomain::new(&args.trust_domain)
-            .map_err(|e| invalid(format!("--trust-domain {:?}: {e}", args.trust_domain)))?;
-        let sentry_id = SpiffeId::sentry(&trust_domain, &args.namespace)
-            .map_err(|e| invalid(format!("NAMESPACE {:?}: {e}", args.namespace)))?;
         let root_key: Box<dyn CaSigner> = match &args.private_key {
             Some(file) => Box::new(
                 NativeKey::from_pem(&Zeroizing::new(read(file)?))
@@ -193,8 +200,26 @@ pub fn run_renew(args: RenewArgs) -> Result<(), LifecycleError> {
             ),
             None => Box::new(NativeKey::generate(KeyAlgorithm::P256).map_err(invalid)?),
         };
+        let current = CurrentSet::read(&paths)?;
+        let renewed = current.anchor_of(&root_key.public_key());
+        if renewed.is_none() {
+            current.check_replace(&paths, args.private_key.as_deref(), args.force)?;
+        }
+        check_no_root_rotation(&paths, args.force)?;
+        let trust_domain = match &args.trust_domain {
+            Some(td) => {
+                TrustDomain::new(td).map_err(|e| invalid(format!("--trust-domain {td:?}: {e}")))?
+            }
+            None => current.trust_domain(renewed)?,
+        };
+        let sentry_id = SpiffeId::sentry(&trust_domain, &args.namespace)
+            .map_err(|e| invalid(format!("NAMESPACE {:?}: {e}", args.namespace)))?;
         let lifetime = DAY * args.valid_until.max(1);
-        generated(root_key.as_ref(), &trust_domain, &sentry_id, lifetime, now)?
+        let root = match renewed {
+            Some(anchor) => NewRoot::Renewed(anchor),
+            None => NewRoot::Fresh(&trust_domain),
+        };
+        generated(root_key.as_ref(), root, &sentry_id, lifetime, now)?
     };
     fsutil::create_private_dir(&paths.dir)?;
     fsutil::write_files_atomically(&[
@@ -210,30 +235,208 @@ pub fn run_renew(args: RenewArgs) -> Result<(), LifecycleError> {
     Ok(())
 }
 
+/// The anchors in `ca.crt` before a renewal, as far as they could be read.
+enum CurrentSet {
+    /// No `ca.crt`: no client can hold an anchor of this CA yet.
+    Absent,
+    /// The anchors (DER, as in the file, and parsed) and the issuer chain when it reads.
+    Anchors {
+        ders: Vec<Vec<u8>>,
+        certificates: Vec<Certificate>,
+        issuer_chain: Vec<Certificate>,
+    },
+    /// `ca.crt` exists but does not read as certificates.
+    Unreadable(String),
+}
+
+/// What the new root is.
+#[derive(Clone, Copy)]
+enum NewRoot<'a> {
+    /// A new subject `O=<td>` and key identifier.
+    Fresh(&'a TrustDomain),
+    /// The subject and key identifier of this anchor (DER), with the same key.
+    Renewed(&'a [u8]),
+}
+
+impl CurrentSet {
+    fn read(paths: &CredentialPaths) -> Result<Self, LifecycleError> {
+        let text = match std::fs::read(&paths.trust_anchors) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::Absent),
+            Err(source) => {
+                return Err(LifecycleError::Read {
+                    path: paths.trust_anchors.clone(),
+                    source,
+                });
+            }
+        };
+        let parsed = warden_core::bundle::certificate_ders(&text).and_then(|ders| {
+            let certificates = parse_certificates(&text)?;
+            Ok((ders, certificates))
+        });
+        Ok(match parsed {
+            Ok((ders, certificates)) => Self::Anchors {
+                ders,
+                certificates,
+                // Only for naming defaults: a broken issuer.crt is replaced anyway.
+                issuer_chain: std::fs::read(&paths.issuer_certificate)
+                    .ok()
+                    .and_then(|t| parse_certificates(&t).ok())
+                    .unwrap_or_default(),
+            },
+            Err(e) => Self::Unreadable(format!("{}: {e}", paths.trust_anchors.display())),
+        })
+    }
+
+    /// The DER of the anchor whose key is `key`.
+    fn anchor_of(&self, key: &spki::SubjectPublicKeyInfoOwned) -> Option<&[u8]> {
+        match self {
+            Self::Anchors {
+                ders, certificates, ..
+            } => certificates
+                .iter()
+                .zip(ders)
+                .find(|(cert, _)| warden_core::bundle::key_matches(cert, key))
+                .map(|(_, der)| der.as_slice()),
+            Self::Absent | Self::Unreadable(_) => None,
+        }
+    }
+
+    /// Refuses, unless `force`, a root that clients holding the current anchors will not trust.
+    fn check_replace(
+        &self,
+        paths: &CredentialPaths,
+        private_key: Option<&Path>,
+        force: bool,
+    ) -> Result<(), LifecycleError> {
+        let ca = paths.trust_anchors.display();
+        let why = match (self, private_key) {
+            (Self::Absent, _) => return Ok(()),
+            (Self::Unreadable(e), _) => format!(
+                "{e}: cannot tell whether clients holding it would trust the new root; \
+                 repair it, or pass --force to replace the root"
+            ),
+            (Self::Anchors { .. }, Some(key)) => format!(
+                "--private-key {} is not the key of any root in {ca}: clients holding the \
+                 current {ca} will stop trusting the CA (every certificate it issues fails \
+                 verification there) until they get the new one. To change the root key \
+                 without downtime use `warden root rotate prepare`, `activate` and `finish`; \
+                 to keep the current root give its key; to replace the root now, pass --force",
+                key.display()
+            ),
+            (Self::Anchors { .. }, None) => format!(
+                "no --private-key: a fresh root key, so clients holding the current {ca} will \
+                 stop trusting the CA (every certificate it issues fails verification there) \
+                 until they get the new one. To keep them, give the current root's key with \
+                 --private-key; to change the root key without downtime use `warden root rotate \
+                 prepare`, `activate` and `finish`; to replace the root now, pass --force"
+            ),
+        };
+        if force {
+            tracing::warn!(target: crate::observability::SCOPE_CA, "--force: {why}");
+            eprintln!("WARNING: --force: {why}");
+            Ok(())
+        } else {
+            Err(LifecycleError::Refused(why))
+        }
+    }
+
+    /// The trust domain of the current root (`renewed`, else any anchor): its `O=`, else the
+    /// issuer's SPIFFE ID, else its `CN=`; `localhost` (Sentry's default) without one.
+    fn trust_domain(&self, renewed: Option<&[u8]>) -> Result<TrustDomain, LifecycleError> {
+        let found = match self {
+            Self::Anchors {
+                ders,
+                certificates,
+                issuer_chain,
+            } => {
+                let anchors: Vec<&Certificate> = match renewed {
+                    Some(der) => certificates
+                        .iter()
+                        .zip(ders)
+                        .filter(|(_, d)| d.as_slice() == der)
+                        .map(|(c, _)| c)
+                        .collect(),
+                    None => certificates.iter().collect(),
+                };
+                crate::root_rotation::trust_domain_of(&anchors, issuer_chain)
+            }
+            Self::Absent | Self::Unreadable(_) => None,
+        };
+        match found {
+            Some(td) => Ok(td),
+            None => TrustDomain::new("localhost").map_err(invalid),
+        }
+    }
+}
+
+/// Refuses, unless `force`, to replace `ca.crt` while a root rotation is prepared or active:
+/// the rotation's new root would be dropped from it.
+fn check_no_root_rotation(paths: &CredentialPaths, force: bool) -> Result<(), LifecycleError> {
+    use crate::root_rotation::Phase;
+    let state = crate::root_rotation::read_state(&paths.dir).map_err(invalid)?;
+    let Some(state) = state.filter(|s| s.phase != Phase::Finished) else {
+        return Ok(());
+    };
+    let why = format!(
+        "a root rotation is {} ({}): replacing {} now drops its new root; finish it with \
+         `warden root rotate` first, or pass --force",
+        state.phase,
+        crate::root_rotation::state_path(&paths.dir).display(),
+        paths.trust_anchors.display()
+    );
+    if force {
+        eprintln!("WARNING: --force: {why}");
+        Ok(())
+    } else {
+        Err(LifecycleError::Refused(why))
+    }
+}
+
 fn generated(
     root_key: &dyn CaSigner,
-    trust_domain: &TrustDomain,
+    root: NewRoot<'_>,
     sentry_id: &SpiffeId,
     lifetime: Duration,
     now: UnixTime,
 ) -> Result<NewSet, LifecycleError> {
-    let root = create_root(
-        root_key,
-        trust_domain,
-        Validity::backdated(now, DEFAULT_CLOCK_SKEW, lifetime),
-        &mut rand_core::UnwrapErr(getrandom::SysRng),
-    )
+    let validity = Validity::backdated(now, DEFAULT_CLOCK_SKEW, lifetime);
+    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+    let new_root = match root {
+        NewRoot::Fresh(trust_domain) => create_root(root_key, trust_domain, validity, &mut rng),
+        NewRoot::Renewed(old) => renew_root(root_key, old, validity, &mut rng),
+    }
     .map_err(invalid)?;
-    let ca = certificates_to_pem([&root]).map_err(invalid)?;
+    let ca = certificates_to_pem([&new_root]).map_err(invalid)?;
     let issuer = new_issuer(
         root_key,
-        std::slice::from_ref(&root),
+        std::slice::from_ref(&new_root),
         sentry_id,
         lifetime,
         DEFAULT_CLOCK_SKEW,
         now,
     )
     .map_err(invalid)?;
+    if let NewRoot::Renewed(old) = root {
+        // The promise of a same-key renewal, checked before anything is written: the new
+        // issuer chains to the old root as a client holding it sees it.
+        let old = <Certificate as der::Decode>::from_der(old).map_err(invalid)?;
+        if Validity::of(&old).contains(now) {
+            let key = NativeKey::from_pem(issuer.key_pem.as_bytes()).map_err(invalid)?;
+            CaBundle::from_parts(
+                vec![old],
+                issuer.bundle.issuer_chain().to_vec(),
+                Box::new(key),
+                now,
+                &NativeVerifier,
+            )
+            .map_err(|e| {
+                invalid(format!(
+                    "the renewed issuer does not verify under the old root: {e}"
+                ))
+            })?;
+        }
+    }
     Ok(NewSet {
         ca,
         issuer_certificate: issuer.certificate_pem,
@@ -519,8 +722,9 @@ mod tests {
             issuer_private_key: None,
             issuer_public_certificate: None,
             valid_until: 365,
-            trust_domain: "localhost".into(),
+            trust_domain: None,
             namespace: "default".into(),
+            force: false,
         }
     }
 
@@ -560,7 +764,14 @@ mod tests {
             assert_eq!(mode, 0o600, "{f}");
         }
         let first_root = root_of(dir.path());
-        run_renew(renew(dir.path())).unwrap();
+        let refused = run_renew(renew(dir.path())).unwrap_err().to_string();
+        assert!(
+            refused.contains("will stop trusting the CA") && refused.contains("--force"),
+            "{refused}"
+        );
+        let mut forced = renew(dir.path());
+        forced.force = true;
+        run_renew(forced).unwrap();
         assert!(
             !key_matches(
                 &root_of(dir.path()),
@@ -597,6 +808,63 @@ mod tests {
             &NativeVerifier,
         );
         assert!(bundle.is_ok(), "{:?}", bundle.err());
+    }
+
+    #[test]
+    fn renewal_refuses_to_drop_a_root_rotation_in_progress() {
+        use crate::root_rotation::{Phase, RotationState, state_path};
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("root.key");
+        let root_key = NativeKey::generate(KeyAlgorithm::P256).unwrap();
+        fs::write(&key_file, root_key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+        let creds = dir.path().join("creds");
+        let mut args = renew(&creds);
+        args.private_key = Some(key_file.clone());
+        run_renew(args).unwrap();
+        let state = RotationState {
+            phase: Phase::Prepared,
+            new_root_sha256: String::new(),
+            new_root_pem: String::new(),
+            old_roots_sha256: Vec::new(),
+            new_root_key: String::new(),
+            prepared_at: 0,
+            published_at: Some(0),
+            activated_at: None,
+            finished_at: None,
+        };
+        fs::write(state_path(&creds), serde_json::to_string(&state).unwrap()).unwrap();
+        let before = snapshot(&creds);
+        let mut args = renew(&creds);
+        args.private_key = Some(key_file.clone());
+        let err = run_renew(args).unwrap_err().to_string();
+        assert!(err.contains("root rotation is prepared"), "{err}");
+        assert_eq!(snapshot(&creds), before);
+        let mut args = renew(&creds);
+        args.private_key = Some(key_file);
+        args.force = true;
+        run_renew(args).unwrap();
+    }
+
+    #[test]
+    fn renewal_over_an_unreadable_ca_crt_needs_force() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("ca.crt"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n",
+        )
+        .unwrap();
+        let before = snapshot(dir.path());
+        let err = run_renew(renew(dir.path())).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot tell whether clients holding it would trust the new root")
+                && err.contains("--force"),
+            "{err}"
+        );
+        assert_eq!(snapshot(dir.path()), before);
+        let mut forced = renew(dir.path());
+        forced.force = true;
+        run_renew(forced).unwrap();
+        crate::store::load(&creds(dir.path()).paths(), now()).unwrap();
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub struct PrepareArgs {
     /// Lifetime of the new root in days.
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
     valid_until: u32,
+    /// Trust domain of the new root (its subject O=). Default: the current root's (its O=, else
+    /// the issuer's SPIFFE ID, else its CN=).
+    #[arg(long)]
+    trust_domain: Option<String>,
 }
 
 /// `warden root rotate activate`
@@ -128,6 +132,10 @@ pub struct ActivateArgs {
     /// Lifetime of the new issuer in days (capped at the new root's).
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
     valid_until: u32,
+    /// Sentry's namespace, for the new issuer's subject spiffe://<td>/ns/<NAMESPACE>/dapr-sentry
+    /// when the current issuer has no SPIFFE ID (your own certificates); otherwise its own.
+    #[arg(long, env = "NAMESPACE", default_value = "default")]
+    namespace: String,
     #[command(flatten)]
     wait: WaitArgs,
 }
@@ -327,10 +335,39 @@ fn validate_set(
 
 /// A string value of the subject's `O=` attribute.
 fn subject_o(cert: &Certificate) -> Option<String> {
+    subject_attribute(cert, const_oid::db::rfc4519::O)
+}
+
+/// The trust domain a CA already has: the first root's subject `O=` that is a trust domain,
+/// else the issuer's SPIFFE ID's (`O=spiffe://<td>/...`), else the first root's `CN=` that is
+/// one (the Dapr docs' OpenSSL recipe: `O=dapr.io/sentry`, `CN=cluster.local`). A new or renewed
+/// root takes it by default, rather than `localhost`.
+pub(crate) fn trust_domain_of(
+    anchors: &[&Certificate],
+    issuer_chain: &[Certificate],
+) -> Option<TrustDomain> {
+    let from = |oid| {
+        anchors
+            .iter()
+            .filter_map(move |a| subject_attribute(a, oid))
+            .find_map(|v| TrustDomain::new(&v).ok())
+    };
+    from(const_oid::db::rfc4519::O)
+        .or_else(|| {
+            issuer_chain
+                .first()
+                .and_then(sentry_id_of)
+                .map(|id| id.trust_domain().clone())
+        })
+        .or_else(|| from(const_oid::db::rfc4519::CN))
+}
+
+/// A string value of the subject's `oid` attribute.
+fn subject_attribute(cert: &Certificate, oid: const_oid::ObjectIdentifier) -> Option<String> {
     cert.tbs_certificate()
         .subject()
         .iter()
-        .filter(|atv| atv.oid == const_oid::db::rfc4519::O)
+        .filter(|atv| atv.oid == oid)
         .find_map(|atv| {
             der::asn1::Utf8StringRef::try_from(&atv.value)
                 .map(|s| s.as_str().to_owned())
@@ -387,16 +424,18 @@ fn prepare(args: PrepareArgs, now: UnixTime) -> Result<(), RootRotationError> {
         }
     }
     let current = anchors(&paths)?;
-    let trust_domain = current
-        .iter()
-        .filter_map(subject_o)
-        .find_map(|o| TrustDomain::new(&o).ok())
-        .ok_or_else(|| {
-            invalid(format!(
-                "{}: no root with a trust domain as subject O=; cannot tell the new root's trust domain",
-                paths.trust_anchors.display()
-            ))
-        })?;
+    let trust_domain = match &args.trust_domain {
+        Some(td) => TrustDomain::new(td)
+            .map_err(|e| refused(format!("invalid --trust-domain {td:?}: {e}")))?,
+        None => trust_domain_of(&current.iter().collect::<Vec<_>>(), &issuer_chain(&paths)?)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{}: no root names a trust domain (subject O= or CN=), nor does the issuer's \
+                 SPIFFE ID; give the new root's with --trust-domain",
+                    paths.trust_anchors.display()
+                ))
+            })?,
+    };
     // The current set must load, so that what is published is the old set plus one anchor.
     validate_set(&paths, current.clone(), now)?;
 
@@ -632,15 +671,21 @@ fn activate(args: ActivateArgs, now: UnixTime) -> Result<(), RootRotationError> 
             state.new_root_sha256
         )));
     }
-    let sentry_id = issuer_chain(&paths)?
-        .first()
-        .and_then(sentry_id_of)
-        .ok_or_else(|| {
-            invalid(format!(
-                "{}: cannot find the issuer's SPIFFE ID (subject O=spiffe://...)",
-                paths.issuer_certificate.display()
-            ))
-        })?;
+    // The current issuer's SPIFFE ID, else (your own certificates, named otherwise) Sentry's
+    // ID in the new root's trust domain.
+    let sentry_id = match issuer_chain(&paths)?.first().and_then(sentry_id_of) {
+        Some(id) => id,
+        None => trust_domain_of(&[&new_root], &[])
+            .and_then(|td| SpiffeId::sentry(&td, &args.namespace).ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{}: cannot find the issuer's SPIFFE ID (subject O=spiffe://...), nor a \
+                     trust domain in the new root with NAMESPACE {:?}",
+                    paths.issuer_certificate.display(),
+                    args.namespace
+                ))
+            })?,
+    };
     // Only the new root can sign: give new_issuer an anchor list holding just it, then
     // validate against everything published.
     let issuer = new_issuer(
@@ -892,6 +937,7 @@ mod tests {
             root_key_out: Some(key.to_path_buf()),
             hsm: HsmArgs::default(),
             valid_until: 365,
+            trust_domain: None,
         }
     }
 
@@ -910,6 +956,7 @@ mod tests {
             root_key: Some(key.to_path_buf()),
             hsm: HsmArgs::default(),
             valid_until: 30,
+            namespace: "default".into(),
             wait: wait_args(force),
         }
     }

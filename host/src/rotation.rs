@@ -95,6 +95,10 @@ pub struct InitRootArgs {
     /// Sentry's namespace: the issuer's SPIFFE path.
     #[arg(long, env = "NAMESPACE", default_value = "default", hide = true)]
     namespace: String,
+    /// Make the root from the existing key pair labelled --hsm-key-label instead of generating
+    /// one: for a key left in the token by an init-root that could not write its files.
+    #[arg(long)]
+    reuse_key: bool,
 }
 
 /// `warden issuer ...`
@@ -123,6 +127,10 @@ pub struct RotateArgs {
     /// New issuer lifetime in seconds (tests and drills; overrides --valid-until).
     #[arg(long, value_name = "SECONDS", hide = true)]
     valid_for_secs: Option<u64>,
+    /// Sentry's namespace: the issuer's SPIFFE path when issuer.crt is missing (otherwise the
+    /// current issuer's SPIFFE ID is kept).
+    #[arg(long, env = "NAMESPACE", default_value = "default", hide = true)]
+    namespace: String,
 }
 
 /// Why a root or issuer operation failed.
@@ -152,6 +160,9 @@ pub enum RotationError {
     /// Writing the new files failed.
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),
+    /// `hsm init-root` made or found a key but could not finish; says what became of the key.
+    #[error("{0}")]
+    InitRoot(String),
 }
 
 fn now() -> UnixTime {
@@ -171,6 +182,10 @@ fn default_paths(dir: &Path) -> CredentialPaths {
 }
 
 /// `warden hsm init-root`.
+///
+/// Everything that can be checked is checked before a key exists in the token (flags, the
+/// directory); a key made here and then left without a `ca.crt` would be an orphan, so when
+/// anything after the key generation fails the new key pair is destroyed again.
 pub fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
     let config = args.hsm.config()?.ok_or_else(|| {
         RotationError::Usage(
@@ -184,39 +199,135 @@ pub fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
             args.trust_domain
         ))
     })?;
+    let root_life = DAY * days(args.valid_until)?;
+    let issuer_life = DAY * days(args.issuer_valid_until)?;
+    let sentry_id = SpiffeId::sentry(&trust_domain, &args.namespace)
+        .map_err(|e| RotationError::Usage(format!("invalid NAMESPACE: {e}")))?;
     let paths = default_paths(&args.issuer_credentials);
+    // symlink_metadata: a dangling symlink is something in the way too.
     if let Some(existing) = [
         &paths.trust_anchors,
         &paths.issuer_certificate,
         &paths.issuer_key,
     ]
     .into_iter()
-    .find(|p| p.exists())
+    .find(|p| std::fs::symlink_metadata(p).is_ok())
     {
         return Err(RotationError::Usage(format!(
             "{} already exists; refusing to overwrite credentials (use `warden issuer rotate` for a new issuer)",
             existing.display()
         )));
     }
+    fsutil::create_private_dir(&paths.dir)?;
     let hsm = Hsm::open(&config)?;
-    let root_key = hsm.generate_key(&config.key_label)?;
+    let (root_key, created) = if args.reuse_key {
+        (hsm.signer(&config.key_label)?, false)
+    } else {
+        match hsm.generate_key(&config.key_label) {
+            Ok(key) => (key, true),
+            Err(HsmError::KeyExists { .. }) => {
+                return Err(RotationError::InitRoot(format!(
+                    "a key labelled {:?} already exists on token {:?}; refusing to make another. \
+                     If it was left by an init-root that could not write its files (no ca.crt \
+                     was ever made from it), re-run with --reuse-key to make the root from it, or \
+                     delete it with `{}`; otherwise choose another --hsm-key-label",
+                    config.key_label,
+                    config.token_label,
+                    delete_key_command(&config)
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let now = now();
-    let root = create_root(
+    let written = write_new_root(
         &root_key,
+        &paths,
         &trust_domain,
-        Validity::backdated(now, DEFAULT_CLOCK_SKEW, DAY * days(args.valid_until)?),
+        &sentry_id,
+        root_life,
+        issuer_life,
+        now,
+    );
+    let issuer = match written {
+        Ok(issuer) => issuer,
+        Err(e) if created => {
+            drop(root_key);
+            return Err(RotationError::InitRoot(
+                match hsm.destroy_key_pair(&config.key_label) {
+                    Ok(_) => format!(
+                        "{e}; the new key {:?} was removed from token {:?} again, so the same \
+                         command can be re-run once this is fixed",
+                        config.key_label, config.token_label
+                    ),
+                    Err(undo) => format!(
+                        "{e}; the new key {:?} is still on token {:?} because removing it failed \
+                         too ({undo}): re-run with --reuse-key once this is fixed, or delete it \
+                         with `{}`",
+                        config.key_label,
+                        config.token_label,
+                        delete_key_command(&config)
+                    ),
+                },
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::info!(target: SCOPE_CA,
+        "Root key {:?} {} in HSM token {:?}; wrote {}, {} and {} (issuer valid until {})",
+        config.key_label, if created { "created" } else { "reused" }, config.token_label,
+        paths.trust_anchors.display(), paths.issuer_certificate.display(), paths.issuer_key.display(),
+        issuer.validity.not_after.as_secs());
+    Ok(())
+}
+
+/// The OpenSC command that deletes the key pair `config` names; it asks for the PIN itself.
+fn delete_key_command(config: &HsmConfig) -> String {
+    let base = format!(
+        "pkcs11-tool --module {} --token-label {} --login --delete-object --label {}",
+        shell_quote(&config.module.display().to_string()),
+        shell_quote(&config.token_label),
+        shell_quote(&config.key_label)
+    );
+    format!("{base} --type privkey && {base} --type pubkey")
+}
+
+/// `text` as one POSIX shell word, safe to paste whatever it holds (`$`, quotes, spaces).
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// Writes the self-signed root made with `root_key` and a first issuer.
+fn write_new_root(
+    root_key: &dyn CaSigner,
+    paths: &CredentialPaths,
+    trust_domain: &TrustDomain,
+    sentry_id: &SpiffeId,
+    root_life: Duration,
+    issuer_life: Duration,
+    now: UnixTime,
+) -> Result<NewIssuer, RotationError> {
+    let root = create_root(
+        root_key,
+        trust_domain,
+        Validity::backdated(now, DEFAULT_CLOCK_SKEW, root_life),
         &mut rng(),
     )
     .map_err(issue_err)?;
-    let sentry_id = SpiffeId::sentry(&trust_domain, &args.namespace)
-        .map_err(|e| RotationError::Usage(format!("invalid NAMESPACE: {e}")))?;
-    fsutil::create_private_dir(&paths.dir)?;
     let ca_pem = certificates_to_pem([&root]).map_err(issue_err)?;
     let issuer = new_issuer(
-        &root_key,
+        root_key,
         std::slice::from_ref(&root),
-        &sentry_id,
-        DAY * days(args.issuer_valid_until)?,
+        sentry_id,
+        issuer_life,
         DEFAULT_CLOCK_SKEW,
         now,
     )?;
@@ -226,12 +337,7 @@ pub fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
         (&paths.issuer_certificate, issuer.certificate_pem.as_bytes()),
         (&paths.trust_anchors, ca_pem.as_bytes()),
     ])?;
-    tracing::info!(target: SCOPE_CA,
-        "Root key {:?} created in HSM token {:?}; wrote {}, {} and {} (issuer valid until {})",
-        config.key_label, config.token_label,
-        paths.trust_anchors.display(), paths.issuer_certificate.display(), paths.issuer_key.display(),
-        issuer.validity.not_after.as_secs());
-    Ok(())
+    Ok(issuer)
 }
 
 fn days(n: u64) -> Result<u32, RotationError> {
@@ -269,7 +375,21 @@ pub fn run_rotate(args: RotateArgs) -> Result<(), RotationError> {
             ));
         }
     };
-    let rotated = rotate_issuer(&paths, root.as_ref(), lifetime, DEFAULT_CLOCK_SKEW, now())?;
+    // Without issuer.crt there is no SPIFFE ID to keep: take the root's trust domain.
+    let fallback = match std::fs::symlink_metadata(&paths.issuer_certificate) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(sentry_id_from_root(&paths, root.as_ref(), &args.namespace)?)
+        }
+        _ => None,
+    };
+    let rotated = replace_issuer(
+        &paths,
+        root.as_ref(),
+        fallback.as_ref(),
+        lifetime,
+        DEFAULT_CLOCK_SKEW,
+        now(),
+    )?;
     tracing::info!(target: SCOPE_CA, "New issuer written to {} (valid until unix {})",
         paths.issuer_certificate.display(), rotated.validity.not_after.as_secs());
     Ok(())
@@ -342,23 +462,57 @@ pub(crate) fn new_issuer(
     })
 }
 
-/// The Sentry SPIFFE ID of an issuer certificate: its subject `O=` (spiffe://td/ns/NS/dapr-sentry).
-fn sentry_id_of(issuer: &Certificate) -> Option<SpiffeId> {
-    issuer
-        .tbs_certificate()
+/// The string values of a certificate's subject `O=` attributes.
+fn subject_o(cert: &Certificate) -> impl Iterator<Item = String> + '_ {
+    cert.tbs_certificate()
         .subject()
         .iter()
         .filter(|atv| atv.oid == const_oid::db::rfc4519::O)
-        .find_map(|atv| {
-            let text = der::asn1::Utf8StringRef::try_from(&atv.value)
+        .filter_map(|atv| {
+            der::asn1::Utf8StringRef::try_from(&atv.value)
                 .map(|s| s.as_str().to_owned())
                 .or_else(|_| {
                     der::asn1::PrintableStringRef::try_from(&atv.value)
                         .map(|s| s.as_str().to_owned())
                 })
-                .ok()?;
-            SpiffeId::parse(&text).ok()
+                .ok()
         })
+}
+
+/// The Sentry SPIFFE ID of an issuer certificate: its subject `O=` (spiffe://td/ns/NS/dapr-sentry).
+fn sentry_id_of(issuer: &Certificate) -> Option<SpiffeId> {
+    subject_o(issuer).find_map(|o| SpiffeId::parse(&o).ok())
+}
+
+/// Sentry's SPIFFE ID in the trust domain of the anchor in `ca.crt` that `root_key` made (its
+/// subject `O=`): for an issuer made when there is no issuer.crt to copy the ID from.
+fn sentry_id_from_root(
+    paths: &CredentialPaths,
+    root_key: &dyn CaSigner,
+    namespace: &str,
+) -> Result<SpiffeId, RotationError> {
+    let bytes = std::fs::read(&paths.trust_anchors).map_err(|source| RotationError::Read {
+        path: paths.trust_anchors.clone(),
+        source,
+    })?;
+    let anchors = parse_certificates(&bytes).map_err(|e| {
+        RotationError::Credentials(format!("{}: {e}", paths.trust_anchors.display()))
+    })?;
+    let public = root_key.public_key();
+    let trust_domain = anchors
+        .iter()
+        .filter(|anchor| key_matches(anchor, &public))
+        .flat_map(subject_o)
+        .find_map(|o| TrustDomain::new(&o).ok())
+        .ok_or_else(|| {
+            RotationError::Credentials(format!(
+                "{}: no root made by this root key with a trust domain as subject O=, and no \
+                 issuer.crt to take the SPIFFE ID from",
+                paths.trust_anchors.display()
+            ))
+        })?;
+    SpiffeId::sentry(&trust_domain, namespace)
+        .map_err(|e| RotationError::Usage(format!("invalid NAMESPACE {namespace:?}: {e}")))
 }
 
 /// Makes a new issuer signed by `root_key` for the credential set in `paths` and writes
@@ -366,6 +520,19 @@ fn sentry_id_of(issuer: &Certificate) -> Option<SpiffeId> {
 pub fn rotate_issuer(
     paths: &CredentialPaths,
     root_key: &dyn CaSigner,
+    lifetime: Duration,
+    clock_skew: Duration,
+    now: UnixTime,
+) -> Result<NewIssuer, RotationError> {
+    replace_issuer(paths, root_key, None, lifetime, clock_skew, now)
+}
+
+/// [`rotate_issuer`], also when `issuer.crt` is missing: the new issuer then gets
+/// `missing_issuer_id` (without it a missing `issuer.crt` is an error). `ca.crt` is only read.
+pub fn replace_issuer(
+    paths: &CredentialPaths,
+    root_key: &dyn CaSigner,
+    missing_issuer_id: Option<&SpiffeId>,
     lifetime: Duration,
     clock_skew: Duration,
     now: UnixTime,
@@ -379,15 +546,26 @@ pub fn rotate_issuer(
     let anchors = parse_certificates(&read(&paths.trust_anchors)?).map_err(|e| {
         RotationError::Credentials(format!("{}: {e}", paths.trust_anchors.display()))
     })?;
-    let current = parse_certificates(&read(&paths.issuer_certificate)?).map_err(|e| {
-        RotationError::Credentials(format!("{}: {e}", paths.issuer_certificate.display()))
-    })?;
-    let sentry_id = current.first().and_then(sentry_id_of).ok_or_else(|| {
-        RotationError::Credentials(format!(
-            "{}: cannot find the issuer's SPIFFE ID (subject O=spiffe://...)",
-            paths.issuer_certificate.display()
-        ))
-    })?;
+    let sentry_id = match (std::fs::read(&paths.issuer_certificate), missing_issuer_id) {
+        (Err(e), Some(id)) if e.kind() == std::io::ErrorKind::NotFound => id.clone(),
+        (Err(source), _) => {
+            return Err(RotationError::Read {
+                path: paths.issuer_certificate.clone(),
+                source,
+            });
+        }
+        (Ok(bytes), _) => {
+            let current = parse_certificates(&bytes).map_err(|e| {
+                RotationError::Credentials(format!("{}: {e}", paths.issuer_certificate.display()))
+            })?;
+            current.first().and_then(sentry_id_of).ok_or_else(|| {
+                RotationError::Credentials(format!(
+                    "{}: cannot find the issuer's SPIFFE ID (subject O=spiffe://...)",
+                    paths.issuer_certificate.display()
+                ))
+            })?
+        }
+    };
     let issuer = new_issuer(root_key, &anchors, &sentry_id, lifetime, clock_skew, now)?;
     fsutil::write_files_atomically(&[
         (&paths.issuer_key, issuer.key_pem.as_bytes()),
@@ -496,6 +674,7 @@ pub async fn auto_rotate(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -504,6 +683,69 @@ mod tests {
             not_before: UnixTime::from_secs(not_before),
             not_after: UnixTime::from_secs(not_after),
         }
+    }
+
+    #[test]
+    fn delete_commands_quote_labels_for_the_shell() {
+        assert_eq!(shell_quote("warden-root"), "warden-root");
+        assert_eq!(shell_quote("/usr/lib/x.so"), "/usr/lib/x.so");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b$(x)"), "'a b$(x)'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn no_command_takes_a_pin_on_the_command_line() {
+        use clap::Parser as _;
+        let hsm = [
+            "--hsm-module",
+            "m.so",
+            "--hsm-token-label",
+            "t",
+            "--hsm-key-label",
+            "k",
+        ];
+        for command in [
+            &["warden"][..],
+            &["warden", "hsm", "init-root", "--issuer-credentials", "d"],
+            &["warden", "issuer", "rotate", "--issuer-credentials", "d"],
+        ] {
+            let base: Vec<&str> = command.iter().chain(hsm.iter()).copied().collect();
+            assert!(crate::cli::Cli::try_parse_from(&base).is_ok(), "{base:?}");
+            for flag in ["--hsm-pin", "--pin", "--hsm-user-pin"] {
+                let mut args = base.clone();
+                args.extend([flag, "1234"]);
+                let err = crate::cli::Cli::try_parse_from(&args).unwrap_err();
+                assert_eq!(
+                    err.kind(),
+                    clap::error::ErrorKind::UnknownArgument,
+                    "{args:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_hsm_guide_puts_no_pin_on_a_command_line() {
+        let guide = include_str!("../../docs/hsm.md");
+        let mut in_code = false;
+        let mut commands = 0;
+        for line in guide.lines() {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+                continue;
+            }
+            let line = line.trim();
+            if !in_code || line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            commands += 1;
+            for needle in ["--pin", "--so-pin", "PIN=", "PIN =", "pin-value"] {
+                assert!(!line.contains(needle), "docs/hsm.md: {line}");
+            }
+        }
+        assert!(commands > 5, "no commands found in docs/hsm.md");
+        assert!(guide.contains("--hsm-pin-file hsm.pin"));
     }
 
     #[test]

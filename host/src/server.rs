@@ -120,6 +120,9 @@ const COMMIT: &str = match option_env!("WARDEN_GIT_COMMIT") {
     None => "unknown",
 };
 
+/// Lifetime of an issuer the HSM root makes at start-up when the issuer files are missing: the
+/// default of `warden issuer rotate` (capped at the root's NotAfter).
+const HSM_ISSUER_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// How long in-flight requests get to finish after SIGTERM (Sentry's 15 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Overrides [`SHUTDOWN_GRACE`] in milliseconds, for the tests only (a test that waits out
@@ -189,17 +192,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         clock_skew: policy.clock_skew,
     };
-    let (bundle, origin) = store::load_or_generate(
+    // Read before the credentials: with an HSM root a missing issuer is made by the HSM, and a
+    // missing ca.crt is never replaced by a software root.
+    let hsm = args.hsm.config()?;
+    let mut issue_from_hsm = hsm.as_ref().map(|config| {
+        let server_id = server_id.clone();
+        move |paths: &CredentialPaths| -> Result<(), String> {
+            let signer = warden_hsm::Hsm::open_signer(config).map_err(|e| e.to_string())?;
+            let issuer = crate::rotation::replace_issuer(
+                paths,
+                &signer,
+                Some(&server_id),
+                HSM_ISSUER_LIFETIME,
+                policy.clock_skew,
+                service::now(),
+            )
+            .map_err(|e| e.to_string())?;
+            tracing::info!(target: SCOPE_CA,
+                "Issuer certs not found: made a new issuer with the HSM root (key {:?} in token {:?}), valid until unix {}; {} kept as it is",
+                config.key_label, config.token_label, issuer.validity.not_after.as_secs(),
+                paths.trust_anchors.display());
+            Ok(())
+        }
+    });
+    let (bundle, origin) = store::load_or_start(
         &paths,
         &generate,
+        issue_from_hsm
+            .as_mut()
+            .map(|f| f as &mut dyn FnMut(&CredentialPaths) -> Result<(), String>),
         service::now(),
         &mut rand_core::UnwrapErr(getrandom::SysRng),
     )?;
+    drop(issue_from_hsm);
     match origin {
         Origin::Generated => {
             tracing::info!(target: SCOPE_CA, "Root and issuer certs not found: generating self signed CA");
             metrics.issuer_cert_changed();
         }
+        Origin::IssuedFromHsm => metrics.issuer_cert_changed(),
         Origin::Loaded => {
             tracing::info!(target: SCOPE_CA, "Root and issuer certs found: using credentials from store");
         }
@@ -301,7 +332,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         on_new_bundle.clone(),
     )
     .context("cannot watch the credential directories")?;
-    if let Some(hsm) = args.hsm.config()? {
+    if let Some(hsm) = hsm {
         let state = Arc::clone(&state);
         tokio::spawn(crate::rotation::auto_rotate(
             hsm,

@@ -240,6 +240,13 @@ async fn sign(
     state: &CaState,
     req: &SignCertificateRequest,
 ) -> Result<(SignCertificateResponse, Option<IssuedFacts>), Status> {
+    // Every audience costs a signature: refuse a hostile list before any other work.
+    if state.jwt.is_some() {
+        crate::jwt::check_audiences(&req.jwt_audiences).map_err(|message| {
+            tracing::warn!(target: SCOPE_SERVER, "Refused request for app {}: {message}", req.id);
+            Status::invalid_argument(message)
+        })?;
+    }
     let validator = state.validators.select(req.token_validator)?;
     let trust_domain = validate(&state.validators, validator, req)
         .await
@@ -285,14 +292,15 @@ async fn sign(
     let valid_until = i64::try_from(issued.validity.not_after.as_secs())
         .map_err(|_| failed("NotAfter out of range"))?;
     let (jwt, per_audience_jwts) = match &state.jwt {
-        Some(issuer) => crate::jwt::mint_for_response(
+        Some(issuer) => crate::jwt::mint_for_response_off_workers(
             issuer,
-            &spiffe_id.to_string(),
-            trust_domain.as_str(),
-            &req.jwt_audiences,
+            spiffe_id.to_string(),
+            trust_domain.as_str().to_owned(),
+            req.jwt_audiences.clone(),
             now().as_secs(),
             state.policy.clock_skew,
         )
+        .await
         .map_err(|e| {
             tracing::error!(target: SCOPE_SERVER, "Error generating JWT: {e}");
             state.metrics.sign_failure("jwt");
@@ -536,6 +544,119 @@ mod tests {
             metrics.contains("dapr_sentry_cert_sign_failure_total{reason=\"sign\"} 2"),
             "{metrics}"
         );
+    }
+
+    /// Defect 4: a request over the audience caps is refused with InvalidArgument naming the
+    /// limit before a single signature (or the CSR check) is made; one at the caps costs one
+    /// token plus one per audience, no more.
+    #[tokio::test]
+    async fn audience_lists_over_the_cap_are_refused_before_any_signing() {
+        use crate::jwt::{JwtIssuer, JwtSettings, MAX_JWT_AUDIENCE_LEN, MAX_JWT_AUDIENCES};
+        use crate::proto::ca_server::Ca as _;
+        use warden_core::crypto::{KeyAlgorithm, SoftwareKey};
+        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+        let td = TrustDomain::new("localhost").unwrap();
+        let (_, files) = CaBundle::generate(
+            &warden_core::bundle::CaParams {
+                trust_domain: &td,
+                namespace: "default",
+                key_algorithm: KeyAlgorithm::P256,
+                lifetime: Duration::from_secs(3600),
+                clock_skew: Duration::ZERO,
+            },
+            now(),
+            &mut rng,
+        )
+        .unwrap();
+        let bundle = CaBundle::from_parts(
+            warden_core::bundle::parse_certificates(files.trust_anchors.as_bytes()).unwrap(),
+            warden_core::bundle::parse_certificates(files.issuer_certificate.as_bytes()).unwrap(),
+            Box::new(SoftwareKey::from_pem(files.issuer_key.as_bytes()).unwrap()),
+            now(),
+            &NativeVerifier,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let jwt = Arc::new(
+            JwtIssuer::load_or_generate(
+                JwtSettings {
+                    key_path: dir.path().join("jwt.key"),
+                    jwks_path: dir.path().join("jwks.json"),
+                    issuer: None,
+                    algorithm: crate::jwt::SigningAlgorithm::Rs256,
+                    key_id: None,
+                    ttl: Duration::from_secs(3600),
+                },
+                now().as_secs(),
+            )
+            .unwrap(),
+        );
+        let service = CaService::new(Arc::new(CaState {
+            bundle: ArcSwap::from_pointee(bundle),
+            policy: IssuancePolicy {
+                ttl: Duration::from_secs(60),
+                clock_skew: Duration::ZERO,
+            },
+            validators: Validators::insecure_default(),
+            namespace: "default".into(),
+            trust_domain: td,
+            metrics: Metrics::new(),
+            audit: None,
+            jwt: Some(Arc::clone(&jwt)),
+        }));
+        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
+        let csr_pem =
+            csr::csr_to_pem(&csr::create_csr(&key, &csr::CsrTemplate::default()).unwrap()).unwrap();
+        let with = |audiences: Vec<String>| SignCertificateRequest {
+            jwt_audiences: audiences,
+            ..request("app", "ns", "", csr_pem.as_bytes())
+        };
+        // The reported request: 1,500 audiences.
+        let hostile: Vec<String> = (0..1500).map(|i| format!("aud-{i}")).collect();
+        let err = service
+            .sign_certificate(Request::new(with(hostile)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            err.message(),
+            format!("too many jwt_audiences: 1500 given, at most {MAX_JWT_AUDIENCES} allowed")
+        );
+        let err = service
+            .sign_certificate(Request::new(with(vec![
+                "x".repeat(MAX_JWT_AUDIENCE_LEN + 1),
+            ])))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().contains("at most 512 bytes"),
+            "{}",
+            err.message()
+        );
+        // Refused before anything else: even an empty CSR gets the audience error.
+        let mut no_csr = with((0..=MAX_JWT_AUDIENCES).map(|i| i.to_string()).collect());
+        no_csr.certificate_signing_request.clear();
+        let err = service
+            .sign_certificate(Request::new(no_csr))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(jwt.signatures(), 0, "no token signed for a refused request");
+        // At the caps: served, with exactly 1 + MAX_JWT_AUDIENCES signatures.
+        let at_cap: Vec<String> = (0..MAX_JWT_AUDIENCES)
+            .map(|i| {
+                format!("{i:03}").repeat(MAX_JWT_AUDIENCE_LEN)[..MAX_JWT_AUDIENCE_LEN].to_owned()
+            })
+            .collect();
+        let response = service
+            .sign_certificate(Request::new(with(at_cap)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(response.jwt.is_some());
+        assert_eq!(response.per_audience_jwts.len(), MAX_JWT_AUDIENCES);
+        assert_eq!(jwt.signatures(), 1 + MAX_JWT_AUDIENCES as u64);
     }
 
     #[test]

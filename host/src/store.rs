@@ -1,11 +1,14 @@
 //! The self-hosted credential store: `ca.crt`, `issuer.crt` and `issuer.key` in
 //! `--issuer-credentials`, as Sentry keeps them.
 //!
-//! Rules (spec §4): when any of the three files is missing the CA is generated and all three are
-//! written; when all exist they are loaded and validated, and any problem is fatal and leaves the
-//! files untouched. Generation must never leave a set that *looks* complete but is not, so the
-//! trust-anchor file is removed first and written last: after a crash at any point either some
-//! file is missing (and the next start regenerates) or the whole new set is in place.
+//! Rules: when all three files exist they are loaded and validated, and any problem is fatal
+//! and leaves the files untouched. What happens when some are missing is [`start_action`]'s
+//! table. Unlike Sentry (which regenerates all three when any is missing), a new root is made
+//! only when `ca.crt` is absent, no root rotation is under way and the root is not in an HSM:
+//! a published `ca.crt` is never replaced, because every workload that trusts it would break.
+//! Generation must never leave a set that *looks* complete but is not, so the trust-anchor file
+//! is written last: after a crash at any point either `ca.crt` is missing (it was never
+//! published, and the next start generates again) or the whole new set is in place.
 
 use std::fs;
 use std::io;
@@ -105,6 +108,12 @@ pub enum StoreError {
     /// The generated files could not be written.
     #[error("cannot store the generated CA: {0}")]
     Write(#[from] WriteError),
+    /// Some files are missing and making them again could replace a published root.
+    #[error("{0}")]
+    Incomplete(String),
+    /// The HSM root could not make the missing issuer.
+    #[error("cannot make a new issuer from the HSM root: {0}")]
+    HsmIssuer(String),
 }
 
 /// Whether the credentials were found or had to be made.
@@ -112,8 +121,142 @@ pub enum StoreError {
 pub enum Origin {
     /// All three files existed and were valid.
     Loaded,
-    /// At least one file was missing; a new CA was generated and written.
+    /// `ca.crt` was missing (never published); a new CA was generated and written.
     Generated,
+    /// `ca.crt` was there but the issuer was not; a new issuer was made by the HSM root.
+    IssuedFromHsm,
+}
+
+/// What start-up finds: which files exist, and whether the root is in an HSM. The inputs of
+/// [`start_action`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartState {
+    /// `ca.crt` exists (a dangling symlink counts: it is not ours to replace).
+    pub trust_anchors: bool,
+    /// `issuer.crt` exists.
+    pub issuer_certificate: bool,
+    /// `issuer.key` exists.
+    pub issuer_key: bool,
+    /// `root-rotation.json` exists in the credential directory (any phase, even unparsable).
+    pub rotation_state: bool,
+    /// `--hsm-module/--hsm-token-label/--hsm-key-label` were given.
+    pub hsm: bool,
+}
+
+impl StartState {
+    /// Looks at the files; `hsm` says whether the `--hsm-*` flags were given.
+    pub fn of(paths: &CredentialPaths, hsm: bool) -> Result<Self, StoreError> {
+        Ok(Self {
+            trust_anchors: exists(&paths.trust_anchors)?,
+            issuer_certificate: exists(&paths.issuer_certificate)?,
+            issuer_key: exists(&paths.issuer_key)?,
+            rotation_state: exists(&crate::root_rotation::state_path(&paths.dir))?,
+            hsm,
+        })
+    }
+
+    fn complete(&self) -> bool {
+        self.trust_anchors && self.issuer_certificate && self.issuer_key
+    }
+}
+
+/// What start-up does with the files it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartAction {
+    /// All three files exist: load and validate them.
+    Load,
+    /// No `ca.crt`, no rotation state, no HSM: nothing was ever published, make a new CA
+    /// (any issuer file present is left from a start killed before it wrote `ca.crt`).
+    Generate,
+    /// `ca.crt` exists, the issuer does not, the root is in the HSM: the HSM root signs a new
+    /// issuer, as `warden issuer rotate` does.
+    IssueFromHsm,
+    /// Something is missing while a root rotation is recorded: refuse.
+    RefuseRotationState,
+    /// `ca.crt` is missing but the root is in the HSM: refuse (a software root must not
+    /// replace it; `warden hsm init-root` makes HSM roots).
+    RefuseHsmRootMissing,
+    /// `ca.crt` exists, the issuer does not, and there is no root key to sign a new one.
+    RefuseIssuerMissing,
+}
+
+/// The start-up rule, as a table (first matching row wins):
+///
+/// | ca.crt | issuer.crt + issuer.key | root-rotation.json | --hsm-* | action |
+/// |---|---|---|---|---|
+/// | yes | both | any | any | load |
+/// | any | any missing | yes | any | refuse |
+/// | no | any | no | yes | refuse: restore ca.crt or `warden hsm init-root` |
+/// | no | any | no | no | generate a new CA |
+/// | yes | any missing | no | yes | new issuer from the HSM root |
+/// | yes | any missing | no | no | refuse: `warden issuer rotate` or restore |
+pub fn start_action(state: StartState) -> StartAction {
+    if state.complete() {
+        StartAction::Load
+    } else if state.rotation_state {
+        StartAction::RefuseRotationState
+    } else {
+        match (state.trust_anchors, state.hsm) {
+            (false, true) => StartAction::RefuseHsmRootMissing,
+            (false, false) => StartAction::Generate,
+            (true, true) => StartAction::IssueFromHsm,
+            (true, false) => StartAction::RefuseIssuerMissing,
+        }
+    }
+}
+
+/// Whether something is at `path` (not following a final symlink).
+fn exists(path: &Path) -> Result<bool, StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(StoreError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The fatal message for a refused start: which files are missing, why Warden does not make
+/// them, and how to go on on purpose.
+fn refusal(action: StartAction, state: StartState, paths: &CredentialPaths) -> String {
+    let missing: Vec<String> = [
+        (state.trust_anchors, &paths.trust_anchors),
+        (state.issuer_certificate, &paths.issuer_certificate),
+        (state.issuer_key, &paths.issuer_key),
+    ]
+    .iter()
+    .filter(|(present, _)| !present)
+    .map(|(_, path)| path.display().to_string())
+    .collect();
+    let missing = missing.join(" and ");
+    let dir = paths.dir.display();
+    let ca = paths.trust_anchors.display();
+    match action {
+        StartAction::RefuseRotationState => format!(
+            "missing {missing} while a root rotation is recorded in {}: refusing to start \
+             (Warden never makes a new root or issuer in the middle of a root rotation). Restore \
+             the missing file(s) from a backup, or make a new issuer on purpose with \
+             `warden issuer rotate --issuer-credentials {dir}` and the right root key (the old \
+             root's before `activate`, new_root_key in that file after); to abandon the roots in {ca} and start over, move \
+             ca.crt, issuer.crt, issuer.key and root-rotation.json away",
+            crate::root_rotation::state_path(&paths.dir).display()
+        ),
+        StartAction::RefuseHsmRootMissing => format!(
+            "missing {missing} while the root is in an HSM (--hsm-* given): refusing to start \
+             (a software root must not replace the HSM root). Restore {ca} from a backup (a \
+             missing issuer is then made by the HSM root), or make a new HSM root on purpose \
+             with `warden hsm init-root --issuer-credentials DIR --hsm-...` into an empty directory"
+        ),
+        _ => format!(
+            "missing {missing} while {ca} exists: refusing to start (a new root would replace \
+             the published one and break every workload that trusts it). Make a new issuer for \
+             this root with `warden issuer rotate --issuer-credentials {dir} --root-key ROOT.key` \
+             (or start with --hsm-* when the root is in an HSM), or restore the file(s) from a \
+             backup; to start over with a new root on purpose, move {ca} and the issuer files away"
+        ),
+    }
 }
 
 /// What a generated CA looks like.
@@ -127,26 +270,57 @@ pub struct GenerateOptions {
     pub clock_skew: std::time::Duration,
 }
 
-/// Loads the credential set, or generates and stores one when any file is missing.
+/// Makes a new issuer (`issuer.crt` and `issuer.key`) for the `ca.crt` in the paths, signed by
+/// the HSM root; the error is shown to the operator.
+pub type HsmIssuerFn<'a> = &'a mut dyn FnMut(&CredentialPaths) -> Result<(), String>;
+
+/// Loads the credential set, or makes what [`start_action`] allows; no root in an HSM.
 pub fn load_or_generate<R: CryptoRng + ?Sized>(
     paths: &CredentialPaths,
     options: &GenerateOptions,
     now: UnixTime,
     rng: &mut R,
 ) -> Result<(CaBundle, Origin), StoreError> {
-    match read_all(paths)? {
-        Some(files) => Ok((validate(paths, &files, now)?, Origin::Loaded)),
-        None => {
+    load_or_start(paths, options, None, now, rng)
+}
+
+/// Loads the credential set, or makes what [`start_action`] allows: a new CA when nothing was
+/// ever published, a new issuer through `hsm_issuer` (given with `--hsm-*`) when only the issuer
+/// is missing; otherwise [`StoreError::Incomplete`]. `ca.crt` is never removed or overwritten.
+pub fn load_or_start<R: CryptoRng + ?Sized>(
+    paths: &CredentialPaths,
+    options: &GenerateOptions,
+    hsm_issuer: Option<HsmIssuerFn<'_>>,
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(CaBundle, Origin), StoreError> {
+    let state = StartState::of(paths, hsm_issuer.is_some())?;
+    let action = start_action(state);
+    let origin = match (action, hsm_issuer) {
+        (StartAction::Load, _) => Origin::Loaded,
+        (StartAction::Generate, _) => {
             generate(paths, options, now, rng)?;
-            // Re-read what was written: the live bundle is then exactly what a restart loads,
-            // and the issuer key is the native (fast) one.
-            let files = read_all(paths)?.ok_or_else(|| StoreError::Read {
-                path: paths.trust_anchors.clone(),
-                source: io::Error::new(io::ErrorKind::NotFound, "vanished right after writing"),
-            })?;
-            Ok((validate(paths, &files, now)?, Origin::Generated))
+            Origin::Generated
         }
-    }
+        (StartAction::IssueFromHsm, Some(issue)) => {
+            for file in [&paths.issuer_certificate, &paths.issuer_key] {
+                fsutil::remove_stale_temp_files(file);
+            }
+            issue(paths).map_err(StoreError::HsmIssuer)?;
+            Origin::IssuedFromHsm
+        }
+        _ => return Err(StoreError::Incomplete(refusal(action, state, paths))),
+    };
+    // Read what is on disk (after writing, too): the live bundle is then exactly what a restart
+    // loads, and the issuer key is the native (fast) one.
+    let files = read_all(paths)?.ok_or_else(|| StoreError::Read {
+        path: paths.dir.clone(),
+        source: io::Error::new(
+            io::ErrorKind::NotFound,
+            "a credential file vanished while starting",
+        ),
+    })?;
+    Ok((validate(paths, &files, now)?, origin))
 }
 
 /// Loads and validates the credential set; a missing file is an error here (used on reload,
@@ -230,8 +404,7 @@ fn generate<R: CryptoRng + ?Sized>(
     for dir in paths.directories() {
         fsutil::create_private_dir(&dir)?;
     }
-    remove_if_present(&paths.trust_anchors)?;
-    // A start killed while writing (kill -9, power loss) may have left temporary files.
+    // Only reached without ca.crt (start_action), which is written last. A start killed while writing (kill -9, power loss) may have left temporary files.
     for file in [
         &paths.trust_anchors,
         &paths.issuer_certificate,
@@ -250,18 +423,13 @@ fn generate<R: CryptoRng + ?Sized>(
     Ok(())
 }
 
-fn remove_if_present(path: &Path) -> Result<(), StoreError> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::Read {
-            path: path.to_path_buf(),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
@@ -314,16 +482,221 @@ mod tests {
         assert_eq!(first.trust_anchors_pem(), second.trust_anchors_pem());
     }
 
+    fn state(ca: bool, crt: bool, key: bool, rotation: bool, hsm: bool) -> StartState {
+        StartState {
+            trust_anchors: ca,
+            issuer_certificate: crt,
+            issuer_key: key,
+            rotation_state: rotation,
+            hsm,
+        }
+    }
+
+    /// Every combination of the five inputs.
+    fn all_states() -> Vec<StartState> {
+        (0u8..32)
+            .map(|b| state(b & 1 != 0, b & 2 != 0, b & 4 != 0, b & 8 != 0, b & 16 != 0))
+            .collect()
+    }
+
     #[test]
-    fn one_missing_file_regenerates_all_three() {
+    fn row_complete_set_is_loaded_whatever_else() {
+        for rotation in [false, true] {
+            for hsm in [false, true] {
+                assert_eq!(
+                    start_action(state(true, true, true, rotation, hsm)),
+                    StartAction::Load
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn row_anything_missing_during_a_root_rotation_is_refused() {
+        for s in all_states() {
+            if s.rotation_state && !s.complete() {
+                assert_eq!(start_action(s), StartAction::RefuseRotationState, "{s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn row_no_ca_crt_with_an_hsm_root_is_refused() {
+        for (crt, key) in [(false, false), (true, false), (false, true), (true, true)] {
+            assert_eq!(
+                start_action(state(false, crt, key, false, true)),
+                StartAction::RefuseHsmRootMissing
+            );
+        }
+    }
+
+    #[test]
+    fn row_no_ca_crt_without_hsm_or_rotation_generates() {
+        // Nothing at all (first start), or issuer files left by a start killed before it
+        // wrote ca.crt (written last, so this set was never published).
+        for (crt, key) in [(false, false), (true, false), (false, true), (true, true)] {
+            assert_eq!(
+                start_action(state(false, crt, key, false, false)),
+                StartAction::Generate
+            );
+        }
+    }
+
+    #[test]
+    fn row_missing_issuer_with_an_hsm_root_gets_a_new_issuer() {
+        for (crt, key) in [(false, false), (true, false), (false, true)] {
+            assert_eq!(
+                start_action(state(true, crt, key, false, true)),
+                StartAction::IssueFromHsm
+            );
+        }
+    }
+
+    #[test]
+    fn row_missing_issuer_without_a_root_key_is_refused() {
+        for (crt, key) in [(false, false), (true, false), (false, true)] {
+            assert_eq!(
+                start_action(state(true, crt, key, false, false)),
+                StartAction::RefuseIssuerMissing
+            );
+        }
+    }
+
+    #[test]
+    fn a_root_is_made_only_from_nothing_published() {
+        for s in all_states() {
+            let action = start_action(s);
+            assert_eq!(
+                action == StartAction::Generate,
+                !s.trust_anchors && !s.rotation_state && !s.hsm,
+                "{s:?}: {action:?}"
+            );
+            if s.trust_anchors {
+                assert!(
+                    matches!(
+                        action,
+                        StartAction::Load
+                            | StartAction::IssueFromHsm
+                            | StartAction::RefuseIssuerMissing
+                            | StartAction::RefuseRotationState
+                    ),
+                    "{s:?}: {action:?}"
+                );
+            }
+        }
+    }
+
+    fn files(paths: &CredentialPaths) -> Vec<Option<Vec<u8>>> {
+        [
+            &paths.trust_anchors,
+            &paths.issuer_certificate,
+            &paths.issuer_key,
+        ]
+        .iter()
+        .map(|p| fs::read(p).ok())
+        .collect()
+    }
+
+    #[test]
+    fn a_missing_issuer_key_is_refused_naming_it_and_ca_crt_is_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let paths = default_paths(tmp.path());
         load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
-        let old_root = fs::read(&paths.trust_anchors).unwrap();
         fs::remove_file(&paths.issuer_key).unwrap();
-        let (_, origin) = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
-        assert_eq!(origin, Origin::Generated);
-        assert_ne!(fs::read(&paths.trust_anchors).unwrap(), old_root);
+        let before = files(&paths);
+        let err = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Incomplete(_)), "{err:?}");
+        assert!(
+            message.contains(&format!("missing {}", paths.issuer_key.display()))
+                && message.contains("warden issuer rotate"),
+            "{message}"
+        );
+        assert!(!message.contains("issuer.crt and"), "{message}");
+        assert_eq!(files(&paths), before);
+    }
+
+    #[test]
+    fn a_missing_issuer_with_an_hsm_root_is_made_by_it_and_ca_crt_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = default_paths(tmp.path());
+        load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
+        let issuer = files(&paths);
+        fs::remove_file(&paths.issuer_key).unwrap();
+        fs::remove_file(&paths.issuer_certificate).unwrap();
+        let mut calls = 0;
+        // Stands in for the HSM root: writes back an issuer that root signed.
+        let mut issue = |p: &CredentialPaths| {
+            calls += 1;
+            fs::write(&p.issuer_certificate, issuer[1].as_ref().unwrap()).unwrap();
+            fs::write(&p.issuer_key, issuer[2].as_ref().unwrap()).unwrap();
+            Ok(())
+        };
+        let (_, origin) =
+            load_or_start(&paths, &options(), Some(&mut issue), now(), &mut rng()).unwrap();
+        assert_eq!(origin, Origin::IssuedFromHsm);
+        assert_eq!(calls, 1);
+        assert_eq!(files(&paths), issuer);
+
+        // A failing HSM is fatal and names the cause.
+        fs::remove_file(&paths.issuer_key).unwrap();
+        let mut broken = |_: &CredentialPaths| Err("C_Login returned CKR_PIN_INCORRECT".to_owned());
+        let err = load_or_start(&paths, &options(), Some(&mut broken), now(), &mut rng())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CKR_PIN_INCORRECT"), "{err}");
+        assert_eq!(fs::read(&paths.trust_anchors).ok(), issuer[0]);
+    }
+
+    #[test]
+    fn no_ca_crt_with_an_hsm_root_is_refused_and_nothing_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = default_paths(tmp.path());
+        let mut issue = |_: &CredentialPaths| -> Result<(), String> {
+            panic!("the HSM must not be used without ca.crt")
+        };
+        let err = load_or_start(&paths, &options(), Some(&mut issue), now(), &mut rng())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ca.crt") && err.contains("warden hsm init-root"),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_missing_file_during_a_root_rotation_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = default_paths(tmp.path());
+        load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
+        fs::write(tmp.path().join("root-rotation.json"), "{}").unwrap();
+        for missing in [&paths.issuer_key, &paths.trust_anchors] {
+            fs::remove_file(missing).unwrap();
+            let before = files(&paths);
+            let err = load_or_generate(&paths, &options(), now(), &mut rng())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&missing.display().to_string()) && err.contains("root-rotation.json"),
+                "{err}"
+            );
+            assert_eq!(files(&paths), before);
+        }
+    }
+
+    #[test]
+    fn a_dangling_ca_crt_symlink_is_not_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = default_paths(tmp.path());
+        std::os::unix::fs::symlink(tmp.path().join("gone"), &paths.trust_anchors).unwrap();
+        let err = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap_err();
+        assert!(matches!(err, StoreError::Incomplete(_)), "{err:?}");
+        assert!(
+            fs::symlink_metadata(&paths.trust_anchors)
+                .unwrap()
+                .is_symlink()
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use axum::body::Bytes;
 use axum::http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header,
 };
+use futures_util::StreamExt as _;
 use tonic::body::Body;
 use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -285,6 +286,9 @@ where
 /// Largest file served (the demo's `.wasm` is well under 1 MiB).
 const MAX_FILE: u64 = 16 * 1024 * 1024;
 
+/// Read size of a served file: what one download holds in memory at a time.
+const UI_CHUNK: usize = 16 * 1024;
+
 /// The content security policy of the served pages: scripts and wasm from this origin only;
 /// `connect-src` also allows other HTTPS origins (the page's "CA URL" field).
 const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
@@ -338,24 +342,25 @@ async fn serve_file(root: &Path, path: &str, head: bool) -> Response<Body> {
         return plain(StatusCode::NOT_FOUND, "not found\n");
     };
     // Symbolic links may not lead out of the directory.
-    let file = match tokio::fs::canonicalize(root.join(&rel)).await {
+    let path = match tokio::fs::canonicalize(root.join(&rel)).await {
         Ok(f) if f.starts_with(root) => f,
         _ => return plain(StatusCode::NOT_FOUND, "not found\n"),
     };
-    match tokio::fs::metadata(&file).await {
-        Ok(m) if m.is_file() && m.len() <= MAX_FILE => {}
-        _ => return plain(StatusCode::NOT_FOUND, "not found\n"),
-    }
-    let bytes = match tokio::fs::read(&file).await {
-        Ok(b) => b,
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
         Err(e) => {
-            tracing::warn!(target: crate::observability::SCOPE_SERVER, "--ui: cannot read {}: {e}", file.display());
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n");
+            tracing::warn!(target: crate::observability::SCOPE_SERVER, "--ui: cannot open {}: {e}", path.display());
+            return plain(StatusCode::NOT_FOUND, "not found\n");
         }
+    };
+    // The length announced is that of the file opened, even if the path is replaced meanwhile.
+    let len = match file.metadata().await {
+        Ok(m) if m.is_file() && m.len() <= MAX_FILE => m.len(),
+        _ => return plain(StatusCode::NOT_FOUND, "not found\n"),
     };
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -365,10 +370,17 @@ async fn serve_file(root: &Path, path: &str, head: bool) -> Response<Body> {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    // Streamed in small chunks, never read whole: a thousand concurrent downloads of the
+    // largest file must not hold a thousand copies of it in memory.
     let body = if head {
         Body::empty()
     } else {
-        Body::new(http_body_util::Full::new(Bytes::from(bytes)))
+        let chunks = tokio_util::io::ReaderStream::with_capacity(
+            tokio::io::AsyncReadExt::take(file, len),
+            UI_CHUNK,
+        )
+        .map(|chunk| chunk.map(http_body::Frame::data));
+        Body::new(http_body_util::StreamBody::new(chunks))
     };
     respond(StatusCode::OK, headers, body)
 }

@@ -358,6 +358,31 @@ impl Hsm {
         self.signer(label)
     }
 
+    /// Destroys the key pair labelled `label` (its private and public key objects); returns how
+    /// many objects were destroyed. Only for undoing [`Hsm::generate_key`] in the same run,
+    /// when what the key was made for could not be finished: a label names no other object then,
+    /// since `generate_key` refuses a label in use.
+    pub fn destroy_key_pair(&self, label: &str) -> Result<usize, HsmError> {
+        self.with_login_session(|session| {
+            let mut destroyed = 0;
+            for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+                let found = session
+                    .find_objects(&[
+                        Attribute::Class(class),
+                        Attribute::Label(label.as_bytes().to_vec()),
+                    ])
+                    .map_err(call("looking up the key to remove"))?;
+                for object in found {
+                    session
+                        .destroy_object(object)
+                        .map_err(call("removing the key"))?;
+                    destroyed += 1;
+                }
+            }
+            Ok(destroyed)
+        })
+    }
+
     /// Finds the EC P-256 key pair labelled `label` and returns a signer for it.
     pub fn signer(self: &Arc<Self>, label: &str) -> Result<HsmSigner, HsmError> {
         let (private, public) = self.with_login_session(|session| {

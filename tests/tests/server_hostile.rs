@@ -243,6 +243,31 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
             })
         })
         .collect();
+    // The HTTP endpoints (healthz and metrics; OIDC runs on the same server code): a silent
+    // connection, a request head never finished, and a keep-alive left idle after one request.
+    let mut http_idle = Vec::new();
+    for port in [warden.healthz_port, warden.metrics_port] {
+        let silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut partial = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        partial
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+        let mut kept = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 16];
+        assert!(
+            kept.read(&mut head).await.unwrap() > 0,
+            "no answer on {port}"
+        );
+        http_idle.extend([
+            ("silent", silent),
+            ("partial head", partial),
+            ("idle keep-alive", kept),
+        ]);
+    }
     let connector = tls_connector(&warden);
     let mut silent = Vec::new();
     for _ in 0..100 {
@@ -264,6 +289,21 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
             "a TLS connection that never sent a request was kept open ({read:?})"
         );
         silent_cut = silent_cut.max(silent_since.elapsed());
+    }
+    for (what, mut tcp) in http_idle {
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut buf = [0u8; 1024];
+            loop {
+                if let Ok(0) | Err(_) = tcp.read(&mut buf).await {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "an HTTP endpoint kept a {what} connection open past the header timeout"
+        );
     }
     conclude(&warden, "slowloris", probe, sampler, idle).await;
     // The dripping clients were disconnected by the handshake timeout (10 s), not left to hold
@@ -408,5 +448,80 @@ async fn a_thousand_idle_connections_do_not_starve_others() {
     assert!(
         fds_after <= fds_before + 2,
         "fds: {fds_before} -> {fds_after}"
+    );
+}
+
+/// Largest file `--ui` serves (`web::MAX_FILE`).
+const UI_MAX_FILE: usize = 16 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_stalled_downloads_of_the_largest_ui_file_do_not_each_hold_a_copy() {
+    const DOWNLOADS: usize = 24;
+    let work = common::tempdir();
+    let ui = work.path().join("ui");
+    std::fs::create_dir_all(&ui).unwrap();
+    let content: Vec<u8> = (0..UI_MAX_FILE).map(|i| (i % 251) as u8).collect();
+    std::fs::write(ui.join("big.wasm"), &content).unwrap();
+    std::fs::write(ui.join("index.html"), "<!doctype html>").unwrap();
+    let options = server_support::Options::new().args([
+        "--grpc-web".to_owned(),
+        "--ui".to_owned(),
+        ui.to_str().unwrap().to_owned(),
+    ]);
+    let warden = Warden::start_with(&work.path().join("creds"), &options);
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = memory_kib(warden.pid()).0;
+    let probe = Probe::start(&warden).await;
+    let sampler = RssSampler::start(warden.pid());
+    let anchors = parse_certificates(&common::read_file(&warden.trust_anchors_path())).unwrap();
+    let mut config =
+        spiffe_client_config(anchors, SpiffeId::parse(&warden.server_id).unwrap()).unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = TlsConnector::from(Arc::new(config));
+    let get = b"GET /big.wasm HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+    // Each client asks for the file and reads nothing: the server can only send what the
+    // socket buffers take, and must not hold the rest of the file per client meanwhile.
+    let mut stalled = Vec::new();
+    for _ in 0..DOWNLOADS {
+        let mut tls = tls_connect(&warden, &connector).await;
+        tls.write_all(get).await.unwrap();
+        tls.flush().await.unwrap();
+        stalled.push(tls);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    conclude(&warden, "stalled UI downloads", probe, sampler, idle).await;
+
+    // Streaming still delivers the whole file, byte for byte.
+    let mut tls = stalled.pop().unwrap();
+    let mut received = Vec::new();
+    let expected_len = content.len();
+    let mut header_end = None;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = tls.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed before the whole file came");
+            received.extend_from_slice(&buf[..n]);
+            if header_end.is_none() {
+                header_end = received.windows(4).position(|w| w == b"\r\n\r\n");
+            }
+            if header_end.is_some_and(|end| received.len() >= end + 4 + expected_len) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the whole file within 60 s");
+    let end = header_end.unwrap();
+    let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {expected_len}")),
+        "{head}"
+    );
+    assert!(
+        received[end + 4..] == content[..],
+        "the streamed file differs"
     );
 }

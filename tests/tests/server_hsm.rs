@@ -472,3 +472,328 @@ fn rotate_with_a_root_key_file() {
     );
     assert_eq!(server_support::snapshot(dir), before);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Start-up with part of the credential set missing (issue 15, defect 1): the HSM root is never
+// replaced by a software root, and ca.crt is never touched.
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+/// The server's credential files and root-rotation.json, by name.
+fn files(creds: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    server_support::snapshot(creds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_issuer_with_hsm_flags_gets_a_new_issuer_from_the_same_hsm_root() {
+    let token = Token::new();
+    let creds = tempdir();
+    let work = tempdir();
+    token.init_root(creds.path());
+    let ca = read(&creds.path().join("ca.crt"));
+    let first = issuer_der(creds.path());
+
+    // issuer.key alone, then both issuer files: each start makes an issuer with the HSM root.
+    for deleted in [&["issuer.key"][..], &["issuer.key", "issuer.crt"]] {
+        for name in deleted {
+            std::fs::remove_file(creds.path().join(name)).unwrap();
+        }
+        let warden = Warden::start_with(creds.path(), &token.server_options());
+        warden
+            .output
+            .find(0, "info", "made a new issuer with the HSM root")
+            .unwrap_or_else(|| panic!("no log line; output:\n{}", warden.output.text()));
+        assert!(
+            warden
+                .output
+                .find(0, "info", "generating self signed CA")
+                .is_none(),
+            "{}",
+            warden.output.text()
+        );
+        assert_eq!(read(&creds.path().join("ca.crt")), ca, "ca.crt changed");
+        assert_ne!(issuer_der(creds.path()), first);
+        assert_eq!(mode(&creds.path().join("issuer.key")), 0o600);
+        openssl_verify_issuer(creds.path());
+        let csr = openssl_csr(work.path(), &OPENSSL_KEYS[2]).pem;
+        let mut client = warden.client().await;
+        let response = sign(&mut client, request("newissuer", "default", "", &csr))
+            .await
+            .unwrap();
+        let issued = check_response(
+            &response,
+            &creds.path().join("ca.crt"),
+            "spiffe://public/ns/default/newissuer",
+        );
+        issued.openssl_verify(work.path(), &creds.path().join("ca.crt"), "newissuer");
+    }
+}
+
+#[test]
+fn a_deleted_issuer_key_without_hsm_flags_is_refused_and_ca_crt_is_untouched() {
+    let token = Token::new();
+    let creds = tempdir();
+    token.init_root(creds.path());
+    std::fs::remove_file(creds.path().join("issuer.key")).unwrap();
+    let before = files(creds.path());
+    let exited = Warden::start_failure(creds.path(), &Options::new());
+    let msg = exited.assert_fatal(&[
+        &format!("missing {}", creds.path().join("issuer.key").display()),
+        "refusing to start",
+        "warden issuer rotate",
+    ]);
+    assert!(!msg.contains("issuer.crt and"), "{msg}");
+    assert!(
+        !exited.output.text().contains("generating self signed CA"),
+        "{}",
+        exited.output.text()
+    );
+    assert_eq!(files(creds.path()), before);
+
+    // The way out the message names works: a new issuer from the HSM root, then a normal start.
+    token.rotate(creds.path(), &[]);
+    openssl_verify_issuer(creds.path());
+    assert_eq!(files(creds.path())["ca.crt"], before["ca.crt"]);
+    drop(Warden::start(creds.path()));
+
+    // Both issuer files gone: refused naming both; `issuer rotate` then takes the SPIFFE ID
+    // from the root's trust domain, since there is no issuer.crt to copy it from.
+    for name in ["issuer.key", "issuer.crt"] {
+        std::fs::remove_file(creds.path().join(name)).unwrap();
+    }
+    let exited = Warden::start_failure(creds.path(), &Options::new());
+    exited.assert_fatal(&[&format!(
+        "missing {} and {}",
+        creds.path().join("issuer.crt").display(),
+        creds.path().join("issuer.key").display()
+    )]);
+    token.rotate(creds.path(), &[]);
+    openssl_verify_issuer(creds.path());
+    let issuer = &parse_certificates(&read(&creds.path().join("issuer.crt"))).unwrap()[0];
+    assert!(
+        issuer
+            .tbs_certificate()
+            .subject()
+            .to_string()
+            .contains("spiffe://public/ns/default/dapr-sentry"),
+        "{}",
+        issuer.tbs_certificate().subject()
+    );
+    assert_eq!(files(creds.path())["ca.crt"], before["ca.crt"]);
+    drop(Warden::start(creds.path()));
+}
+
+#[test]
+fn a_missing_file_during_a_root_rotation_is_refused_with_or_without_hsm_flags() {
+    let token = Token::new();
+    let creds = tempdir();
+    token.init_root(creds.path());
+    let mut prepare = token.warden(&["root", "rotate", "prepare", "--issuer-credentials"]);
+    prepare.arg(creds.path()).args([
+        "--hsm-module",
+        MODULE,
+        "--hsm-token-label",
+        TOKEN,
+        "--hsm-key-label",
+        "next-root",
+    ]);
+    run(prepare);
+    assert!(creds.path().join("root-rotation.json").exists());
+    for missing in ["issuer.key", "ca.crt"] {
+        std::fs::remove_file(creds.path().join(missing)).unwrap();
+        let before = files(creds.path());
+        for options in [Options::new(), token.server_options()] {
+            let exited = Warden::start_failure(creds.path(), &options);
+            exited.assert_fatal(&[
+                &creds.path().join(missing).display().to_string(),
+                "root-rotation.json",
+                "refusing to start",
+            ]);
+            assert_eq!(files(creds.path()), before, "{missing}");
+        }
+    }
+}
+
+#[test]
+fn no_ca_crt_with_hsm_flags_is_refused_and_an_empty_directory_without_them_generates() {
+    let token = Token::new();
+    let creds = tempdir();
+    token.init_root(creds.path());
+    std::fs::remove_file(creds.path().join("ca.crt")).unwrap();
+    let before = files(creds.path());
+    let exited = Warden::start_failure(creds.path(), &token.server_options());
+    exited.assert_fatal(&["ca.crt", "in an HSM", "warden hsm init-root"]);
+    assert_eq!(files(creds.path()), before);
+
+    // Nothing at all with --hsm-*: the root lives in the HSM, so still no software root.
+    let empty = tempdir();
+    let exited = Warden::start_failure(empty.path(), &token.server_options());
+    exited.assert_fatal(&["ca.crt", "warden hsm init-root"]);
+    assert!(files(empty.path()).is_empty());
+
+    // Nothing at all and no --hsm-*: the first start generates, as before.
+    let warden = Warden::start(empty.path());
+    assert!(
+        warden
+            .output
+            .find(0, "info", "generating self signed CA")
+            .is_some()
+    );
+    assert_eq!(
+        files(empty.path()).keys().collect::<Vec<_>>(),
+        ["ca.crt", "issuer.crt", "issuer.key"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// `hsm init-root` never leaves an orphan key in the token (issue 15, defect 7).
+
+/// Whether a key labelled `label` can be used from the token (an `issuer rotate` that fails
+/// only for want of credential files, or for the missing key).
+fn key_exists(token: &Token, label: &str) -> bool {
+    let empty = tempdir();
+    let mut cmd = token.warden(&["issuer", "rotate", "--issuer-credentials"]);
+    cmd.arg(empty.path()).args([
+        "--hsm-module",
+        MODULE,
+        "--hsm-token-label",
+        TOKEN,
+        "--hsm-key-label",
+        label,
+    ]);
+    let text = failing(cmd);
+    if text.contains("C_FindObjects: no EC private key labelled") {
+        false
+    } else {
+        assert!(text.contains("ca.crt"), "{text}");
+        true
+    }
+}
+
+fn init_root_command(token: &Token, creds: &Path, extra: &[&str]) -> Command {
+    let mut cmd = token.warden(&["hsm", "init-root", "--trust-domain", "public"]);
+    cmd.args(Token::hsm_flags())
+        .arg("--issuer-credentials")
+        .arg(creds)
+        .args(extra);
+    cmd
+}
+
+#[test]
+fn init_root_that_fails_before_writing_leaves_no_key_in_the_token() {
+    let token = Token::new();
+    let parent = tempdir();
+    // A file where the directory should be, and an invalid lifetime: both used to fail after
+    // the key was made.
+    let in_the_way = parent.path().join("creds");
+    std::fs::write(&in_the_way, "not a directory").unwrap();
+    let text = failing(init_root_command(&token, &in_the_way, &[]));
+    assert!(text.contains("cannot create directory"), "{text}");
+    assert!(!key_exists(&token, KEY));
+    let creds = parent.path().join("fresh");
+    let text = failing(init_root_command(&token, &creds, &["--valid-until", "0"]));
+    assert!(text.contains("invalid number of days: 0"), "{text}");
+    assert!(!key_exists(&token, KEY));
+    // So the same command with the same label works once the problem is fixed.
+    run(init_root_command(&token, &creds, &[]));
+    openssl_verify_issuer(&creds);
+}
+
+/// A directory that is the mount point of a read-only tmpfs; unmounted when dropped.
+struct ReadOnlyMount {
+    _parent: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl ReadOnlyMount {
+    /// `None` (with the reason printed) when this machine cannot mount and WARDEN_SKIP_TMPFS
+    /// says that is known.
+    fn new() -> Option<Self> {
+        let parent = tempdir();
+        let dir = parent.path().join("ro");
+        std::fs::create_dir(&dir).unwrap();
+        let mount = |args: &[&str]| Command::new("mount").args(args).arg(&dir).output().unwrap();
+        let out = mount(&["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"]);
+        if !out.status.success() {
+            assert!(
+                std::env::var_os("WARDEN_SKIP_TMPFS").is_some(),
+                "cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {}; \
+                 set WARDEN_SKIP_TMPFS=1 to skip this test knowingly",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!("SKIPPED (WARDEN_SKIP_TMPFS): cannot mount a tmpfs here");
+            return None;
+        }
+        let this = Self {
+            _parent: parent,
+            dir: dir.clone(),
+        };
+        let out = mount(&["-o", "remount,ro"]);
+        assert!(
+            out.status.success(),
+            "remount ro: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(this)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn init_root_that_cannot_write_its_files_removes_its_key_again() {
+    let token = Token::new();
+    let Some(read_only) = ReadOnlyMount::new() else {
+        return;
+    };
+    let text = failing(init_root_command(&token, &read_only.dir, &[]));
+    assert!(
+        text.contains("Read-only file system") && text.contains("was removed from token"),
+        "{text}"
+    );
+    assert!(!text.contains(PIN), "the PIN was printed: {text}");
+    assert!(!key_exists(&token, KEY));
+    assert_eq!(std::fs::read_dir(&read_only.dir).unwrap().count(), 0);
+    let creds = tempdir();
+    run(init_root_command(&token, creds.path(), &[]));
+    openssl_verify_issuer(creds.path());
+}
+
+#[test]
+fn a_key_left_in_the_token_is_explained_and_can_be_reused_on_request() {
+    let token = Token::new();
+    // A key with no credential files: what a kill -9 between key generation and writing leaves.
+    let lost = tempdir();
+    token.init_root(lost.path());
+    let lost_root = &parse_certificates(&read(&lost.path().join("ca.crt"))).unwrap()[0];
+    let creds = tempdir();
+    let text = failing(init_root_command(&token, creds.path(), &[]));
+    for needle in [
+        "already exists on token",
+        "--reuse-key",
+        &format!(
+            "`pkcs11-tool --module {MODULE} --token-label {TOKEN} --login --delete-object --label {KEY} --type privkey && "
+        ),
+        "--type pubkey`",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    assert!(!text.contains(PIN), "the PIN was printed: {text}");
+    assert!(files(creds.path()).is_empty());
+
+    run(init_root_command(&token, creds.path(), &["--reuse-key"]));
+    openssl_verify_issuer(creds.path());
+    let root = &parse_certificates(&read(&creds.path().join("ca.crt"))).unwrap()[0];
+    assert_eq!(
+        root.tbs_certificate().subject_public_key_info(),
+        lost_root.tbs_certificate().subject_public_key_info(),
+        "the root is made from the key in the token"
+    );
+    assert!(key_exists(&token, KEY));
+}

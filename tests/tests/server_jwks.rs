@@ -815,6 +815,36 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
         .await
         .unwrap();
     assert_eq!(warden.healthz().0, 200);
+
+    // A source that answers more than 1 MiB (hostile, or a wrong URL) is cut off at the limit
+    // and the last good set keeps serving.
+    let mark = warden.output.len();
+    server.set_body(format!(
+        "{{\"keys\":[],\"padding\":\"{}\"}}",
+        "x".repeat(2 << 20)
+    ));
+    server.set_down(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t3 = SigningKey::generate(dir, Algorithm::ES256, "k3")
+        .token(&claims("public", "default", "app"));
+    assert_status(
+        sign(&mut client, jwks_request("app", "default", "", &csr, &t3)).await,
+        Code::PermissionDenied,
+        "token validation failed: failed to find key with key ID \"k3\" in key set",
+        "oversized refresh",
+    );
+    warden
+        .output
+        .wait_for(
+            mark,
+            "warning",
+            "keeping the previous set: the response is larger than 1048576 bytes",
+            Duration::from_secs(10),
+        )
+        .await;
+    sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,16 @@ fn free_port() -> u16 {
 
 /// One HTTP/1.1 exchange by hand: status, lower-cased head, body.
 fn http(port: u16, method: &str, path: &str, host: &str) -> (u16, String, String) {
+    http_with(port, method, path, &[("Host", host)])
+}
+
+/// [`http`] with the given header lines (`Host` included) in this order.
+fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     stream
@@ -47,7 +57,11 @@ fn http(port: u16, method: &str, path: &str, host: &str) -> (u16, String, String
     stream
         .write_all(
             format!(
-                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                "{method} {path} HTTP/1.1\r\n{}Content-Length: 0\r\nConnection: close\r\n\r\n",
+                headers
+                    .iter()
+                    .map(|(name, value)| format!("{name}: {value}\r\n"))
+                    .collect::<String>()
             )
             .as_bytes(),
         )
@@ -538,5 +552,272 @@ async fn rotated_key_keeps_old_tokens_verifiable_until_they_expire() {
     let jwks = get_json(port, "/jwks.json");
     verify_with_jwks(&jwks, &old, "public");
     verify_with_jwks(&jwks, &new, "public");
+    drop(warden);
+}
+
+/// Defect 3 over real HTTP: with an allow-list, the host that was checked is the one in every
+/// URL; Host evil + X-Forwarded-Host good no longer yields evil URLs; several values, a host
+/// outside the list and malformed values are refused and not cacheable.
+#[test]
+fn oidc_discovery_urls_come_only_from_the_checked_host() {
+    let creds = tempdir();
+    let port = free_port();
+    let mut args = oidc_args("ES256", port);
+    args.extend(["--oidc-allowed-hosts", "Good.Example,127.0.0.1"].map(str::to_owned));
+    let warden = Warden::start_with(creds.path(), &Options::new().args(args));
+    let discovery = "/.well-known/openid-configuration";
+    let doc = |headers: &[(&str, &str)]| {
+        let (status, head, body) = http_with(port, "GET", discovery, headers);
+        assert_eq!(status, 200, "{headers:?}: {head}\n{body}");
+        assert!(
+            head.contains("cache-control: public, max-age=3600"),
+            "{head}"
+        );
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let refused = |headers: &[(&str, &str)], want: u16| {
+        let (status, head, body) = http_with(port, "GET", discovery, headers);
+        assert_eq!(status, want, "{headers:?}: {head}\n{body}");
+        assert!(head.contains("cache-control: no-store"), "{head}");
+        assert!(!body.contains("evil"), "{body}");
+    };
+    // The reported request.
+    let poisoned = doc(&[
+        ("Host", "evil.example"),
+        ("X-Forwarded-Host", "good.example"),
+    ]);
+    assert_eq!(poisoned["issuer"], "http://Good.Example");
+    assert_eq!(poisoned["jwks_uri"], "http://Good.Example/jwks.json");
+    // Port kept, upper case compared equal, configured spelling echoed.
+    let ported = doc(&[
+        ("Host", "127.0.0.1"),
+        ("X-Forwarded-Host", "GOOD.EXAMPLE:8443"),
+    ]);
+    assert_eq!(ported["issuer"], "http://Good.Example:8443");
+    assert_eq!(
+        doc(&[("Host", &format!("127.0.0.1:{port}"))])["issuer"],
+        format!("http://127.0.0.1:{port}")
+    );
+    refused(
+        &[
+            ("Host", "good.example"),
+            ("X-Forwarded-Host", "evil.example"),
+        ],
+        403,
+    );
+    refused(&[("Host", "evil.example")], 403);
+    refused(
+        &[
+            ("Host", "good.example"),
+            ("X-Forwarded-Host", "evil.example, good.example"),
+        ],
+        400,
+    );
+    refused(
+        &[
+            ("Host", "good.example"),
+            ("X-Forwarded-Host", "good.example"),
+            ("X-Forwarded-Host", "evil.example"),
+        ],
+        400,
+    );
+    refused(
+        &[
+            ("Host", "good.example"),
+            ("X-Forwarded-Host", "good.example/evil"),
+        ],
+        400,
+    );
+    refused(&[("Host", "good.example"), ("Host", "evil.example")], 400);
+    // An absolute-form request target naming another host than Host.
+    let (status, _, body) = http_with(
+        port,
+        "GET",
+        &format!("http://evil.example{discovery}"),
+        &[("Host", "good.example")],
+    );
+    assert_eq!(status, 400, "{body}");
+    drop(warden);
+}
+
+/// Defect 4 over real gRPC: a request over the audience caps is refused with InvalidArgument
+/// naming the limit; one at the caps (16 audiences of 512 bytes) is served; while several
+/// connections keep sending both, plain requests on another connection all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_audience_lists_are_refused_and_do_not_stall_others() {
+    const CAP: usize = warden_host::jwt::MAX_JWT_AUDIENCES;
+    const LEN: usize = warden_host::jwt::MAX_JWT_AUDIENCE_LEN;
+    let work = tempdir();
+    let creds = tempdir();
+    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    let warden = Warden::start_with(creds.path(), &Options::new().args(["--jwt-enabled"]));
+    let mut client = warden.client().await;
+    let over: Vec<String> = (0..1500).map(|i| format!("aud-{i}")).collect();
+    let at_cap: Vec<String> = (0..CAP).map(|i| format!("{i:0LEN$}")).collect();
+    let with = |audiences: &[String]| SignCertificateRequest {
+        jwt_audiences: audiences.to_vec(),
+        ..request("app-1", "ns-1", "", &csr)
+    };
+    let err = sign(&mut client, with(&over)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        format!("too many jwt_audiences: 1500 given, at most {CAP} allowed")
+    );
+    let long = vec!["x".repeat(LEN + 1)];
+    let err = sign(&mut client, with(&long)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains(&format!("at most {LEN} bytes")),
+        "{}",
+        err.message()
+    );
+    let full = sign(&mut client, with(&at_cap)).await.unwrap();
+    assert_eq!(full.per_audience_jwts.len(), CAP);
+    assert!(full.jwt.is_some());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for i in 0..4 {
+        let mut hostile = warden.client().await;
+        let request = with(if i % 2 == 0 { &over } else { &at_cap });
+        let stop = std::sync::Arc::clone(&stop);
+        attackers.push(tokio::spawn(async move {
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = sign(&mut hostile, request.clone()).await;
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    let started = Instant::now();
+    for _ in 0..20 {
+        let response = sign(&mut client, with(&["aud-a".to_owned()]))
+            .await
+            .unwrap();
+        assert_eq!(response.per_audience_jwts.len(), 1);
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for attacker in attackers {
+        sent += attacker.await.unwrap();
+    }
+    assert!(sent > 0);
+    // Generous: 20 requests of about a millisecond each; only a stalled server takes this long.
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "{elapsed:?} for 20 requests under attack"
+    );
+    drop(warden);
+}
+
+/// The `warden_retire_at` of `kid` in `jwks.json` (`None` when not listed or not retired).
+fn retire_at(creds: &Path, kid: &str) -> Option<u64> {
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(creds.join("jwks.json")).unwrap()).unwrap();
+    file["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .and_then(|k| k["warden_retire_at"].as_u64())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Defect 6 with real restarts and a 6 s --jwt-ttl: the retire time of a replaced key is
+/// written once and survives restarts; the running server drops the key from jwks.json when
+/// that time comes; a start after it does not publish the key again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retired_jwt_key_stays_retired_across_restarts() {
+    let work = tempdir();
+    let creds = tempdir();
+    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    let port = free_port();
+    let mut args = oidc_args("ES256", port);
+    args.extend(["--jwt-ttl", "6s"].map(str::to_owned));
+    let options = Options::new().args(args);
+    let warden = Warden::start_with(creds.path(), &options);
+    let mut client = warden.client().await;
+    let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let old_kid = kid_of(
+        &sign(&mut client, jwt_request(&csr, &[]))
+            .await
+            .unwrap()
+            .jwt
+            .unwrap(),
+    );
+    run(openssl(
+        work.path(),
+        [
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "new.key",
+        ],
+    ));
+    std::fs::copy(
+        work.path().join("new.key"),
+        creds.path().join(".jwt.key.new"),
+    )
+    .unwrap();
+    std::fs::rename(
+        creds.path().join(".jwt.key.new"),
+        creds.path().join("jwt.key"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while retire_at(creds.path(), &old_kid).is_none() {
+        assert!(Instant::now() < deadline, "the new key was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let retire = retire_at(creds.path(), &old_kid).unwrap();
+    assert!(
+        retire <= unix_now() + 6,
+        "retire_at {retire} is one TTL after the change"
+    );
+    drop(client);
+    drop(warden);
+
+    // A restart before retire_at keeps it as written (main reset it to now + TTL here); if
+    // the start was slow enough to come after it, the key is gone instead.
+    let warden = Warden::start_with(creds.path(), &options);
+    let saved = std::fs::read(creds.path().join("jwks.json")).unwrap();
+    match retire_at(creds.path(), &old_kid) {
+        Some(at) => assert_eq!(at, retire, "restart kept retire_at"),
+        None => assert!(unix_now() >= retire),
+    }
+    // The running server drops it from jwks.json and the served set once retire_at passes.
+    let deadline = Instant::now() + Duration::from_secs(6 + 10);
+    while retire_at(creds.path(), &old_kid).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the retired key stayed in jwks.json"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(unix_now() >= retire, "not dropped before its time");
+    let jwks = get_json(port, "/jwks.json");
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "{jwks}");
+    drop(warden);
+
+    // A jwks.json written before retire_at (a backup, or a server stopped in time) does not
+    // bring the key back on a later start.
+    std::fs::write(creds.path().join("jwks.json"), &saved).unwrap();
+    let warden = Warden::start_with(creds.path(), &options);
+    let jwks = get_json(port, "/jwks.json");
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "{jwks}");
+    assert_ne!(jwks["keys"][0]["kid"], old_kid);
+    assert_eq!(retire_at(creds.path(), &old_kid), None);
     drop(warden);
 }

@@ -12,20 +12,23 @@ mod common;
 mod server_support;
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir};
+use common::{
+    OPENSSL_KEYS, openssl, openssl_csr, read_file, run, run_seed_recipe, tempdir, write_file,
+};
 use server_support::{
     Options, OwnCa, WARDEN, Warden, check_response, connect_client, ders, field, metric, mode,
-    replace_file, request, sign,
+    replace_file, request, sign, snapshot,
 };
 use tonic::Code;
 use warden_core::bundle::parse_certificates;
+use warden_core::certificate::CertificateRef;
 use warden_core::profile::Validity;
 
 // ---------------------------------------------------------------------------------------------
@@ -710,5 +713,583 @@ fn identity_fetch_writes_a_verified_svid_and_checks_the_server_id() {
     assert!(
         !other.join("cert.pem").exists() && !other.join("key.pem").exists(),
         "a failed fetch must not write credentials"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Same-key renewal of the Dapr docs' OpenSSL credentials: clients that hold the old ca.crt keep
+// verifying, with rustls-webpki, openssl, Go's crypto/x509 and pyca/cryptography.
+
+/// Runs `warden ARGS` (a subcommand) to completion.
+fn warden_cli(args: &[&str]) -> common::CmdOutput {
+    common::try_run(Command::new(WARDEN).args(args))
+}
+
+/// Installs the recipe's `root.pem`, `issuer.pem` and `issuer.key` (made in `work`) as the
+/// credential set in `creds`, and keeps a copy of the root as `work/old-ca.crt`: what a client
+/// that got its anchors before the renewal holds.
+fn install_recipe(work: &Path, creds: &Path) -> PathBuf {
+    run_seed_recipe(work);
+    let root = read_file(&work.join("root.pem"));
+    write_file(creds, "ca.crt", &root);
+    write_file(creds, "issuer.crt", read_file(&work.join("issuer.pem")));
+    write_file(creds, "issuer.key", read_file(&work.join("issuer.key")));
+    write_file(work, "old-ca.crt", &root)
+}
+
+/// Go's crypto/x509 (`tests/go/verify_chains`, standard library only), built once per target
+/// dir with module downloads off and its caches under `CARGO_TARGET_TMPDIR`.
+fn go_verifier() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-verify-chains");
+            std::fs::create_dir_all(&base).unwrap();
+            let binary = base.join("verify_chains");
+            let source = common::data_path("../go/verify_chains/main.go");
+            let mut cmd = Command::new("go");
+            cmd.current_dir(&base)
+                .args(["build", "-o"])
+                .arg(&binary)
+                .arg(&source)
+                .env("GOCACHE", base.join("cache"))
+                .env("GOPATH", base.join("gopath"))
+                .env("GOPROXY", "off")
+                .env("GOFLAGS", "")
+                .env("CGO_ENABLED", "0");
+            let built = cmd.output().unwrap_or_else(|e| {
+                panic!(
+                    "cannot run `go` ({e}): Go's crypto/x509 is one of the verifiers; \
+                     run scripts/test.sh (it installs Debian's golang-go)"
+                )
+            });
+            assert!(
+                built.status.success(),
+                "go build {}: {}",
+                source.display(),
+                String::from_utf8_lossy(&built.stderr)
+            );
+            binary
+        })
+        .clone()
+}
+
+/// Verifies every chain file in `dir` (leaf first) against `anchors` with Go's crypto/x509.
+fn go_verify(dir: &Path, anchors: &str, chains: &[String]) -> common::CmdOutput {
+    let mut cmd = Command::new(go_verifier());
+    cmd.current_dir(dir).arg(anchors).args(chains);
+    common::try_run(cmd)
+}
+
+/// What the clients holding only the old `ca.crt` saw.
+#[derive(Debug, Default)]
+struct OldAnchorReport {
+    /// The issuer (DER) of every successful response, in order.
+    issuers: Vec<Vec<u8>>,
+    /// A sample of the `workload_certificate`s received, for the external verifiers: each first
+    /// one from a new issuer, then every 25th.
+    chains: Vec<String>,
+    /// Every failure (connect, TLS to the server, call, or chain verification), described.
+    failures: Vec<String>,
+}
+
+/// Clients as daprd instances that got their anchors before a renewal: each trusts only
+/// `old_ca` for the server's certificate and checks every returned chain with rustls-webpki
+/// against it. Half keep one connection (a request every 5 ms), half connect anew for every
+/// request (every 20 ms).
+struct OldAnchorLoad {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    latest_issuer: Arc<Mutex<Vec<u8>>>,
+    tasks: Vec<tokio::task::JoinHandle<OldAnchorReport>>,
+}
+
+impl OldAnchorLoad {
+    async fn start(warden: &Warden, old_ca: &Path, csr: &[u8], clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let latest_issuer = Arc::new(Mutex::new(Vec::new()));
+        let anchors = parse_certificates(&read_file(old_ca)).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..clients {
+            let fresh_connections = i % 2 == 1;
+            let (stop, ok, latest_issuer) = (
+                Arc::clone(&stop),
+                Arc::clone(&ok),
+                Arc::clone(&latest_issuer),
+            );
+            let (csr, anchors) = (csr.to_vec(), anchors.clone());
+            let (address, server_id, old_ca) = (
+                warden.address(),
+                warden.server_id.clone(),
+                old_ca.to_path_buf(),
+            );
+            let mut client = connect_client(&address, &old_ca, &server_id).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut report = OldAnchorReport::default();
+                let pause = Duration::from_millis(if fresh_connections { 20 } else { 5 });
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    tokio::time::sleep(pause).await;
+                    if fresh_connections {
+                        match connect_client(&address, &old_ca, &server_id).await {
+                            Ok(c) => client = c,
+                            Err(e) => {
+                                report.failures.push(format!("client {i} connect {n}: {e}"));
+                                continue;
+                            }
+                        }
+                    }
+                    let response =
+                        match sign(&mut client, request("renew", "default", "", &csr)).await {
+                            Ok(r) => r,
+                            Err(status) => {
+                                report
+                                    .failures
+                                    .push(format!("client {i} call {n}: {status:?}"));
+                                continue;
+                            }
+                        };
+                    let certs = match parse_certificates(&response.workload_certificate) {
+                        Ok(certs) if certs.len() >= 2 => certs,
+                        other => {
+                            report.failures.push(format!("client {i} {n}: {other:?}"));
+                            continue;
+                        }
+                    };
+                    if let Err(e) =
+                        support::webpki_verify(&certs[0], &certs[1..], &anchors, common::now())
+                    {
+                        report
+                            .failures
+                            .push(format!("client {i} {n}: webpki with the old ca.crt: {e:?}"));
+                        continue;
+                    }
+                    let issuer = ders(&certs[1..2]).remove(0);
+                    if report.issuers.last() != Some(&issuer) || report.issuers.len() % 25 == 0 {
+                        report.chains.push(
+                            String::from_utf8(response.workload_certificate.clone()).unwrap(),
+                        );
+                    }
+                    *latest_issuer.lock().unwrap() = issuer.clone();
+                    report.issuers.push(issuer);
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                report
+            }));
+        }
+        Self {
+            stop,
+            ok,
+            latest_issuer,
+            tasks,
+        }
+    }
+
+    async fn wait_for(&self, what: &str, done: impl Fn(u64, &[u8]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let issuer = self.latest_issuer.lock().unwrap().clone();
+            if done(self.ok.load(Ordering::Relaxed), &issuer) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn finish(self) -> Vec<OldAnchorReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut reports = Vec::new();
+        for task in self.tasks {
+            reports.push(task.await.unwrap());
+        }
+        reports
+    }
+}
+
+fn subject_der(cert_der: &[u8]) -> Vec<u8> {
+    CertificateRef::from_der(cert_der)
+        .unwrap()
+        .subject()
+        .as_der()
+        .to_vec()
+}
+
+fn issuer_der(cert_der: &[u8]) -> Vec<u8> {
+    CertificateRef::from_der(cert_der)
+        .unwrap()
+        .issuer()
+        .as_der()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_load() {
+    let go = tokio::task::spawn_blocking(go_verifier);
+    let work = tempdir();
+    let creds = tempdir();
+    let old_ca = install_recipe(work.path(), creds.path());
+    let old_root = parse_certificates(&read_file(&old_ca)).unwrap().remove(0);
+    let old_root_der = ders(std::slice::from_ref(&old_root)).remove(0);
+    let old_issuer_der =
+        ders(&parse_certificates(&read_file(&work.path().join("issuer.pem"))).unwrap()).remove(0);
+
+    let warden = Warden::start(creds.path());
+    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    let load = OldAnchorLoad::start(&warden, &old_ca, &csr, 4).await;
+    load.wait_for("20 leaves from the recipe's issuer", |ok, issuer| {
+        ok >= 20 && issuer == old_issuer_der
+    })
+    .await;
+
+    // The renewal runs while the clients keep calling; the server then hot-reloads.
+    let mark = warden.output.len();
+    let dir = creds.path().display().to_string();
+    let key = work.path().join("root.key").display().to_string();
+    let renewal = tokio::task::spawn_blocking(move || {
+        warden_cli(&[
+            "mtls",
+            "renew-certificate",
+            "--issuer-credentials",
+            &dir,
+            "--private-key",
+            &key,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(renewal.success, "renew-certificate: {}", renewal.combined());
+
+    // The renewed root is the old one re-signed: same subject bytes, key and key identifier.
+    let new_root = parse_certificates(&read_file(&creds.path().join("ca.crt"))).unwrap();
+    assert_eq!(new_root.len(), 1);
+    let new_root_der = ders(&new_root).remove(0);
+    assert_ne!(new_root_der, old_root_der, "a new root certificate");
+    assert_eq!(subject_der(&new_root_der), subject_der(&old_root_der));
+    assert_eq!(
+        new_root[0].tbs_certificate().subject_public_key_info(),
+        old_root.tbs_certificate().subject_public_key_info()
+    );
+    assert_eq!(support::skid_of(&new_root[0]), support::skid_of(&old_root));
+    let new_issuer = parse_certificates(&read_file(&creds.path().join("issuer.crt"))).unwrap();
+    let new_issuer_der = ders(&new_issuer).remove(0);
+    assert_eq!(issuer_der(&new_issuer_der), subject_der(&old_root_der));
+    assert_eq!(
+        support::akid_of(&new_issuer[0]),
+        support::skid_of(&old_root)
+    );
+    assert_eq!(
+        new_issuer[0].tbs_certificate().subject().to_string(),
+        "O=spiffe://cluster.local/ns/default/dapr-sentry",
+        "the trust domain comes from the recipe root's CN (its O= is not one)"
+    );
+
+    warden
+        .output
+        .wait_for(
+            mark,
+            "warning",
+            "Issuer credentials changed; reloading",
+            Duration::from_secs(15),
+        )
+        .await;
+    load.wait_for("leaves from the renewed issuer", |_, issuer| {
+        issuer == new_issuer_der
+    })
+    .await;
+    let switched = load.ok.load(Ordering::Relaxed);
+    load.wait_for("20 more leaves", |ok, _| ok >= switched + 20)
+        .await;
+    let reports = load.finish().await;
+    let mut chains = Vec::new();
+    for (i, report) in reports.iter().enumerate() {
+        assert!(
+            report.failures.is_empty(),
+            "client {i} (holding only the old ca.crt): {} failures:\n{}",
+            report.failures.len(),
+            report.failures.join("\n")
+        );
+        let switch = report
+            .issuers
+            .iter()
+            .position(|d| *d == new_issuer_der)
+            .unwrap_or_else(|| panic!("client {i} never got a leaf of the renewed issuer"));
+        assert!(switch > 0, "client {i} saw no leaf of the recipe's issuer");
+        assert!(
+            report.issuers[..switch]
+                .iter()
+                .all(|d| *d == old_issuer_der)
+        );
+        assert!(
+            report.issuers[switch..]
+                .iter()
+                .all(|d| *d == new_issuer_der)
+        );
+        chains.extend(report.chains.iter().cloned());
+    }
+    eprintln!(
+        "{} leaves verified by webpki with the old ca.crt; {} sampled for Go",
+        reports.iter().map(|r| r.issuers.len()).sum::<usize>(),
+        chains.len()
+    );
+
+    // Go's crypto/x509, with the old ca.crt, on the sampled chains of both issuers.
+    let names: Vec<String> = chains
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| {
+            let name = format!("chain-{i}.pem");
+            write_file(work.path(), &name, pem);
+            name
+        })
+        .collect();
+    go.await.unwrap();
+    let out = go_verify(work.path(), "old-ca.crt", &names);
+    assert!(
+        out.success,
+        "Go crypto/x509 with the old ca.crt: {}",
+        out.combined()
+    );
+    assert_eq!(out.stdout.lines().count(), names.len());
+
+    // A leaf from the running server on the renewed set, through openssl and Python.
+    let mut client = connect_client(&warden.address(), &old_ca, &warden.server_id)
+        .await
+        .unwrap();
+    let response = sign(&mut client, request("renewed", "default", "", &csr))
+        .await
+        .unwrap();
+    let certs = parse_certificates(&response.workload_certificate).unwrap();
+    assert_eq!(ders(&certs[1..]), vec![new_issuer_der.clone()]);
+    write_file(work.path(), "leaf.pem", common::certificate_pem(&certs[0]));
+    write_file(
+        work.path(),
+        "renewed-issuer.crt",
+        read_file(&creds.path().join("issuer.crt")),
+    );
+    common::openssl_verify_ok(work.path(), "old-ca.crt", "renewed-issuer.crt", "leaf.pem");
+    let issuer_alone = run(openssl(
+        work.path(),
+        [
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            "old-ca.crt",
+            "renewed-issuer.crt",
+        ],
+    ));
+    assert_eq!(issuer_alone.stdout.trim(), "renewed-issuer.crt: OK");
+    let python = common::try_run(
+        Command::new(std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
+            .current_dir(work.path())
+            .arg(common::data_path("verify_svid.py"))
+            .args(["old-ca.crt", "renewed-issuer.crt", "leaf.pem"]),
+    );
+    assert!(
+        python.success,
+        "pyca/cryptography with the old ca.crt: {}",
+        python.combined()
+    );
+    assert_eq!(python.stdout.trim(), "spiffe://public/ns/default/renewed");
+}
+
+#[test]
+fn renewal_with_a_key_of_no_current_root_is_refused_without_force() {
+    let work = tempdir();
+    let creds = tempdir();
+    let old_ca = install_recipe(work.path(), creds.path());
+    run(openssl(
+        work.path(),
+        [
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ],
+    ));
+    let dir = creds.path().display().to_string();
+    let other = work.path().join("other.key").display().to_string();
+    let before = snapshot(creds.path());
+    for key in [Some(other.as_str()), None] {
+        let mut args = vec!["mtls", "renew-certificate", "--issuer-credentials", &dir];
+        args.extend(key.map(|k| ["--private-key", k]).into_iter().flatten());
+        let out = warden_cli(&args);
+        assert!(!out.success, "{args:?} must be refused: {}", out.combined());
+        for needle in [
+            "clients holding the current",
+            "will stop trusting the CA",
+            "warden root rotate",
+            "--force",
+            "nothing was changed",
+        ] {
+            // The fatal log line (stdout); its text as the error.
+            let text = out.combined();
+            assert!(text.contains(needle), "{args:?}: no {needle:?} in {text}");
+        }
+        assert_eq!(
+            snapshot(creds.path()),
+            before,
+            "{args:?} changed the credentials"
+        );
+    }
+
+    let out = warden_cli(&[
+        "mtls",
+        "renew-certificate",
+        "--issuer-credentials",
+        &dir,
+        "--private-key",
+        &other,
+        "--force",
+    ]);
+    assert!(out.success, "with --force: {}", out.combined());
+    assert!(out.stderr.contains("WARNING: --force"), "{}", out.stderr);
+    // The warning was true: the new root has the other key, and the old ca.crt refuses it.
+    let spki = run(openssl(
+        work.path(),
+        [
+            "pkey",
+            "-in",
+            "other.key",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            "other.spki",
+        ],
+    ));
+    drop(spki);
+    let new_root = parse_certificates(&read_file(&creds.path().join("ca.crt"))).unwrap();
+    assert_eq!(
+        der::Encode::to_der(new_root[0].tbs_certificate().subject_public_key_info()).unwrap(),
+        read_file(&work.path().join("other.spki"))
+    );
+    write_file(
+        work.path(),
+        "forced-issuer.crt",
+        read_file(&creds.path().join("issuer.crt")),
+    );
+    let refused = common::try_run(openssl(
+        work.path(),
+        [
+            "verify",
+            "-CAfile",
+            old_ca.to_str().unwrap(),
+            "forced-issuer.crt",
+        ],
+    ));
+    assert!(!refused.success, "{}", refused.combined());
+}
+
+#[test]
+fn renewal_and_root_rotation_keep_the_current_trust_domain() {
+    let work = tempdir();
+    let creds = tempdir();
+    let dir = creds.path().display().to_string();
+    let subjects = |dir: &Path| -> (String, String) {
+        let root = parse_certificates(&read_file(&dir.join("ca.crt"))).unwrap();
+        let issuer = parse_certificates(&read_file(&dir.join("issuer.crt"))).unwrap();
+        (
+            root.last().unwrap().tbs_certificate().subject().to_string(),
+            issuer[0].tbs_certificate().subject().to_string(),
+        )
+    };
+    let example = (
+        "O=example.org".to_owned(),
+        "O=spiffe://example.org/ns/default/dapr-sentry".to_owned(),
+    );
+    let renew = |extra: &[&str]| {
+        let mut args = vec!["mtls", "renew-certificate", "--issuer-credentials", &dir];
+        args.extend_from_slice(extra);
+        let out = warden_cli(&args);
+        assert!(out.success, "{args:?}: {}", out.combined());
+    };
+    run(openssl(
+        work.path(),
+        [
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "root.key",
+        ],
+    ));
+    run(openssl(
+        work.path(),
+        [
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ],
+    ));
+    let key = work.path().join("root.key").display().to_string();
+    let other = work.path().join("other.key").display().to_string();
+    renew(&["--private-key", &key, "--trust-domain", "example.org"]);
+    assert_eq!(subjects(creds.path()), example);
+    // The same key without --trust-domain: the root keeps its subject, the issuer the trust
+    // domain.
+    renew(&["--private-key", &key]);
+    assert_eq!(subjects(creds.path()), example, "the same key");
+    // A new root key (none given, or a key of no current root), without --trust-domain.
+    renew(&["--force"]);
+    assert_eq!(subjects(creds.path()), example, "no key");
+    renew(&["--private-key", &other, "--force"]);
+    assert_eq!(subjects(creds.path()), example, "a key of no current root");
+
+    // root rotate prepare: the new root (appended to ca.crt) has the current trust domain.
+    let prepare = |dir: &str, out_key: &str| {
+        let out = warden_cli(&[
+            "root",
+            "rotate",
+            "prepare",
+            "--issuer-credentials",
+            dir,
+            "--root-key-out",
+            out_key,
+        ]);
+        assert!(out.success, "prepare {dir}: {}", out.combined());
+    };
+    let new_key = work.path().join("new-root.key").display().to_string();
+    prepare(&dir, &new_key);
+    assert_eq!(subjects(creds.path()).0, "O=example.org");
+
+    // Your own certificates (the docs' recipe: O=dapr.io/sentry is no trust domain): the
+    // trust domain comes from the root's CN=, for the new root and for its issuer.
+    let recipe_work = tempdir();
+    let recipe = tempdir();
+    install_recipe(recipe_work.path(), recipe.path());
+    let recipe_dir = recipe.path().display().to_string();
+    let recipe_key = recipe_work
+        .path()
+        .join("new-root.key")
+        .display()
+        .to_string();
+    prepare(&recipe_dir, &recipe_key);
+    assert_eq!(subjects(recipe.path()).0, "O=cluster.local");
+    let out = warden_cli(&[
+        "root",
+        "rotate",
+        "activate",
+        "--issuer-credentials",
+        &recipe_dir,
+        "--root-key",
+        &recipe_key,
+        "--force",
+    ]);
+    assert!(out.success, "activate: {}", out.combined());
+    assert_eq!(
+        subjects(recipe.path()).1,
+        "O=spiffe://cluster.local/ns/default/dapr-sentry"
     );
 }

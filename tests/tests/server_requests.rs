@@ -13,7 +13,7 @@ mod server_support;
 mod support;
 
 use common::{OPENSSL_KEYS, openssl_csr, tempdir};
-use server_support::{Warden, check_response, request, sign};
+use server_support::{Warden, check_response, field, request, sign};
 use tonic::Code;
 use warden_host::proto::SignCertificateRequest;
 use warden_host::proto::sign_certificate_request::TokenValidator;
@@ -175,6 +175,24 @@ async fn bad_requests_get_sentrys_codes_and_messages() {
             Code::Internal,
             "failed to sign certificate",
         ),
+        exact(
+            "namespace with slashes (would forge the path /ns/kube-system/ns/default/app)",
+            request("app", "kube-system/ns/default", "", &csr),
+            Code::Internal,
+            "failed to sign certificate",
+        ),
+        exact(
+            "id with a slash (would forge the path /ns/default/a/b)",
+            request("a/b", "default", "", &csr),
+            Code::Internal,
+            "failed to sign certificate",
+        ),
+        exact(
+            "id with a newline and a bad CSR (the id is logged: a forged log line?)",
+            request("app\nlevel=fatal msg=forged", "default", "", b"not a CSR"),
+            Code::InvalidArgument,
+            "invalid certificate signing request",
+        ),
     ];
 
     let mut client = warden.client().await;
@@ -230,6 +248,24 @@ async fn bad_requests_get_sentrys_codes_and_messages() {
         mismatches.is_empty(),
         "requests answered unlike Sentry:\n{}",
         mismatches.join("\n")
+    );
+    // Request fields reach the log only escaped: the newline id forged no line of its own.
+    let lines = warden.output.lines();
+    assert!(
+        lines
+            .iter()
+            .all(|line| !line.starts_with("level=") && !line.starts_with(" msg=")),
+        "a request field broke a log line:\n{}",
+        warden.output.text()
+    );
+    assert!(
+        warden
+            .output
+            .json()
+            .iter()
+            .any(|line| field(line, "msg").contains("app\nlevel=fatal")),
+        "the refused id is not in the log:\n{}",
+        warden.output.text()
     );
 }
 

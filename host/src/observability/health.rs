@@ -93,9 +93,7 @@ pub async fn serve_healthz(
         .route("/healthz", get(healthz))
         .with_state(health)
         .fallback_service(extra);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    super::serve_http(listener, app, shutdown).await
 }
 
 async fn healthz(State(health): State<Health>) -> (StatusCode, String) {

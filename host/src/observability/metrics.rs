@@ -207,9 +207,7 @@ pub async fn serve_metrics(
         .route("/", get(scrape))
         .route("/metrics", get(scrape))
         .with_state(metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    super::serve_http(listener, app, shutdown).await
 }
 
 async fn scrape(State(metrics): State<Metrics>) -> impl IntoResponse {

@@ -18,6 +18,50 @@ pub use logging::{
 };
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, serve_metrics};
 
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a client of the HTTP endpoints (healthz, metrics, OIDC) may take to send a request
+/// head, and how long a kept-alive connection may stay silent: the gRPC port's preface timeout.
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` over HTTP/1.1 on `listener` until `shutdown`, then finishes the requests in
+/// flight. Unlike `axum::serve`, a connection that sends no complete request head within
+/// [`HTTP_HEADER_TIMEOUT`] (a silent client, slowloris, an idle keep-alive) is closed, so
+/// idle clients cannot pin file descriptors forever.
+pub async fn serve_http<L>(
+    mut listener: L,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HTTP_HEADER_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            (io, _) = listener.accept() => {
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                let connection = graceful
+                    .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(io), service));
+                tokio::spawn(async move {
+                    // A client that goes away or times out ends only its own connection.
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
 /// A tiny HTTP/1.1 client and server harness for the endpoint tests, so they need no client dependency.
 #[cfg(test)]
 #[allow(
