@@ -45,6 +45,40 @@ pub fn create_private_dir(dir: &Path) -> Result<(), WriteError> {
         .map_err(WriteError::new("cannot create directory", dir))
 }
 
+/// What makes the credentials open to other local users: a directory they can write to (they
+/// could replace `ca.crt`, `issuer.crt` or `issuer.key`, or plant names in it), and key files
+/// they can read or write. One message per problem, with the mode and the `chmod` that fixes
+/// it; empty when all is private or a path cannot be read (the caller reports that).
+/// Symbolic links are followed, as reading the files does.
+pub fn loose_permissions(dir: &Path, key_files: &[&Path]) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &Path| {
+        fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    };
+    let mut problems = Vec::new();
+    if let Some(mode) = mode(dir)
+        && mode & 0o022 != 0
+    {
+        problems.push(format!(
+            "credentials directory {} is writable by other users (mode {mode:04o}): they can replace the CA's files; run chmod go-w on it",
+            dir.display()
+        ));
+    }
+    for key in key_files {
+        if let Some(mode) = mode(key)
+            && mode & 0o077 != 0
+        {
+            problems.push(format!(
+                "private key {} is accessible to other users (mode {mode:04o}); run chmod 600 on it",
+                key.display()
+            ));
+        }
+    }
+    problems
+}
+
 /// Writes every `(path, contents)` atomically with mode 0600, in order, then fsyncs each
 /// parent directory once.
 pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError> {
@@ -65,32 +99,60 @@ pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError
 }
 
 /// Removes the temporary siblings [`write_files_atomically`] makes for `path`
-/// (`.<name>.tmp-<pid>`) that a process killed mid-write left behind. Best effort: a file that
-/// cannot be removed is only litter, never read as a credential.
+/// (`.<name>.tmp-<hex>`; older versions used `.<name>.tmp-<pid>`, which the same pattern
+/// covers) that a process killed mid-write left behind. Only regular files and symbolic links
+/// with exactly that name are removed, and a link is removed itself, never what it points to.
+/// Best effort: a file that cannot be removed is only litter, never read as a credential.
 pub fn remove_stale_temp_files(path: &Path) {
     let Some(file_name) = path.file_name() else {
         return;
     };
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(file_name);
-    prefix.push(".tmp-");
+    let prefix = temp_prefix(file_name);
     let prefix = prefix.as_encoded_bytes();
     let Ok(entries) = fs::read_dir(parent_dir(path)) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let name = name.as_encoded_bytes();
-        if name.starts_with(prefix)
-            && name.len() > prefix.len()
-            && name
-                .get(prefix.len()..)
-                .is_some_and(|pid| pid.iter().all(u8::is_ascii_digit))
-        {
+        let is_ours = name
+            .as_encoded_bytes()
+            .strip_prefix(prefix)
+            .is_some_and(is_temp_suffix);
+        // `file_type` does not follow symbolic links.
+        let removable = entry
+            .file_type()
+            .is_ok_and(|t| t.is_file() || t.is_symlink());
+        if is_ours && removable {
             let _ = fs::remove_file(entry.path());
         }
     }
 }
+
+/// `.<name>.tmp-`: the start of every temporary sibling of `<name>`.
+fn temp_prefix(file_name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".tmp-");
+    prefix
+}
+
+/// What follows the prefix of a temporary name: lower-case hex (the random suffix, or the
+/// decimal pid older versions used), at most [`TEMP_SUFFIX_MAX`] characters.
+fn is_temp_suffix(suffix: &[u8]) -> bool {
+    !suffix.is_empty()
+        && suffix.len() <= TEMP_SUFFIX_MAX
+        && suffix
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// Random bytes in a temporary name (printed as twice as many hex digits).
+const TEMP_RANDOM_BYTES: usize = 8;
+/// The longest suffix [`remove_stale_temp_files`] treats as a temporary name.
+const TEMP_SUFFIX_MAX: usize = 2 * TEMP_RANDOM_BYTES;
+/// How many random names are tried before giving up (each clash is either astronomically
+/// unlikely or someone planting names in the directory).
+const TEMP_ATTEMPTS: usize = 8;
 
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -99,30 +161,61 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Creates the temporary file `.<name>.tmp-<suffix>` in `dir`, mode 0600. `create_new`
+/// (`O_CREAT|O_EXCL`) fails on any existing entry, a symbolic link included, and
+/// `O_NOFOLLOW` says the same again, so nothing planted under the name is ever written
+/// through.
+fn create_temp(
+    dir: &Path,
+    file_name: &std::ffi::OsStr,
+    suffix: &str,
+) -> Result<(PathBuf, File), WriteError> {
+    let mut temp_name = temp_prefix(file_name);
+    temp_name.push(suffix);
+    let temp = dir.join(temp_name);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(CREDENTIAL_FILE_MODE)
+        .open(&temp)
+        .map_err(WriteError::new("cannot create", &temp))?;
+    Ok((temp, file))
+}
+
+fn random_suffix() -> Result<String, io::Error> {
+    let mut bytes = [0u8; TEMP_RANDOM_BYTES];
+    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn write_one(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))
         .map_err(WriteError::new("cannot write", path))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(".tmp-{}", std::process::id()));
-    let temp = parent_dir(path).join(temp_name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(CREDENTIAL_FILE_MODE)
-            .open(&temp)
-            .map_err(WriteError::new("cannot create", &temp))?;
-        file.write_all(contents)
-            .and_then(|()| file.sync_all())
-            .map_err(WriteError::new("cannot write", &temp))?;
-        fs::rename(&temp, path).map_err(WriteError::new("cannot rename into place", path))
-    })();
+    let dir = parent_dir(path);
+    let mut attempt = 0;
+    let (temp, mut file) = loop {
+        attempt += 1;
+        let suffix =
+            random_suffix().map_err(WriteError::new("cannot name a temporary file for", path))?;
+        match create_temp(dir, file_name, &suffix) {
+            Ok(created) => break created,
+            Err(e)
+                if e.source.kind() == io::ErrorKind::AlreadyExists && attempt < TEMP_ATTEMPTS => {}
+            Err(e) => return Err(e),
+        }
+    };
+    let result = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(WriteError::new("cannot write", &temp))
+        .and_then(|()| {
+            fs::rename(&temp, path).map_err(WriteError::new("cannot rename into place", path))
+        });
     if result.is_err() {
-        // Best effort: a leftover temp file is harmless, but do not leave litter behind.
+        // Best effort: the file is ours (created new above), and litter is not left behind.
         let _ = fs::remove_file(&temp);
     }
     result
@@ -191,6 +284,151 @@ mod tests {
         assert_eq!(left, expected);
         // A missing directory is not an error.
         remove_stale_temp_files(&dir.path().join("missing/ca.crt"));
+    }
+
+    /// On the old code the temporary name was `.<name>.tmp-<pid>`: a symbolic link planted
+    /// there made the key be written through it, into a file of the planter's choosing.
+    #[test]
+    fn a_symlink_at_the_old_predictable_temp_name_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "victim").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        let key = dir.path().join("issuer.key");
+        let planted = dir
+            .path()
+            .join(format!(".issuer.key.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_files_atomically(&[(&key, b"SECRET KEY")]).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"victim");
+        assert_eq!(fs::read(&key).unwrap(), b"SECRET KEY");
+        let meta = fs::symlink_metadata(&key).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_planted_entry_at_any_temp_name_is_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "victim").unwrap();
+        let name = std::ffi::OsStr::new("issuer.key");
+        // A symlink to an existing file, a dangling one, and a plain file.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".issuer.key.tmp-aa")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("new"),
+            dir.path().join(".issuer.key.tmp-bb"),
+        )
+        .unwrap();
+        fs::write(dir.path().join(".issuer.key.tmp-cc"), "theirs").unwrap();
+        for suffix in ["aa", "bb", "cc"] {
+            let err = create_temp(dir.path(), name, suffix).unwrap_err();
+            assert_eq!(err.source.kind(), io::ErrorKind::AlreadyExists, "{suffix}");
+        }
+        assert_eq!(fs::read(&victim).unwrap(), b"victim");
+        assert!(!outside.path().join("new").exists());
+        assert_eq!(
+            fs::read(dir.path().join(".issuer.key.tmp-cc")).unwrap(),
+            b"theirs"
+        );
+    }
+
+    #[test]
+    fn temp_names_are_random_and_cleaned_up_when_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("issuer.key");
+        let (first, _) = create_temp(
+            dir.path(),
+            target.file_name().unwrap(),
+            &random_suffix().unwrap(),
+        )
+        .unwrap();
+        let (second, _) = create_temp(
+            dir.path(),
+            target.file_name().unwrap(),
+            &random_suffix().unwrap(),
+        )
+        .unwrap();
+        assert_ne!(first, second);
+        for temp in [&first, &second] {
+            let name = temp.file_name().unwrap().to_str().unwrap();
+            let suffix = name.strip_prefix(".issuer.key.tmp-").unwrap();
+            assert_eq!(suffix.len(), 16, "{name}");
+            assert_eq!(
+                fs::metadata(temp).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // What a killed start leaves behind is removed by the next start.
+        remove_stale_temp_files(&target);
+        assert!(!first.exists() && !second.exists());
+    }
+
+    #[test]
+    fn stale_temp_cleanup_removes_a_planted_link_but_not_its_target_nor_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "victim").unwrap();
+        let link = dir.path().join(".ca.crt.tmp-1234");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let subdir = dir.path().join(".ca.crt.tmp-5678");
+        fs::create_dir(&subdir).unwrap();
+        fs::write(subdir.join("inside"), "x").unwrap();
+        remove_stale_temp_files(&dir.path().join("ca.crt"));
+        assert!(fs::symlink_metadata(&link).is_err(), "the link itself goes");
+        assert_eq!(fs::read(&victim).unwrap(), b"victim");
+        assert!(subdir.join("inside").exists(), "a directory is never ours");
+    }
+
+    #[test]
+    fn a_symlinked_target_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "victim").unwrap();
+        let key = dir.path().join("issuer.key");
+        std::os::unix::fs::symlink(&victim, &key).unwrap();
+        write_files_atomically(&[(&key, b"SECRET KEY")]).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"victim");
+        assert!(fs::symlink_metadata(&key).unwrap().file_type().is_file());
+        assert_eq!(fs::read(&key).unwrap(), b"SECRET KEY");
+    }
+
+    #[test]
+    fn loose_permissions_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("issuer.key");
+        fs::write(&key, "k").unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(loose_permissions(dir.path(), &[&key]).is_empty());
+        // Read-only for others is fine for the directory, not for a key.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            loose_permissions(dir.path(), &[&key]),
+            [format!(
+                "private key {} is accessible to other users (mode 0640); run chmod 600 on it",
+                key.display()
+            )]
+        );
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            loose_permissions(dir.path(), &[&key]),
+            [format!(
+                "credentials directory {} is writable by other users (mode 1777): they can replace the CA's files; run chmod go-w on it",
+                dir.path().display()
+            )]
+        );
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        // Missing paths are not this function's business.
+        assert!(
+            loose_permissions(&dir.path().join("nope"), &[&dir.path().join("nokey")]).is_empty()
+        );
     }
 
     #[test]

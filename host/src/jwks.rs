@@ -9,7 +9,8 @@
 //!   verify a token here (HMAC secrets, encryption keys, unknown types).
 //! - [`KeySet::verify`] checks one token against a set at a given time: the signature with the
 //!   key chosen by `kid` (or every key of the right type when there is none), the algorithm
-//!   against the key type, then `exp`/`nbf`/`iat` with five minutes of leeway, `aud` and `sub`.
+//!   against the key type, then `exp` (required, unlike Sentry), `nbf`/`iat` with five minutes
+//!   of leeway, `aud` and `sub`.
 //! - [`JwksValidator`] owns the live set: it loads it from the source, refreshes a remote one
 //!   in the background (every 15 minutes, or `minRefreshInterval` when longer; an unknown
 //!   `kid` asks for an early refresh, at most once per `minRefreshInterval`), reloads a file when it changes, keeps the last
@@ -396,9 +397,35 @@ impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnknownKid(kid) => {
-                write!(f, "failed to find key with key ID \"{kid}\" in key set")
+                write!(
+                    f,
+                    "failed to find key with key ID \"{}\" in key set",
+                    Shown(kid)
+                )
             }
             Self::Invalid(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// The longest part of a caller's header value (`kid`, `alg`) repeated in a reason: reasons are
+/// logged, and a token can be megabytes long.
+const SHOWN_MAX_CHARS: usize = 64;
+
+/// A caller-chosen header value as shown in a reason: as written when short, otherwise its
+/// first [`SHOWN_MAX_CHARS`] characters and its length.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(SHOWN_MAX_CHARS) {
+            None => f.write_str(self.0),
+            Some((end, _)) => write!(
+                f,
+                "{}...({} bytes)",
+                self.0.get(..end).unwrap_or_default(),
+                self.0.len()
+            ),
         }
     }
 }
@@ -451,7 +478,7 @@ impl KeySet {
     }
 
     /// Verifies `token` at `now` (seconds since the epoch): signature, algorithm and key type,
-    /// then `exp`, `nbf`, `iat` (five minutes of leeway), `aud` containing `audience`, and
+    /// then `exp` (required), `nbf`, `iat` (five minutes of leeway), `aud` containing `audience`, and
     /// `sub` equal to `subject`.
     ///
     /// # Errors
@@ -635,7 +662,8 @@ pub fn read_header(token: &str) -> Result<(Algorithm, Option<String>), TokenErro
         .ok_or_else(|| invalid("failed to parse token: the header has no \"alg\""))?;
     if !ALGORITHMS.contains(&alg) {
         return Err(invalid(format!(
-            "unsupported signature algorithm \"{alg}\"; accepted: {}",
+            "unsupported signature algorithm \"{}\"; accepted: {}",
+            Shown(alg),
             ALGORITHMS.join(", ")
         )));
     }
@@ -650,8 +678,8 @@ pub fn read_header(token: &str) -> Result<(Algorithm, Option<String>), TokenErro
     Ok((alg, kid))
 }
 
-/// Checks the claims of a token whose signature verified, as [`KeySet::verify`] does: `exp`,
-/// `nbf`, `iat` against `now` (seconds since the epoch, five minutes of leeway), `aud`
+/// Checks the claims of a token whose signature verified, as [`KeySet::verify`] does: `exp`
+/// (required), `nbf`, `iat` (optional) against `now` (seconds since the epoch, five minutes of leeway), `aud`
 /// containing `audience`, and `sub` equal to `subject`.
 ///
 /// Public for the fuzz targets and their regression tests; [`KeySet::verify`] is the API.
@@ -685,9 +713,13 @@ pub fn check_claims(
             ))),
         }
     };
-    if let Some(exp) = time("exp")?
-        && now > exp.saturating_add(LEEWAY_SECS)
-    {
+    // Unlike Sentry (jwx checks `exp` only when present), a token without `exp` is refused:
+    // it would otherwise stay usable forever once leaked, and no rotation of the JWKS keys
+    // short of removing the key would end it.
+    let Some(exp) = time("exp")? else {
+        return Err(invalid("\"exp\" not satisfied: required claim not found"));
+    };
+    if now > exp.saturating_add(LEEWAY_SECS) {
         return Err(invalid("\"exp\" not satisfied: the token has expired"));
     }
     if let Some(nbf) = time("nbf")?
@@ -909,7 +941,7 @@ impl JwksValidator {
         match keys.verify(token, &self.audience, subject, unix_now()) {
             Err(TokenError::UnknownKid(kid)) if self.remote.is_some() => {
                 if self.refresh(true).await {
-                    tracing::info!(target: SCOPE_SERVER, "jwks validator: refreshed the key set for an unknown key ID \"{kid}\"");
+                    tracing::info!(target: SCOPE_SERVER, "jwks validator: refreshed the key set for an unknown key ID \"{}\"", Shown(&kid));
                 }
                 let Some(keys) = self.keys.load_full() else {
                     return Err(VerifyError::NotReady);

@@ -49,13 +49,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// gRPC port of the CA (TLS, ALPN h2).
-    #[arg(long, default_value_t = 50001)]
+    #[arg(long, default_value_t = 50001, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Address the gRPC server binds; empty means all interfaces.
     #[arg(long, default_value = "")]
     pub listen_address: String,
     /// Port of the health endpoint GET /healthz.
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
     pub healthz_port: u16,
     /// Address of the health endpoint; empty means all interfaces.
     #[arg(long, default_value = "")]
@@ -64,7 +64,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_metrics: bool,
     /// Port of the Prometheus endpoint (GET / and /metrics).
-    #[arg(long, default_value_t = 9090)]
+    #[arg(long, default_value_t = 9090, value_parser = clap::value_parser!(u16).range(1..))]
     pub metrics_port: u16,
     /// Address of the Prometheus endpoint.
     #[arg(long, default_value = "0.0.0.0")]
@@ -138,8 +138,11 @@ const COMMIT: &str = match option_env!("WARDEN_GIT_COMMIT") {
 /// Lifetime of an issuer the HSM root makes at start-up when the issuer files are missing: the
 /// default of `warden issuer rotate` (capped at the root's NotAfter).
 const HSM_ISSUER_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-/// How long in-flight requests get to finish after SIGTERM.
+/// How long in-flight requests get to finish after SIGTERM (Sentry's 15 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// Overrides [`SHUTDOWN_GRACE`] in milliseconds, for the tests only (a test that waits out
+/// 15 s would slow the suite). Undocumented on purpose: operators get Sentry's value.
+const SHUTDOWN_GRACE_TEST_ENV: &str = "WARDEN_TEST_SHUTDOWN_GRACE_MS";
 /// A TLS handshake that takes longer than this is dropped (slow or idle clients).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that completed the TLS handshake must send its first bytes (the HTTP/2 preface)
@@ -247,6 +250,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(target: SCOPE_CA, "Root and issuer certs found: using credentials from store");
         }
     }
+    // Sentry does not look; a key other users can read, or a directory they can write to,
+    // gives the CA away, so say so (a warning: the operator may have reasons).
+    for problem in crate::fsutil::loose_permissions(&paths.dir, &[&paths.issuer_key]) {
+        tracing::warn!(target: SCOPE_CA, "{problem}");
+    }
     tracing::info!(target: SCOPE_CA, "CA certificate key pair ready");
     let bundle = Arc::new(bundle);
     reload::report_expiry(&bundle, &metrics, service::now());
@@ -292,6 +300,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(target: SCOPE_SERVER, "Adding validator '{name}' with Sentry ID: {server_id}");
     }
 
+    let grace = shutdown_grace()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown = move || {
         let mut rx = shutdown_rx.clone();
@@ -390,12 +399,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     sentry_target.ready();
 
-    // Browser layers (web.rs), outermost first: CORS, static UI, gRPC-Web translation, and
+    // Outermost the in-flight counter (it must see every request to say how many a shutdown
+    // cut), then the browser layers (web.rs): CORS, static UI, gRPC-Web translation, and
     // always the gRPC content-type check in front of the CA.
-    let grpc = tokio::spawn(
+    let in_flight = InFlight::default();
+    let mut grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .accept_http1(web.http1())
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .layer(in_flight.clone())
             .layer(tower::util::option_layer(web.cors_layer()))
             .layer(tower::util::option_layer(web.ui_layer()))
             .layer(tower::util::option_layer(web.grpc_web_layer()))
@@ -408,23 +420,143 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(target: SCOPE_SENTRY, "Received shutdown signal; finishing in-flight requests");
     sentry_target.not_ready();
     let _ = shutdown_tx.send(true);
-    match tokio::time::timeout(SHUTDOWN_GRACE, grpc).await {
+    // One deadline for everything: a server that cannot stop within the grace period is cut,
+    // and the exit status says so (Sentry logs "shut down gracefully" and exits 0 regardless).
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut failures = Vec::new();
+    match tokio::time::timeout_at(deadline, &mut grpc).await {
         Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(target: SCOPE_SERVER, "gRPC server error: {e}"),
-        Ok(Err(e)) => tracing::error!(target: SCOPE_SERVER, "gRPC server task failed: {e}"),
+        Ok(Ok(Err(e))) => failures.push(format!("gRPC server error: {e}")),
+        Ok(Err(e)) => failures.push(format!("gRPC server task failed: {e}")),
         Err(_) => {
-            tracing::warn!(target: SCOPE_SERVER, "In-flight requests did not finish within {SHUTDOWN_GRACE:?}")
+            let cut = in_flight.count();
+            grpc.abort();
+            tracing::error!(target: SCOPE_SERVER, "Shutdown grace period of {grace:?} ran out: cutting {cut} in-flight request(s)");
+            failures.push(format!(
+                "{cut} in-flight request(s) did not finish within the {grace:?} grace period and were cut"
+            ));
         }
     }
-    let _ = healthz.await;
-    if let Some(task) = metrics_server {
-        let _ = task.await;
+    let others = [
+        ("healthz", Some(healthz)),
+        ("metrics", metrics_server),
+        ("OIDC", oidc_server),
+    ];
+    for (name, task) in others {
+        let Some(mut task) = task else { continue };
+        match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => failures.push(format!("{name} server error: {e}")),
+            Ok(Err(e)) => failures.push(format!("{name} server task failed: {e}")),
+            Err(_) => {
+                task.abort();
+                failures.push(format!(
+                    "the {name} server did not stop within the {grace:?} grace period; its connections were cut"
+                ));
+            }
+        }
     }
-    if let Some(task) = oidc_server {
-        let _ = task.await;
+    if !failures.is_empty() {
+        bail!(
+            "Sentry did not shut down gracefully: {}",
+            failures.join("; ")
+        );
     }
     tracing::info!(target: SCOPE_SENTRY, "Sentry shut down gracefully");
     Ok(())
+}
+
+/// [`SHUTDOWN_GRACE`], or the tests' override.
+fn shutdown_grace() -> anyhow::Result<Duration> {
+    parse_shutdown_grace(std::env::var_os(SHUTDOWN_GRACE_TEST_ENV).as_deref())
+}
+
+/// The longest grace the override accepts: beyond it the deadline arithmetic could overflow.
+const SHUTDOWN_GRACE_TEST_MAX_MS: u64 = 3_600_000;
+
+fn parse_shutdown_grace(value: Option<&std::ffi::OsStr>) -> anyhow::Result<Duration> {
+    let Some(value) = value else {
+        return Ok(SHUTDOWN_GRACE);
+    };
+    value
+        .to_str()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms <= SHUTDOWN_GRACE_TEST_MAX_MS)
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{SHUTDOWN_GRACE_TEST_ENV}: expected a number of milliseconds up to {SHUTDOWN_GRACE_TEST_MAX_MS}"
+            )
+        })
+}
+
+/// Counts the requests being handled, so a shutdown that runs out of time can say how many it
+/// cut. A request counts from the moment its headers reach the service until its handler
+/// returns or is dropped (a unary answer is small and leaves at once).
+#[derive(Clone, Debug, Default)]
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(Arc::clone(&self.0))
+    }
+}
+
+struct InFlightGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl<S> tower::Layer<S> for InFlight {
+    type Service = InFlightService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InFlightService {
+            inner,
+            count: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct InFlightService<S> {
+    inner: S,
+    count: InFlight,
+}
+
+impl<S, R> tower::Service<R> for InFlightService<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let guard = self.count.enter();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await;
+            drop(guard);
+            response
+        })
+    }
 }
 
 async fn bind(address: &str, port: u16, what: &str) -> anyhow::Result<TcpListener> {
@@ -629,21 +761,26 @@ async fn wait_for_signal() {
 }
 
 /// The SPIFFE bundle served at `GET /bundle`, rebuilt whenever the anchors change.
+///
+/// Either the complete document for the anchors in use, or 503: before the first build, and
+/// whenever the anchors in use cannot be written as a bundle (a key with no JWK form, a
+/// `ca.crt` whose modification time gives no `spiffe_sequence`). Never an empty or partial
+/// 200, and never a stale document for anchors the CA no longer uses.
 #[derive(Debug)]
 struct TrustBundle {
     trust_anchors_file: PathBuf,
-    json: ArcSwap<String>,
+    json: ArcSwap<Option<String>>,
 }
 
 impl TrustBundle {
     fn new(trust_anchors_file: PathBuf) -> Self {
         Self {
             trust_anchors_file,
-            json: ArcSwap::from_pointee(String::new()),
+            json: ArcSwap::from_pointee(None),
         }
     }
 
-    /// Recomputes the bundle; on failure the previous one keeps being served.
+    /// Recomputes the bundle; on failure `/bundle` answers 503 until the next success.
     fn update(&self, bundle: &warden_core::bundle::CaBundle) {
         let anchors = bundle.trust_anchors();
         let json = crate::spiffe_bundle::sequence(&self.trust_anchors_file).and_then(|sequence| {
@@ -654,26 +791,120 @@ impl TrustBundle {
             )
         });
         match json {
-            Ok(json) => self.json.store(Arc::new(json)),
+            Ok(json) => self.json.store(Arc::new(Some(json))),
             Err(e) => {
-                tracing::error!(target: SCOPE_SENTRY, "Cannot update the SPIFFE trust bundle: {e}");
+                self.json.store(Arc::new(None));
+                tracing::error!(target: SCOPE_SENTRY, "Cannot update the SPIFFE trust bundle; GET /bundle answers 503 until the anchors can be published: {e}");
             }
         }
     }
 
     fn router(self: &Arc<Self>) -> axum::Router {
+        use axum::http::{StatusCode, header};
+        use axum::response::IntoResponse as _;
         let this = Arc::clone(self);
         axum::Router::new().route(
             "/bundle",
             axum::routing::get(move || {
                 let json = this.json.load_full();
                 async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        String::clone(&json),
-                    )
+                    match Option::clone(&json) {
+                        Some(json) => {
+                            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+                        }
+                        // The reason is in the log; the healthz port is unauthenticated.
+                        None => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [
+                                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                                (header::CACHE_CONTROL, "no-store"),
+                            ],
+                            "trust bundle not available\n",
+                        )
+                            .into_response(),
+                    }
                 }
             }),
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    async fn get_bundle(trust_bundle: &Arc<TrustBundle>) -> (u16, String) {
+        let response = trust_bundle
+            .router()
+            .oneshot(
+                axum::http::Request::get("/bundle")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn generated(dir: &std::path::Path) -> (warden_core::bundle::CaBundle, PathBuf) {
+        let paths = CredentialPaths::new(dir, "ca.crt", "issuer.crt", "issuer.key");
+        let options = GenerateOptions {
+            trust_domain: TrustDomain::new("localhost").unwrap(),
+            namespace: "default".into(),
+            clock_skew: Duration::from_secs(60),
+        };
+        let (bundle, _) = store::load_or_generate(
+            &paths,
+            &options,
+            service::now(),
+            &mut rand_core::UnwrapErr(getrandom::SysRng),
+        )
+        .unwrap();
+        (bundle, paths.trust_anchors)
+    }
+
+    #[test]
+    fn shutdown_grace_is_sentrys_unless_the_tests_override_it_within_bounds() {
+        use std::ffi::OsStr;
+        assert_eq!(parse_shutdown_grace(None).unwrap(), Duration::from_secs(15));
+        assert_eq!(
+            parse_shutdown_grace(Some(OsStr::new("250"))).unwrap(),
+            Duration::from_millis(250)
+        );
+        // u64::MAX ms would overflow the deadline (a panic at shutdown).
+        for bad in ["", "-1", "1s", "18446744073709551615", "3600001"] {
+            assert!(
+                parse_shutdown_grace(Some(OsStr::new(bad))).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bundle_is_503_until_built_and_when_the_anchors_cannot_be_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bundle, ca) = generated(dir.path());
+        let trust_bundle = Arc::new(TrustBundle::new(ca.clone()));
+        // Before the first build (the old code answered 200 with an empty body).
+        assert_eq!(
+            get_bundle(&trust_bundle).await,
+            (503, "trust bundle not available\n".to_owned())
+        );
+        trust_bundle.update(&bundle);
+        let (status, body) = get_bundle(&trust_bundle).await;
+        assert_eq!(status, 200);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["keys"].as_array().unwrap().len(), 1);
+        // ca.crt gone (or its mtime unusable): no stale or empty document.
+        std::fs::remove_file(&ca).unwrap();
+        trust_bundle.update(&bundle);
+        assert_eq!(get_bundle(&trust_bundle).await.0, 503);
     }
 }

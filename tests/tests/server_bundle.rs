@@ -85,3 +85,81 @@ fn bundle_endpoint_and_cli_follow_the_anchors() {
     names.sort();
     assert_eq!(names, ["ca.crt", "issuer.crt", "issuer.key"]);
 }
+
+/// Sets the modification time of `path` to a day before 1970: no `spiffe_sequence` can be
+/// derived from it.
+fn set_mtime_before_1970(path: &std::path::Path) {
+    let before = std::time::UNIX_EPOCH - Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+}
+
+#[test]
+fn bundle_endpoint_answers_503_rather_than_an_empty_or_stale_document() {
+    let creds = tempdir();
+    let ca = OwnCa::generate();
+    ca.write(creds.path(), &ca.issuer());
+    set_mtime_before_1970(&creds.path().join("ca.crt"));
+    let warden = Warden::start(creds.path());
+    // The old server answered 200 with an empty body here.
+    let (status, body) = http_get(warden.healthz_port, "/bundle").unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "trust bundle not available\n"),
+        "{}",
+        warden.output.text()
+    );
+    assert!(
+        warden
+            .output
+            .find(0, "error", "Cannot update the SPIFFE trust bundle")
+            .is_some(),
+        "{}",
+        warden.output.text()
+    );
+    // The CA itself keeps working; the bundle is only unpublishable.
+    assert_eq!(warden.healthz().0, 200);
+
+    // A good ca.crt (a second root added) brings the bundle back.
+    let extra = OwnCa::generate();
+    let both = ca.root_pem() + &extra.root_pem();
+    replace_file(creds.path(), "ca.crt", &both);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = http_get(warden.healthz_port, "/bundle").unwrap();
+        if status == 200 {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(json["keys"].as_array().unwrap().len(), 2, "{body}");
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "the bundle never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // New anchors that cannot be published: 503, not the previous (stale) document.
+    let third = OwnCa::generate();
+    let tmp = creds.path().join(".ca.crt.new");
+    std::fs::write(&tmp, ca.root_pem() + &third.root_pem()).unwrap();
+    set_mtime_before_1970(&tmp);
+    std::fs::rename(&tmp, creds.path().join("ca.crt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = http_get(warden.healthz_port, "/bundle").unwrap();
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(!body.is_empty() && json["keys"].as_array().is_some_and(|k| !k.is_empty()));
+        assert!(
+            Instant::now() < deadline,
+            "the stale bundle was still served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

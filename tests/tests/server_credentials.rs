@@ -316,3 +316,45 @@ fn missing_config_file_is_refused() {
     assert_eq!(field(fatal, "type"), "log");
     assert!(field(fatal, "scope").starts_with("dapr.sentry"));
 }
+
+#[test]
+fn loose_credential_permissions_are_warned_about_at_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = tempdir();
+    let dir = parent.path().join("credentials");
+    std::fs::create_dir(&dir).unwrap();
+    let ca = OwnCa::generate();
+    ca.write(&dir, &ca.issuer());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        dir.join("issuer.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let warden = Warden::start(&dir);
+    for needle in [
+        "is writable by other users (mode 0777)",
+        "issuer.key is accessible to other users (mode 0644); run chmod 600 on it",
+    ] {
+        assert!(
+            warden.output.find(0, "warning", needle).is_some(),
+            "no warning {needle:?}:\n{}",
+            warden.output.text()
+        );
+    }
+    drop(warden);
+
+    // Private modes: no warning.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        dir.join("issuer.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let warden = Warden::start(&dir);
+    assert!(
+        warden.output.find(0, "warning", "other users").is_none(),
+        "{}",
+        warden.output.text()
+    );
+}

@@ -494,6 +494,12 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
             failed("\"exp\" not satisfied: the token has expired"),
         ),
         (
+            // Sentry accepts this one, valid forever; Warden requires exp.
+            "missing exp",
+            rs.token(&without("exp")),
+            failed("\"exp\" not satisfied: required claim not found"),
+        ),
+        (
             "nbf in the future",
             es.token(&with(&[("nbf", json!(now + 600))])),
             failed("\"nbf\" not satisfied: the token is not valid yet"),

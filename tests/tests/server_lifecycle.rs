@@ -23,8 +23,8 @@ use common::{
     OPENSSL_KEYS, openssl, openssl_csr, read_file, run, run_seed_recipe, tempdir, write_file,
 };
 use server_support::{
-    OwnCa, WARDEN, Warden, check_response, connect_client, ders, field, metric, mode, replace_file,
-    request, sign, snapshot,
+    Options, OwnCa, WARDEN, Warden, check_response, connect_client, ders, field, metric, mode,
+    replace_file, request, sign, snapshot,
 };
 use tonic::Code;
 use warden_core::bundle::parse_certificates;
@@ -394,10 +394,8 @@ async fn sigterm_with_requests_in_flight_shuts_down_gracefully() {
         exited.output.text()
     );
     assert!(
-        exited
-            .output
-            .find(mark, "warning", "did not finish")
-            .is_none(),
+        exited.output.find(mark, "error", "grace period").is_none()
+            && exited.fatal_lines().is_empty(),
         "in-flight requests must finish within the grace period:\n{}",
         exited.output.text()
     );
@@ -426,6 +424,141 @@ async fn sigterm_with_requests_in_flight_shuts_down_gracefully() {
             .collect::<Vec<_>>()
     );
     drop(warden);
+}
+
+/// Opens an HTTP/2 stream for SignCertificate and sends only its headers: the handler then
+/// waits for a body that never comes, which keeps the server's graceful shutdown waiting.
+/// Returns what must stay alive for the stream to stay open.
+async fn stalled_sign_request(warden: &Warden) -> impl Sized + use<> {
+    let anchors = parse_certificates(&read_file(&warden.trust_anchors_path())).unwrap();
+    let expected = warden_core::spiffe::SpiffeId::parse(&warden.server_id).unwrap();
+    let config = warden_host::identity::spiffe_client_config(anchors, expected).unwrap();
+    let tcp = tokio::net::TcpStream::connect(warden.address())
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .handshake::<_, &'static [u8]>(tls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!(
+        "https://{}/dapr.proto.sentry.v1.CA/SignCertificate",
+        warden.address()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (response, body) = client.send_request(request, false).unwrap();
+    (client, body, response, connection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stalled_request_cuts_it_after_the_grace_period_and_exits_non_zero() {
+    let creds = tempdir();
+    // 1 s instead of Sentry's 15 s, through the tests-only override.
+    let options = Options::new().env("WARDEN_TEST_SHUTDOWN_GRACE_MS", "1000");
+    let warden = Warden::start_with(creds.path(), &options);
+    let _stalled = stalled_sign_request(&warden).await;
+    // The stream is open once the server has the headers; give it a moment to call the handler.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mark = warden.output.len();
+    warden.send_sigterm();
+    let exited = tokio::task::spawn_blocking(move || {
+        let mut warden = warden;
+        warden.wait_exit()
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(exited.code, Some(1), "{}", exited.output.text());
+    assert!(
+        exited
+            .output
+            .find(mark, "error", "ran out: cutting 1 in-flight request(s)")
+            .is_some(),
+        "{}",
+        exited.output.text()
+    );
+    exited.assert_fatal(&[
+        "Sentry did not shut down gracefully",
+        "1 in-flight request(s) did not finish within the 1s grace period and were cut",
+    ]);
+    assert!(
+        exited
+            .output
+            .find(mark, "info", "Sentry shut down gracefully")
+            .is_none(),
+        "{}",
+        exited.output.text()
+    );
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stalled_healthz_client_still_ends_within_the_grace_period() {
+    use std::io::Write as _;
+    let creds = tempdir();
+    let options = Options::new().env("WARDEN_TEST_SHUTDOWN_GRACE_MS", "1000");
+    let warden = Warden::start_with(creds.path(), &options);
+    // Half a request head on the unauthenticated healthz port, then silence.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", warden.healthz_port)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    warden.send_sigterm();
+    let exited = tokio::task::spawn_blocking(move || {
+        let mut warden = warden;
+        warden.wait_exit()
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    // The old server waited for the healthz connection without a bound.
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert_eq!(exited.code, Some(1), "{}", exited.output.text());
+    exited.assert_fatal(&["the healthz server did not stop within the 1s grace period"]);
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_short_test_grace_and_no_stalled_request_exits_zero() {
+    // The other side of the test above, with the same 1 s grace: an idle client connection
+    // and a finished request are not in flight, so the stop is graceful.
+    let work = tempdir();
+    let creds = tempdir();
+    let options = Options::new().env("WARDEN_TEST_SHUTDOWN_GRACE_MS", "1000");
+    let warden = Warden::start_with(creds.path(), &options);
+    let mut client = warden.client().await;
+    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    sign(&mut client, request("app", "default", "", &csr))
+        .await
+        .unwrap();
+    let mark = warden.output.len();
+    let exited = tokio::task::spawn_blocking(move || warden.stop_gracefully())
+        .await
+        .unwrap();
+    assert_eq!(exited.code, Some(0), "{}", exited.output.text());
+    assert!(
+        exited
+            .output
+            .find(mark, "info", "Sentry shut down gracefully")
+            .is_some(),
+        "{}",
+        exited.output.text()
+    );
+    assert!(exited.fatal_lines().is_empty(), "{}", exited.output.text());
+    drop(client);
 }
 
 #[test]

@@ -109,13 +109,38 @@ fn valid_tokens_are_accepted() {
         // No kid: every key of the right type is tried.
         let token = signer.token(&signer.header(None), &claims());
         keys.verify(&token, AUD, SUB, NOW).unwrap();
-        // A single-string audience, and no exp/nbf/iat at all, as Sentry accepts.
+        // A single-string audience, and no nbf/iat: only exp is required.
         let token = signer.token(
             &signer.header(Some("k1")),
-            &serde_json::json!({"aud": AUD, "sub": SUB}),
+            &serde_json::json!({"aud": AUD, "sub": SUB, "exp": NOW + 60}),
         );
         keys.verify(&token, AUD, SUB, NOW).unwrap();
     }
+}
+
+#[test]
+fn a_token_without_exp_is_refused() {
+    // Sentry accepts it (and it would then be valid forever); Warden requires exp.
+    for signer in [Signer::es256(), Signer::ed()] {
+        let keys = set(&[signer.jwk(Some("k1"))]);
+        for claims in [
+            serde_json::json!({"aud": AUD, "sub": SUB}),
+            serde_json::json!({"aud": AUD, "sub": SUB, "exp": null, "iat": NOW, "nbf": NOW}),
+        ] {
+            let token = signer.token(&signer.header(Some("k1")), &claims);
+            assert_eq!(
+                reason(&keys, &token),
+                "\"exp\" not satisfied: required claim not found",
+                "{claims}"
+            );
+        }
+    }
+    assert_eq!(
+        check_claims(&serde_json::json!({"aud": AUD, "sub": SUB}), AUD, SUB, NOW)
+            .unwrap_err()
+            .to_string(),
+        "\"exp\" not satisfied: required claim not found"
+    );
 }
 
 #[test]
@@ -185,7 +210,8 @@ fn audience_and_subject_are_checked() {
             format!("\"sub\" not satisfied: expected {SUB}"),
         ),
     ];
-    for (claims, want) in cases {
+    for (mut claims, want) in cases {
+        claims["exp"] = (NOW + 60).into();
         assert_eq!(reason(&keys, &token(claims.clone())), want, "{claims}");
     }
 }
@@ -506,5 +532,43 @@ async fn validators_follow_the_config() {
             .to_string(),
         "config file /x/c.yaml: spec.mtls.tokenValidators[0].options.source: inline JWKS: the \
          JWK Set has no usable key (EC P-256/P-384, RSA or Ed25519 signature keys); 0 skipped"
+    );
+}
+
+#[test]
+fn caller_chosen_header_values_are_shown_bounded_in_reasons() {
+    // Reasons are logged for every refused request; a header can be megabytes long.
+    let signer = Signer::es256();
+    let keys = set(&[signer.jwk(Some("k1"))]);
+    let long_kid = "k".repeat(100_000);
+    let token = signer.token(&signer.header(Some(&long_kid)), &claims());
+    let why = reason(&keys, &token);
+    assert_eq!(
+        why,
+        format!(
+            "failed to find key with key ID \"{}...(100000 bytes)\" in key set",
+            "k".repeat(64)
+        )
+    );
+    let long_alg = "é".repeat(1000);
+    let header = serde_json::json!({"alg": long_alg, "kid": "k1"});
+    let token = format!(
+        "{}.{}.sig",
+        b64(header.to_string().as_bytes()),
+        b64(claims().to_string().as_bytes())
+    );
+    let why = reason(&keys, &token);
+    assert!(
+        why.starts_with(&format!(
+            "unsupported signature algorithm \"{}...(2000 bytes)\"; accepted: ",
+            "é".repeat(64)
+        )),
+        "{why}"
+    );
+    // Ordinary values are shown as written (Sentry's wording).
+    let token = signer.token(&signer.header(Some("rotated-2")), &claims());
+    assert_eq!(
+        reason(&keys, &token),
+        "failed to find key with key ID \"rotated-2\" in key set"
     );
 }
