@@ -501,17 +501,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_panicking_handler_fails_one_request_only() {
-        use crate::proto::ca_server::Ca as _;
-        use warden_core::crypto::{KeyAlgorithm, SoftwareKey};
+    /// A CA service over a fresh self-signed CA whose issuer key `signer` wraps.
+    fn test_service(
+        signer: impl FnOnce(warden_core::crypto::SoftwareKey) -> Box<dyn warden_core::crypto::CaSigner>,
+        jwt: Option<Arc<crate::jwt::JwtIssuer>>,
+    ) -> CaService {
         let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
         let td = TrustDomain::new("localhost").unwrap();
         let (_, files) = CaBundle::generate(
             &warden_core::bundle::CaParams {
                 trust_domain: &td,
                 namespace: "default",
-                key_algorithm: KeyAlgorithm::P256,
+                key_algorithm: warden_core::crypto::KeyAlgorithm::P256,
                 lifetime: Duration::from_secs(3600),
                 clock_skew: Duration::ZERO,
             },
@@ -522,14 +523,14 @@ mod tests {
         let bundle = CaBundle::from_parts(
             warden_core::bundle::parse_certificates(files.trust_anchors.as_bytes()).unwrap(),
             warden_core::bundle::parse_certificates(files.issuer_certificate.as_bytes()).unwrap(),
-            Box::new(PanickingSigner(
-                SoftwareKey::from_pem(files.issuer_key.as_bytes()).unwrap(),
-            )),
+            signer(
+                warden_core::crypto::SoftwareKey::from_pem(files.issuer_key.as_bytes()).unwrap(),
+            ),
             now(),
             &NativeVerifier,
         )
         .unwrap();
-        let service = CaService::new(Arc::new(CaState {
+        CaService::new(Arc::new(CaState {
             bundle: ArcSwap::from_pointee(bundle),
             policy: IssuancePolicy {
                 ttl: Duration::from_secs(60),
@@ -540,11 +541,24 @@ mod tests {
             trust_domain: td,
             metrics: Metrics::new(),
             audit: None,
-            jwt: None,
-        }));
-        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
-        let csr_der = csr::create_csr(&key, &csr::CsrTemplate::default()).unwrap();
-        let csr_pem = csr::csr_to_pem(&csr_der).unwrap();
+            jwt,
+        }))
+    }
+
+    /// A daprd-shaped CSR (empty template) for a fresh P-256 key.
+    fn p256_csr_pem() -> String {
+        let key = warden_core::crypto::SoftwareKey::generate(
+            warden_core::crypto::KeyAlgorithm::P256,
+            &mut rand_core::UnwrapErr(getrandom::SysRng),
+        );
+        csr::csr_to_pem(&csr::create_csr(&key, &csr::CsrTemplate::default()).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_fails_one_request_only() {
+        use crate::proto::ca_server::Ca as _;
+        let service = test_service(|key| Box::new(PanickingSigner(key)), None);
+        let csr_pem = p256_csr_pem();
         for _ in 0..2 {
             let err = service
                 .sign_certificate(Request::new(request("app", "ns", "", csr_pem.as_bytes())))
@@ -567,29 +581,6 @@ mod tests {
     async fn audience_lists_over_the_cap_are_refused_before_any_signing() {
         use crate::jwt::{JwtIssuer, JwtSettings, MAX_JWT_AUDIENCE_LEN, MAX_JWT_AUDIENCES};
         use crate::proto::ca_server::Ca as _;
-        use warden_core::crypto::{KeyAlgorithm, SoftwareKey};
-        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
-        let td = TrustDomain::new("localhost").unwrap();
-        let (_, files) = CaBundle::generate(
-            &warden_core::bundle::CaParams {
-                trust_domain: &td,
-                namespace: "default",
-                key_algorithm: KeyAlgorithm::P256,
-                lifetime: Duration::from_secs(3600),
-                clock_skew: Duration::ZERO,
-            },
-            now(),
-            &mut rng,
-        )
-        .unwrap();
-        let bundle = CaBundle::from_parts(
-            warden_core::bundle::parse_certificates(files.trust_anchors.as_bytes()).unwrap(),
-            warden_core::bundle::parse_certificates(files.issuer_certificate.as_bytes()).unwrap(),
-            Box::new(SoftwareKey::from_pem(files.issuer_key.as_bytes()).unwrap()),
-            now(),
-            &NativeVerifier,
-        )
-        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let jwt = Arc::new(
             JwtIssuer::load_or_generate(
@@ -605,22 +596,8 @@ mod tests {
             )
             .unwrap(),
         );
-        let service = CaService::new(Arc::new(CaState {
-            bundle: ArcSwap::from_pointee(bundle),
-            policy: IssuancePolicy {
-                ttl: Duration::from_secs(60),
-                clock_skew: Duration::ZERO,
-            },
-            validators: Validators::insecure_default(),
-            namespace: "default".into(),
-            trust_domain: td,
-            metrics: Metrics::new(),
-            audit: None,
-            jwt: Some(Arc::clone(&jwt)),
-        }));
-        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
-        let csr_pem =
-            csr::csr_to_pem(&csr::create_csr(&key, &csr::CsrTemplate::default()).unwrap()).unwrap();
+        let service = test_service(|key| Box::new(key), Some(Arc::clone(&jwt)));
+        let csr_pem = p256_csr_pem();
         let with = |audiences: Vec<String>| SignCertificateRequest {
             jwt_audiences: audiences,
             ..request("app", "ns", "", csr_pem.as_bytes())

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{OPENSSL_KEYS, openssl_csr, tempdir, try_run};
-use server_support::{Options, WARDEN, Warden, check_response, metric, request, sign};
+use server_support::{Options, Tmpfs, WARDEN, Warden, check_response, metric, request, sign};
 use warden_core::profile::Validity;
 
 fn hex(bytes: &[u8]) -> String {
@@ -333,64 +333,6 @@ async fn rotated_files_verify_as_a_sequence() {
 
 // ---------------------------------------------------------------------------------------------
 // Disk full (a small tmpfs; needs root, or WARDEN_SKIP_TMPFS=1 to skip knowingly).
-
-struct Tmpfs {
-    _parent: tempfile::TempDir,
-    mount_point: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Self> {
-        let parent = tempdir();
-        let mount_point = parent.path().join("small");
-        fs::create_dir(&mount_point).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(&mount_point)
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            assert!(
-                std::env::var_os("WARDEN_SKIP_TMPFS").is_some(),
-                "cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {}; \
-                 set WARDEN_SKIP_TMPFS=1 to skip the disk-full tests knowingly",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            eprintln!("SKIPPED (WARDEN_SKIP_TMPFS): cannot mount a tmpfs here");
-            return None;
-        }
-        Some(Self {
-            _parent: parent,
-            mount_point,
-        })
-    }
-
-    /// Fills the file system to the last byte.
-    fn fill(&self) {
-        let mut f = fs::File::create(self.mount_point.join("filler")).unwrap();
-        let chunk = [0u8; 512];
-        loop {
-            match std::io::Write::write(&mut f, &chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount_point).status();
-    }
-}
 
 /// Issues requests until the log's last 4 KiB page has fewer than 200 bytes left: tmpfs
 /// allocates whole pages, so on a full tmpfs a line fits only into what is left of the log's

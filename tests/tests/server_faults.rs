@@ -14,12 +14,14 @@ mod server_support;
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::tempdir;
-use server_support::{Options, OwnCa, WARDEN, Warden, check_response, replace_file, snapshot};
+use server_support::{
+    Options, OwnCa, Tmpfs, WARDEN, Warden, check_response, replace_file, snapshot,
+};
 use warden_core::bundle::parse_certificates;
 use warden_core::crypto::KeyAlgorithm;
 use warden_host::identity::{RequestParams, new_key_and_csr};
@@ -265,71 +267,6 @@ async fn a_start_after_a_crash_mid_write_cleans_up_and_generates() {
 // ---------------------------------------------------------------------------------------------
 // Disk full.
 
-/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
-struct Tmpfs {
-    _parent: tempfile::TempDir,
-    mount_point: PathBuf,
-}
-
-impl Tmpfs {
-    /// `None` (with the reason printed) when this environment cannot mount.
-    fn mount(size: &str) -> Option<Self> {
-        let parent = tempdir();
-        let mount_point = parent.path().join("small");
-        fs::create_dir(&mount_point).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(&mount_point)
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            // A skip must be asked for: a machine that silently cannot run the disk-full
-            // tests would otherwise report them as passed.
-            assert!(
-                std::env::var_os("WARDEN_SKIP_TMPFS").is_some(),
-                "cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {}; \
-                 set WARDEN_SKIP_TMPFS=1 to skip the disk-full tests knowingly",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            eprintln!("SKIPPED (WARDEN_SKIP_TMPFS): cannot mount a tmpfs here");
-            return None;
-        }
-        Some(Self {
-            _parent: parent,
-            mount_point,
-        })
-    }
-
-    /// Fills the file system, then frees `free` bytes (whole pages) again.
-    fn fill_leaving(&self, free: usize) {
-        let filler = self.mount_point.join("filler");
-        let mut f = fs::File::create(&filler).unwrap();
-        let page = vec![0u8; 4096];
-        loop {
-            use std::io::Write as _;
-            match f.write_all(&page) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-        let len = f.metadata().unwrap().len();
-        f.set_len(len.saturating_sub(free as u64)).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount_point).status();
-    }
-}
-
 #[test]
 fn disk_full_during_generation_is_a_clear_error_and_leaves_no_half_set() {
     let mut outcomes = Vec::new();
@@ -338,7 +275,7 @@ fn disk_full_during_generation_is_a_clear_error_and_leaves_no_half_set() {
         let Some(fs_small) = Tmpfs::mount("16k") else {
             return;
         };
-        fs_small.fill_leaving(free);
+        fs_small.fill_leaving(free as u64);
         let dir = fs_small.mount_point.join("creds");
         let exited = Warden::start_failure(&dir, &Options::new());
         let msg = exited.assert_fatal(&["No space left on device"]);

@@ -701,65 +701,24 @@ fn init_root_that_fails_before_writing_leaves_no_key_in_the_token() {
     openssl_verify_issuer(&creds);
 }
 
-/// A directory that is the mount point of a read-only tmpfs; unmounted when dropped.
-struct ReadOnlyMount {
-    _parent: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl ReadOnlyMount {
-    /// `None` (with the reason printed) when this machine cannot mount and WARDEN_SKIP_TMPFS
-    /// says that is known.
-    fn new() -> Option<Self> {
-        let parent = tempdir();
-        let dir = parent.path().join("ro");
-        std::fs::create_dir(&dir).unwrap();
-        let mount = |args: &[&str]| Command::new("mount").args(args).arg(&dir).output().unwrap();
-        let out = mount(&["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"]);
-        if !out.status.success() {
-            assert!(
-                std::env::var_os("WARDEN_SKIP_TMPFS").is_some(),
-                "cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {}; \
-                 set WARDEN_SKIP_TMPFS=1 to skip this test knowingly",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            eprintln!("SKIPPED (WARDEN_SKIP_TMPFS): cannot mount a tmpfs here");
-            return None;
-        }
-        let this = Self {
-            _parent: parent,
-            dir: dir.clone(),
-        };
-        let out = mount(&["-o", "remount,ro"]);
-        assert!(
-            out.status.success(),
-            "remount ro: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(this)
-    }
-}
-
-impl Drop for ReadOnlyMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
-}
-
 #[test]
 fn init_root_that_cannot_write_its_files_removes_its_key_again() {
     let token = Token::new();
-    let Some(read_only) = ReadOnlyMount::new() else {
+    let Some(read_only) = server_support::Tmpfs::mount("64k") else {
         return;
     };
-    let text = failing(init_root_command(&token, &read_only.dir, &[]));
+    read_only.remount_read_only();
+    let text = failing(init_root_command(&token, &read_only.mount_point, &[]));
     assert!(
         text.contains("Read-only file system") && text.contains("was removed from token"),
         "{text}"
     );
     assert!(!text.contains(PIN), "the PIN was printed: {text}");
     assert!(!key_exists(&token, KEY));
-    assert_eq!(std::fs::read_dir(&read_only.dir).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(&read_only.mount_point).unwrap().count(),
+        0
+    );
     let creds = tempdir();
     run(init_root_command(&token, creds.path(), &[]));
     openssl_verify_issuer(creds.path());

@@ -503,29 +503,7 @@ async fn rotated_key_keeps_old_tokens_verifiable_until_they_expire() {
         .unwrap();
     let old_kid = jsonwebtoken::decode_header(&old).unwrap().kid.unwrap();
 
-    // A new key, swapped in atomically as a Secret update would.
-    run(openssl(
-        work.path(),
-        [
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "new.key",
-        ],
-    ));
-    std::fs::copy(
-        work.path().join("new.key"),
-        creds.path().join(".jwt.key.new"),
-    )
-    .unwrap();
-    std::fs::rename(
-        creds.path().join(".jwt.key.new"),
-        creds.path().join("jwt.key"),
-    )
-    .unwrap();
+    swap_in_a_new_jwt_key(work.path(), creds.path());
     let deadline = Instant::now() + Duration::from_secs(20);
     let new = loop {
         let token = sign(&mut client, jwt_request(&csr, &[]))
@@ -754,28 +732,7 @@ async fn retired_jwt_key_stays_retired_across_restarts() {
             .jwt
             .unwrap(),
     );
-    run(openssl(
-        work.path(),
-        [
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "new.key",
-        ],
-    ));
-    std::fs::copy(
-        work.path().join("new.key"),
-        creds.path().join(".jwt.key.new"),
-    )
-    .unwrap();
-    std::fs::rename(
-        creds.path().join(".jwt.key.new"),
-        creds.path().join("jwt.key"),
-    )
-    .unwrap();
+    swap_in_a_new_jwt_key(work.path(), creds.path());
     let deadline = Instant::now() + Duration::from_secs(20);
     while retire_at(creds.path(), &old_kid).is_none() {
         assert!(Instant::now() < deadline, "the new key was not picked up");
@@ -820,4 +777,22 @@ async fn retired_jwt_key_stays_retired_across_restarts() {
     assert_ne!(jwks["keys"][0]["kid"], old_kid);
     assert_eq!(retire_at(creds.path(), &old_kid), None);
     drop(warden);
+}
+
+/// Replaces `creds/jwt.key` with a new P-256 key atomically, as a Secret update would.
+fn swap_in_a_new_jwt_key(work: &Path, creds: &Path) {
+    run(openssl(
+        work,
+        [
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "new.key",
+        ],
+    ));
+    std::fs::copy(work.join("new.key"), creds.join(".jwt.key.new")).unwrap();
+    std::fs::rename(creds.join(".jwt.key.new"), creds.join("jwt.key")).unwrap();
 }

@@ -39,12 +39,17 @@ use warden_core::profile::Validity;
 struct LoopReport {
     /// The issuer (DER of the certificate after the leaf) of every successful response, in order.
     issuers: Vec<Vec<u8>>,
-    /// Every failure, described.
+    /// A sample of the `workload_certificate`s received, for the external verifiers: each first
+    /// one from a new issuer, then every 25th.
+    chains: Vec<String>,
+    /// Every failure (connect, TLS to the server, call, or chain verification), described.
     failures: Vec<String>,
 }
 
-/// Two request loops: one on a long-lived connection (a request every 2 ms), one that opens a
-/// new TLS connection for every request (every 20 ms), as restarted sidecars do.
+/// Request loops as daprd sidecars: each trusts only the `ca.crt` it was given at start, for
+/// the server's certificate and for every returned chain (checked with rustls-webpki). Even
+/// loops keep one connection (a request every 3 ms), odd ones open a new TLS connection for
+/// every request (every 20 ms), as restarted sidecars do.
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -53,55 +58,79 @@ struct Load {
 }
 
 impl Load {
-    async fn start(warden: &Warden, csr: Vec<u8>) -> Self {
+    async fn start(warden: &Warden, anchors_file: &Path, csr: &[u8], loops: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let latest_issuer = Arc::new(Mutex::new(Vec::new()));
+        let anchors = parse_certificates(&read_file(anchors_file)).unwrap();
         let mut tasks = Vec::new();
-        for fresh_connections in [false, true] {
-            let stop = Arc::clone(&stop);
-            let ok = Arc::clone(&ok);
-            let latest_issuer = Arc::clone(&latest_issuer);
-            let csr = csr.clone();
-            let address = warden.address();
-            let anchors = warden.trust_anchors_path();
-            let server_id = warden.server_id.clone();
-            let mut client = warden.client().await;
+        for i in 0..loops {
+            let fresh_connections = i % 2 == 1;
+            let (stop, ok, latest_issuer) = (
+                Arc::clone(&stop),
+                Arc::clone(&ok),
+                Arc::clone(&latest_issuer),
+            );
+            let (csr, anchors) = (csr.to_vec(), anchors.clone());
+            let (address, server_id, anchors_file) = (
+                warden.address(),
+                warden.server_id.clone(),
+                anchors_file.to_path_buf(),
+            );
+            let mut client = connect_client(&address, &anchors_file, &server_id)
+                .await
+                .unwrap();
             tasks.push(tokio::spawn(async move {
                 let mut report = LoopReport::default();
-                let pause = Duration::from_millis(if fresh_connections { 20 } else { 2 });
+                let pause = Duration::from_millis(if fresh_connections { 20 } else { 3 });
+                let app = if fresh_connections { "fresh" } else { "steady" };
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
+                    tokio::time::sleep(pause).await;
                     if fresh_connections {
-                        match connect_client(&address, &anchors, &server_id).await {
+                        match connect_client(&address, &anchors_file, &server_id).await {
                             Ok(c) => client = c,
                             Err(e) => {
-                                report.failures.push(format!("connect {n}: {e}"));
-                                tokio::time::sleep(pause).await;
+                                report.failures.push(format!("loop {i} connect {n}: {e}"));
                                 continue;
                             }
                         }
                     }
-                    let app = if fresh_connections { "fresh" } else { "steady" };
-                    match sign(&mut client, request(app, "default", "", &csr)).await {
-                        Ok(response) => {
-                            let certs = parse_certificates(&response.workload_certificate);
-                            match certs.as_deref() {
-                                Ok([_leaf, issuer, ..]) => {
-                                    let issuer = ders(std::slice::from_ref(issuer)).remove(0);
-                                    *latest_issuer.lock().unwrap() = issuer.clone();
-                                    report.issuers.push(issuer);
-                                    ok.fetch_add(1, Ordering::Relaxed);
-                                }
-                                other => report
-                                    .failures
-                                    .push(format!("{app} {n}: bad chain {other:?}")),
-                            }
+                    let response = match sign(&mut client, request(app, "default", "", &csr)).await
+                    {
+                        Ok(r) => r,
+                        Err(status) => {
+                            report
+                                .failures
+                                .push(format!("loop {i} call {n}: {status:?}"));
+                            continue;
                         }
-                        Err(status) => report.failures.push(format!("{app} {n}: {status:?}")),
+                    };
+                    let certs = match parse_certificates(&response.workload_certificate) {
+                        Ok(certs) if certs.len() >= 2 => certs,
+                        other => {
+                            report.failures.push(format!("loop {i} {n}: {other:?}"));
+                            continue;
+                        }
+                    };
+                    if let Err(e) =
+                        support::webpki_verify(&certs[0], &certs[1..], &anchors, common::now())
+                    {
+                        report
+                            .failures
+                            .push(format!("loop {i} {n}: webpki with its ca.crt: {e:?}"));
+                        continue;
                     }
-                    tokio::time::sleep(pause).await;
+                    let issuer = ders(&certs[1..2]).remove(0);
+                    if report.issuers.last() != Some(&issuer) || report.issuers.len() % 25 == 0 {
+                        report.chains.push(
+                            String::from_utf8(response.workload_certificate.clone()).unwrap(),
+                        );
+                    }
+                    *latest_issuer.lock().unwrap() = issuer.clone();
+                    report.issuers.push(issuer);
+                    ok.fetch_add(1, Ordering::Relaxed);
                 }
                 report
             }));
@@ -118,29 +147,34 @@ impl Load {
         self.ok.load(Ordering::Relaxed)
     }
 
-    /// Waits until a response carried `issuer_der` as its issuer.
-    async fn wait_for_issuer(&self, issuer_der: &[u8], timeout: Duration, what: &str) {
-        let deadline = Instant::now() + timeout;
-        while *self.latest_issuer.lock().unwrap() != issuer_der {
-            assert!(
-                Instant::now() < deadline,
-                "no leaf from the {what} issuer within {timeout:?}"
-            );
+    /// Waits (up to 20 s) until `done(successful requests, latest issuer DER)` holds.
+    async fn wait_for(&self, what: &str, done: impl Fn(u64, &[u8]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let issuer = self.latest_issuer.lock().unwrap().clone();
+            if done(self.ok(), &issuer) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
+    /// Waits until a response carried `issuer_der` as its issuer.
+    async fn wait_for_issuer(&self, issuer_der: &[u8], what: &str) {
+        self.wait_for(&format!("a leaf from the {what} issuer"), |_, issuer| {
+            issuer == issuer_der
+        })
+        .await;
+    }
+
     /// Waits until `more` further requests have succeeded.
-    async fn wait_for_more(&self, more: u64, timeout: Duration) {
+    async fn wait_for_more(&self, more: u64) {
         let target = self.ok() + more;
-        let deadline = Instant::now() + timeout;
-        while self.ok() < target {
-            assert!(
-                Instant::now() < deadline,
-                "fewer than {more} successful requests within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.wait_for(&format!("{more} more successful requests"), |ok, _| {
+            ok >= target
+        })
+        .await;
     }
 
     async fn finish(self) -> Vec<LoopReport> {
@@ -164,10 +198,9 @@ async fn hot_reload_swaps_the_issuer_without_a_failed_request_and_ignores_a_corr
 
     let warden = Warden::start(creds.path());
     let csr = openssl_csr(work.path(), &OPENSSL_KEYS[2]).pem;
-    let load = Load::start(&warden, csr.clone()).await;
-    load.wait_for_issuer(&first_der, Duration::from_secs(10), "first")
-        .await;
-    load.wait_for_more(20, Duration::from_secs(10)).await;
+    let load = Load::start(&warden, &warden.trust_anchors_path(), &csr, 2).await;
+    load.wait_for_issuer(&first_der, "first").await;
+    load.wait_for_more(20).await;
 
     // Rotate: a new issuer key and certificate under the same root.
     let second = ca.issuer();
@@ -184,9 +217,8 @@ async fn hot_reload_swaps_the_issuer_without_a_failed_request_and_ignores_a_corr
             Duration::from_secs(15),
         )
         .await;
-    load.wait_for_issuer(&second_der, Duration::from_secs(10), "second")
-        .await;
-    load.wait_for_more(20, Duration::from_secs(10)).await;
+    load.wait_for_issuer(&second_der, "second").await;
+    load.wait_for_more(20).await;
     let mut client = warden.client().await;
     let response = sign(&mut client, request("rotated", "default", "", &csr))
         .await
@@ -229,7 +261,7 @@ async fn hot_reload_swaps_the_issuer_without_a_failed_request_and_ignores_a_corr
         .wait_for(mark, "error", &issuer_path, Duration::from_secs(10))
         .await;
     eprintln!("reload refused: {}", field(&error, "msg"));
-    load.wait_for_more(20, Duration::from_secs(10)).await;
+    load.wait_for_more(20).await;
     assert_eq!(warden.healthz().0, 200, "still healthy after a bad reload");
 
     let reports = load.finish().await;
@@ -782,133 +814,6 @@ fn go_verify(dir: &Path, anchors: &str, chains: &[String]) -> common::CmdOutput 
 }
 
 /// What the clients holding only the old `ca.crt` saw.
-#[derive(Debug, Default)]
-struct OldAnchorReport {
-    /// The issuer (DER) of every successful response, in order.
-    issuers: Vec<Vec<u8>>,
-    /// A sample of the `workload_certificate`s received, for the external verifiers: each first
-    /// one from a new issuer, then every 25th.
-    chains: Vec<String>,
-    /// Every failure (connect, TLS to the server, call, or chain verification), described.
-    failures: Vec<String>,
-}
-
-/// Clients as daprd instances that got their anchors before a renewal: each trusts only
-/// `old_ca` for the server's certificate and checks every returned chain with rustls-webpki
-/// against it. Half keep one connection (a request every 5 ms), half connect anew for every
-/// request (every 20 ms).
-struct OldAnchorLoad {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    latest_issuer: Arc<Mutex<Vec<u8>>>,
-    tasks: Vec<tokio::task::JoinHandle<OldAnchorReport>>,
-}
-
-impl OldAnchorLoad {
-    async fn start(warden: &Warden, old_ca: &Path, csr: &[u8], clients: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let latest_issuer = Arc::new(Mutex::new(Vec::new()));
-        let anchors = parse_certificates(&read_file(old_ca)).unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..clients {
-            let fresh_connections = i % 2 == 1;
-            let (stop, ok, latest_issuer) = (
-                Arc::clone(&stop),
-                Arc::clone(&ok),
-                Arc::clone(&latest_issuer),
-            );
-            let (csr, anchors) = (csr.to_vec(), anchors.clone());
-            let (address, server_id, old_ca) = (
-                warden.address(),
-                warden.server_id.clone(),
-                old_ca.to_path_buf(),
-            );
-            let mut client = connect_client(&address, &old_ca, &server_id).await.unwrap();
-            tasks.push(tokio::spawn(async move {
-                let mut report = OldAnchorReport::default();
-                let pause = Duration::from_millis(if fresh_connections { 20 } else { 5 });
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    tokio::time::sleep(pause).await;
-                    if fresh_connections {
-                        match connect_client(&address, &old_ca, &server_id).await {
-                            Ok(c) => client = c,
-                            Err(e) => {
-                                report.failures.push(format!("client {i} connect {n}: {e}"));
-                                continue;
-                            }
-                        }
-                    }
-                    let response =
-                        match sign(&mut client, request("renew", "default", "", &csr)).await {
-                            Ok(r) => r,
-                            Err(status) => {
-                                report
-                                    .failures
-                                    .push(format!("client {i} call {n}: {status:?}"));
-                                continue;
-                            }
-                        };
-                    let certs = match parse_certificates(&response.workload_certificate) {
-                        Ok(certs) if certs.len() >= 2 => certs,
-                        other => {
-                            report.failures.push(format!("client {i} {n}: {other:?}"));
-                            continue;
-                        }
-                    };
-                    if let Err(e) =
-                        support::webpki_verify(&certs[0], &certs[1..], &anchors, common::now())
-                    {
-                        report
-                            .failures
-                            .push(format!("client {i} {n}: webpki with the old ca.crt: {e:?}"));
-                        continue;
-                    }
-                    let issuer = ders(&certs[1..2]).remove(0);
-                    if report.issuers.last() != Some(&issuer) || report.issuers.len() % 25 == 0 {
-                        report.chains.push(
-                            String::from_utf8(response.workload_certificate.clone()).unwrap(),
-                        );
-                    }
-                    *latest_issuer.lock().unwrap() = issuer.clone();
-                    report.issuers.push(issuer);
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-                report
-            }));
-        }
-        Self {
-            stop,
-            ok,
-            latest_issuer,
-            tasks,
-        }
-    }
-
-    async fn wait_for(&self, what: &str, done: impl Fn(u64, &[u8]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let issuer = self.latest_issuer.lock().unwrap().clone();
-            if done(self.ok.load(Ordering::Relaxed), &issuer) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn finish(self) -> Vec<OldAnchorReport> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut reports = Vec::new();
-        for task in self.tasks {
-            reports.push(task.await.unwrap());
-        }
-        reports
-    }
-}
-
 fn subject_der(cert_der: &[u8]) -> Vec<u8> {
     CertificateRef::from_der(cert_der)
         .unwrap()
@@ -938,7 +843,7 @@ async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_l
 
     let warden = Warden::start(creds.path());
     let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
-    let load = OldAnchorLoad::start(&warden, &old_ca, &csr, 4).await;
+    let load = Load::start(&warden, &old_ca, &csr, 4).await;
     load.wait_for("20 leaves from the recipe's issuer", |ok, issuer| {
         ok >= 20 && issuer == old_issuer_der
     })
@@ -999,9 +904,7 @@ async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_l
         issuer == new_issuer_der
     })
     .await;
-    let switched = load.ok.load(Ordering::Relaxed);
-    load.wait_for("20 more leaves", |ok, _| ok >= switched + 20)
-        .await;
+    load.wait_for_more(20).await;
     let reports = load.finish().await;
     let mut chains = Vec::new();
     for (i, report) in reports.iter().enumerate() {

@@ -828,3 +828,87 @@ pub(crate) fn replace_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) {
     std::fs::write(&tmp, contents).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
+
+/// A small tmpfs mounted on a fresh directory, unmounted when dropped: the disk-full and
+/// read-only faults. Mounting needs root or CAP_SYS_ADMIN.
+pub(crate) struct Tmpfs {
+    _parent: tempfile::TempDir,
+    pub(crate) mount_point: PathBuf,
+}
+
+impl Tmpfs {
+    /// A tmpfs of `size` (mount's syntax, e.g. `16k`). `None` (with the reason printed) when
+    /// this machine cannot mount and `WARDEN_SKIP_TMPFS` says that is known: a skip must be
+    /// asked for, or a machine that silently cannot run the fault tests would pass them.
+    pub(crate) fn mount(size: &str) -> Option<Self> {
+        let parent = common::tempdir();
+        let mount_point = parent.path().join("small");
+        std::fs::create_dir(&mount_point).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(&mount_point)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            assert!(
+                std::env::var_os("WARDEN_SKIP_TMPFS").is_some(),
+                "cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {}; \
+                 set WARDEN_SKIP_TMPFS=1 to skip the tmpfs tests knowingly",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!("SKIPPED (WARDEN_SKIP_TMPFS): cannot mount a tmpfs here");
+            return None;
+        }
+        Some(Self {
+            _parent: parent,
+            mount_point,
+        })
+    }
+
+    /// Remounts it read-only.
+    pub(crate) fn remount_read_only(&self) {
+        let out = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.mount_point)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remount ro: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Fills the file system to the last byte with the file `filler`.
+    pub(crate) fn fill(&self) {
+        self.fill_leaving(0);
+    }
+
+    /// Fills the file system, then frees `free` bytes (whole pages) of `filler` again.
+    pub(crate) fn fill_leaving(&self, free: u64) {
+        let mut f = std::fs::File::create(self.mount_point.join("filler")).unwrap();
+        let chunk = [0u8; 512];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(free)).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount_point).status();
+    }
+}
