@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{OPENSSL_KEYS, openssl, openssl_csr, run, tempdir, try_run, write_file};
+use common::{
+    OPENSSL_KEYS, openssl, openssl_csr, openssl_genpkey, run, tempdir, try_run, write_file,
+};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
@@ -471,18 +473,7 @@ fn bad_jwt_and_oidc_flags_are_fatal() {
     exited.assert_fatal(&["HS256"]);
     // An ES256 key on disk is not used for RS256.
     let key = write_file(creds.path(), "jwt.key", "");
-    run(openssl(
-        creds.path(),
-        [
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            key.to_str().unwrap(),
-        ],
-    ));
+    openssl_genpkey(creds.path(), &OPENSSL_KEYS[0], key.to_str().unwrap());
     let exited = Warden::start_failure(creds.path(), &Options::new().args(["--jwt-enabled"]));
     exited.assert_fatal(&["not a PKCS#8 RSA key"]);
 }
@@ -781,18 +772,7 @@ async fn retired_jwt_key_stays_retired_across_restarts() {
 
 /// Replaces `creds/jwt.key` with a new P-256 key atomically, as a Secret update would.
 fn swap_in_a_new_jwt_key(work: &Path, creds: &Path) {
-    run(openssl(
-        work,
-        [
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "new.key",
-        ],
-    ));
+    openssl_genpkey(work, &OPENSSL_KEYS[0], "new.key");
     std::fs::copy(work.join("new.key"), creds.join(".jwt.key.new")).unwrap();
     std::fs::rename(creds.join(".jwt.key.new"), creds.join("jwt.key")).unwrap();
 }

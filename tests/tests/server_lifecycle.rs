@@ -20,7 +20,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{
-    OPENSSL_KEYS, openssl, openssl_csr, read_file, run, run_seed_recipe, tempdir, write_file,
+    OPENSSL_KEYS, openssl, openssl_csr, openssl_genpkey, read_file, run, run_seed_recipe, tempdir,
+    write_file,
 };
 use server_support::{
     Options, OwnCa, WARDEN, Warden, check_response, connect_client, ders, field, metric, mode,
@@ -185,6 +186,35 @@ impl Load {
         }
         reports
     }
+
+    /// Stops, and checks that no request failed and that every loop saw leaves of `old` and
+    /// then only of `new` (a refused reload must not replace `new`, `old` must not come back).
+    async fn finish_switched_once(self, old: &[u8], new: &[u8]) -> Vec<LoopReport> {
+        let reports = self.finish().await;
+        for (i, report) in reports.iter().enumerate() {
+            assert!(
+                report.failures.is_empty(),
+                "loop {i}: {} failed requests:\n{}",
+                report.failures.len(),
+                report.failures.join("\n")
+            );
+            let switch = report
+                .issuers
+                .iter()
+                .position(|d| d == new)
+                .unwrap_or_else(|| panic!("loop {i} never got a leaf of the new issuer"));
+            assert!(switch > 0, "loop {i} saw no leaf of the old issuer");
+            assert!(
+                report.issuers[..switch].iter().all(|d| d == old),
+                "loop {i}: a leaf before the switch came from an unknown issuer"
+            );
+            assert!(
+                report.issuers[switch..].iter().all(|d| d == new),
+                "loop {i}: after the switch every leaf must come from the new issuer"
+            );
+        }
+        reports
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,29 +294,7 @@ async fn hot_reload_swaps_the_issuer_without_a_failed_request_and_ignores_a_corr
     load.wait_for_more(20).await;
     assert_eq!(warden.healthz().0, 200, "still healthy after a bad reload");
 
-    let reports = load.finish().await;
-    for (i, report) in reports.iter().enumerate() {
-        assert!(
-            report.failures.is_empty(),
-            "loop {i}: {} failed requests during reloads:\n{}",
-            report.failures.len(),
-            report.failures.join("\n")
-        );
-        let switch = report
-            .issuers
-            .iter()
-            .position(|d| *d == second_der)
-            .unwrap_or_else(|| panic!("loop {i} never saw the second issuer"));
-        assert!(
-            report.issuers[..switch].iter().all(|d| *d == first_der),
-            "loop {i}: a leaf before the switch came from an unknown issuer"
-        );
-        assert!(
-            report.issuers[switch..].iter().all(|d| *d == second_der),
-            "loop {i}: after the switch every leaf must come from the second issuer \
-             (the corrupt issuer.crt must not replace it, and the first must not come back)"
-        );
-    }
+    load.finish_switched_once(&first_der, &second_der).await;
     let (_, text) = warden.metrics("/metrics");
     assert_eq!(
         metric(&text, "dapr_sentry_issuercert_expiry_timestamp"),
@@ -905,33 +913,10 @@ async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_l
     })
     .await;
     load.wait_for_more(20).await;
-    let reports = load.finish().await;
-    let mut chains = Vec::new();
-    for (i, report) in reports.iter().enumerate() {
-        assert!(
-            report.failures.is_empty(),
-            "client {i} (holding only the old ca.crt): {} failures:\n{}",
-            report.failures.len(),
-            report.failures.join("\n")
-        );
-        let switch = report
-            .issuers
-            .iter()
-            .position(|d| *d == new_issuer_der)
-            .unwrap_or_else(|| panic!("client {i} never got a leaf of the renewed issuer"));
-        assert!(switch > 0, "client {i} saw no leaf of the recipe's issuer");
-        assert!(
-            report.issuers[..switch]
-                .iter()
-                .all(|d| *d == old_issuer_der)
-        );
-        assert!(
-            report.issuers[switch..]
-                .iter()
-                .all(|d| *d == new_issuer_der)
-        );
-        chains.extend(report.chains.iter().cloned());
-    }
+    let reports = load
+        .finish_switched_once(&old_issuer_der, &new_issuer_der)
+        .await;
+    let chains: Vec<String> = reports.iter().flat_map(|r| r.chains.clone()).collect();
     eprintln!(
         "{} leaves verified by webpki with the old ca.crt; {} sampled for Go",
         reports.iter().map(|r| r.issuers.len()).sum::<usize>(),
@@ -1003,18 +988,7 @@ fn renewal_with_a_key_of_no_current_root_is_refused_without_force() {
     let work = tempdir();
     let creds = tempdir();
     let old_ca = install_recipe(work.path(), creds.path());
-    run(openssl(
-        work.path(),
-        [
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "other.key",
-        ],
-    ));
+    openssl_genpkey(work.path(), &OPENSSL_KEYS[0], "other.key");
     let dir = creds.path().display().to_string();
     let other = work.path().join("other.key").display().to_string();
     let before = snapshot(creds.path());
@@ -1112,30 +1086,8 @@ fn renewal_and_root_rotation_keep_the_current_trust_domain() {
         let out = warden_cli(&args);
         assert!(out.success, "{args:?}: {}", out.combined());
     };
-    run(openssl(
-        work.path(),
-        [
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "root.key",
-        ],
-    ));
-    run(openssl(
-        work.path(),
-        [
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "other.key",
-        ],
-    ));
+    openssl_genpkey(work.path(), &OPENSSL_KEYS[0], "root.key");
+    openssl_genpkey(work.path(), &OPENSSL_KEYS[0], "other.key");
     let key = work.path().join("root.key").display().to_string();
     let other = work.path().join("other.key").display().to_string();
     renew(&["--private-key", &key, "--trust-domain", "example.org"]);
