@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{hex, sha256_hex};
+use crate::digest::{from_hex, hex, sha256_hex};
 use crate::observability::{HealthTarget, Metrics, SCOPE_SERVER};
 
 /// `prev_hmac` (or legacy `prev_sha256`) of the first line of the first file.
@@ -126,7 +126,7 @@ impl AuditKey {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let bytes = decode_hex(text.trim())
+        let bytes = from_hex(text.trim())
             .filter(|b| b.len() == KEY_LEN)
             .ok_or_else(|| AuditError::Key {
                 path: path.to_path_buf(),
@@ -177,19 +177,6 @@ impl AuditKey {
     fn checkpoint_mac(&self, seq: u64, lines: u64, last: &str) -> String {
         self.mac(format!("{CHECKPOINT_CONTEXT}\n{seq}\n{lines}\n{last}").as_bytes())
     }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect()
 }
 
 /// Why the audit log cannot be used or does not verify.

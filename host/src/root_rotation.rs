@@ -362,21 +362,9 @@ pub(crate) fn trust_domain_of(
         .or_else(|| from(const_oid::db::rfc4519::CN))
 }
 
-/// A string value of the subject's `oid` attribute.
+/// The first string value of the subject's `oid` attribute.
 fn subject_attribute(cert: &Certificate, oid: const_oid::ObjectIdentifier) -> Option<String> {
-    cert.tbs_certificate()
-        .subject()
-        .iter()
-        .filter(|atv| atv.oid == oid)
-        .find_map(|atv| {
-            der::asn1::Utf8StringRef::try_from(&atv.value)
-                .map(|s| s.as_str().to_owned())
-                .or_else(|_| {
-                    der::asn1::PrintableStringRef::try_from(&atv.value)
-                        .map(|s| s.as_str().to_owned())
-                })
-                .ok()
-        })
+    crate::rotation::subject_attributes(cert, oid).next()
 }
 
 fn pem_of(cert: &Certificate) -> Result<String, RootRotationError> {

@@ -464,10 +464,18 @@ pub(crate) fn new_issuer(
 
 /// The string values of a certificate's subject `O=` attributes.
 fn subject_o(cert: &Certificate) -> impl Iterator<Item = String> + '_ {
+    subject_attributes(cert, const_oid::db::rfc4519::O)
+}
+
+/// The UTF8String or PrintableString values of the subject's `oid` attributes, in order.
+pub(crate) fn subject_attributes(
+    cert: &Certificate,
+    oid: const_oid::ObjectIdentifier,
+) -> impl Iterator<Item = String> + '_ {
     cert.tbs_certificate()
         .subject()
         .iter()
-        .filter(|atv| atv.oid == const_oid::db::rfc4519::O)
+        .filter(move |atv| atv.oid == oid)
         .filter_map(|atv| {
             der::asn1::Utf8StringRef::try_from(&atv.value)
                 .map(|s| s.as_str().to_owned())
