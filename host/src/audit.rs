@@ -143,28 +143,14 @@ impl AuditKey {
             path: path.to_path_buf(),
             reason: format!("no randomness: {e}"),
         })?;
-        let failed = |e: io::Error| AuditError::Key {
-            path: path.to_path_buf(),
-            reason: format!("cannot create it: {e} (--audit-key FILE puts it elsewhere)"),
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(failed)?;
         let text = zeroize::Zeroizing::new(format!("{}\n", hex(&bytes)));
-        if let Err(e) = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-        {
-            // A half-written key would be refused at every later start: leave none.
-            let _ = fs::remove_file(path);
-            return Err(failed(e));
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
+        // Whole or not at all: a half-written key would be refused at every later start.
+        crate::fsutil::create_file_atomically(path, text.as_bytes()).map_err(|e| {
+            AuditError::Key {
+                path: path.to_path_buf(),
+                reason: format!("cannot create it: {e} (--audit-key FILE puts it elsewhere)"),
+            }
+        })?;
         let key = Self(hmac::Key::new(hmac::HMAC_SHA256, &bytes));
         zeroize::Zeroize::zeroize(&mut bytes);
         Ok(key)

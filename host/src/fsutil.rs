@@ -3,7 +3,8 @@
 //! A credential set is several files that must change together. Each file is written to a
 //! temporary sibling, fsynced and renamed over the target, then the directory is fsynced, so a
 //! crash leaves each file either old or new and never truncated. Sets are written in an order
-//! chosen by the caller (the file whose presence marks the set complete goes last).
+//! chosen by the caller (the file whose presence marks the set complete goes last). A file that
+//! must never replace another is linked into place instead, so it too appears whole or not at all.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -84,7 +85,7 @@ pub fn loose_permissions(dir: &Path, key_files: &[&Path]) -> Vec<String> {
 pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError> {
     let mut dirs: Vec<&Path> = Vec::new();
     for (path, contents) in files {
-        write_one(path, contents)?;
+        write_one(path, contents, Publish::Replace)?;
         let dir = parent_dir(path);
         if !dirs.contains(&dir) {
             dirs.push(dir);
@@ -96,6 +97,26 @@ pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError
             .map_err(WriteError::new("cannot fsync directory", dir))?;
     }
     Ok(())
+}
+
+/// Creates `path` with `contents` and mode 0600, atomically and only if nothing is there yet
+/// (a symbolic link included: it is never followed): the file appears whole or not at all,
+/// so a crash can never leave a half-written file that every later start would refuse.
+pub fn create_file_atomically(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+    write_one(path, contents, Publish::CreateNew)?;
+    let dir = parent_dir(path);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(WriteError::new("cannot fsync directory", dir))
+}
+
+/// How a fully written, fsynced temporary file takes its place.
+#[derive(Clone, Copy)]
+enum Publish {
+    /// `rename`: replaces what is there.
+    Replace,
+    /// `link`: fails with `AlreadyExists` when anything is there.
+    CreateNew,
 }
 
 /// Removes the temporary siblings [`write_files_atomically`] makes for `path`
@@ -186,10 +207,10 @@ fn create_temp(
 fn random_suffix() -> Result<String, io::Error> {
     let mut bytes = [0u8; TEMP_RANDOM_BYTES];
     getrandom::fill(&mut bytes).map_err(io::Error::other)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::digest::hex(&bytes))
 }
 
-fn write_one(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+fn write_one(path: &Path, contents: &[u8], publish: Publish) -> Result<(), WriteError> {
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))
@@ -207,14 +228,18 @@ fn write_one(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
             Err(e) => return Err(e),
         }
     };
-    let result = file
-        .write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(WriteError::new("cannot write", &temp))
-        .and_then(|()| {
-            fs::rename(&temp, path).map_err(WriteError::new("cannot rename into place", path))
-        });
-    if result.is_err() {
+    let result =
+        file.write_all(contents)
+            .and_then(|()| file.sync_all())
+            .map_err(WriteError::new("cannot write", &temp))
+            .and_then(|()| match publish {
+                Publish::Replace => fs::rename(&temp, path)
+                    .map_err(WriteError::new("cannot rename into place", path)),
+                Publish::CreateNew => {
+                    fs::hard_link(&temp, path).map_err(WriteError::new("cannot create", path))
+                }
+            });
+    if result.is_err() || matches!(publish, Publish::CreateNew) {
         // Best effort: the file is ours (created new above), and litter is not left behind.
         let _ = fs::remove_file(&temp);
     }
@@ -395,6 +420,32 @@ mod tests {
         assert_eq!(fs::read(&victim).unwrap(), b"victim");
         assert!(fs::symlink_metadata(&key).unwrap().file_type().is_file());
         assert_eq!(fs::read(&key).unwrap(), b"SECRET KEY");
+    }
+
+    #[test]
+    fn create_makes_a_whole_private_file_and_never_replaces_or_follows_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("audit.key");
+        create_file_atomically(&key, b"KEY\n").unwrap();
+        assert_eq!(fs::read(&key).unwrap(), b"KEY\n");
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "a temporary file was left: {names:?}");
+
+        let err = create_file_atomically(&key, b"OTHER\n").unwrap_err();
+        assert_eq!(err.source.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(fs::read(&key).unwrap(), b"KEY\n");
+
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("target");
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = create_file_atomically(&link, b"KEY\n").unwrap_err();
+        assert_eq!(err.source.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        assert!(!target.exists(), "written through the symbolic link");
     }
 
     #[test]
