@@ -99,6 +99,24 @@ pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError
     Ok(())
 }
 
+/// Reads `path`, but never more than `limit` bytes of it: a larger file is an error of kind
+/// `FileTooLarge` ("larger than `limit` bytes") without reading the rest, so a huge or endless
+/// file (`/dev/zero`) cannot take the memory.
+pub fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(limit.saturating_add(1) as u64)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Creates `path` with `contents` and mode 0600, atomically and only if nothing is there yet
 /// (a symbolic link included: it is never followed): the file appears whole or not at all,
 /// so a crash can never leave a half-written file that every later start would refuse.
@@ -420,6 +438,26 @@ mod tests {
         assert_eq!(fs::read(&victim).unwrap(), b"victim");
         assert!(fs::symlink_metadata(&key).unwrap().file_type().is_file());
         assert_eq!(fs::read(&key).unwrap(), b"SECRET KEY");
+    }
+
+    #[test]
+    fn reads_stop_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"12345").unwrap();
+        assert_eq!(read_at_most(&path, 5).unwrap(), b"12345");
+        let err = read_at_most(&path, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(err.to_string(), "larger than 4 bytes");
+        // An endless file is cut at the limit instead of filling the memory.
+        let err = read_at_most(Path::new("/dev/zero"), 1024).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            read_at_most(&dir.path().join("absent"), 4)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]

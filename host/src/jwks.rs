@@ -1168,10 +1168,13 @@ fn ca_pem(value: &str) -> Result<Vec<u8>, OptionError> {
 }
 
 fn read_file_set(path: &Path) -> Result<KeySet, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() > MAX_JWKS_BYTES {
-        return Err(format!("larger than {MAX_JWKS_BYTES} bytes"));
-    }
+    let bytes = crate::fsutil::read_at_most(path, MAX_JWKS_BYTES).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::FileTooLarge {
+            e.to_string()
+        } else {
+            format!("cannot read: {e}")
+        }
+    })?;
     KeySet::parse(&bytes)
 }
 

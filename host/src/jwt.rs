@@ -40,8 +40,6 @@ pub const MAX_JWT_AUDIENCE_LEN: usize = 512;
 /// The most retired public keys kept in `jwks.json`: keys change rarely within one token
 /// lifetime, so more can only come from a hostile or broken file.
 pub const MAX_RETIRED_KEYS: usize = 16;
-/// The largest `jwks.json` read at start; a bigger file is treated as unreadable.
-const MAX_JWKS_FILE_BYTES: u64 = 1024 * 1024;
 /// The member of a retired key in `jwks.json` that records when it stops being published
 /// (Unix seconds). Verifiers ignore unknown JWK members (RFC 7517 §4); the served set omits it.
 pub const RETIRE_AT_MEMBER: &str = "warden_retire_at";
@@ -479,19 +477,12 @@ fn read_key(settings: &JwtSettings) -> Result<Option<SigningKey>, JwtError> {
 /// The `keys` of an existing `jwks.json`: `Ok(None)` when there is no file, `Err` (the reason)
 /// when it is too big, unreadable or not a key set.
 fn read_published(path: &Path) -> Result<Option<Vec<Value>>, String> {
-    use std::io::Read as _;
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
+    // Larger than a JWKS document may be: treated as unreadable.
+    let bytes = match crate::fsutil::read_at_most(path, crate::jwks::MAX_JWKS_BYTES) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_JWKS_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_JWKS_FILE_BYTES {
-        return Err(format!("larger than {MAX_JWKS_FILE_BYTES} bytes"));
-    }
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
     match value.get("keys") {
         Some(Value::Array(keys)) => Ok(Some(keys.clone())),
