@@ -740,6 +740,17 @@ mod tests {
             &["warden"][..],
             &["warden", "hsm", "init-root", "--issuer-credentials", "d"],
             &["warden", "issuer", "rotate", "--issuer-credentials", "d"],
+            &[
+                "warden",
+                "issuer",
+                "sign-csr",
+                "--issuer-credentials",
+                "d",
+                "--csr",
+                "c",
+                "--out",
+                "o",
+            ],
         ] {
             let base: Vec<&str> = command.iter().chain(hsm.iter()).copied().collect();
             assert!(crate::cli::Cli::try_parse_from(&base).is_ok(), "{base:?}");

@@ -252,3 +252,171 @@ pub fn run(args: SignCsrArgs) -> Result<(), RotationError> {
         args.csr.display(), args.out.display(), signed.sentry_id, signed.validity.not_after);
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::native::NativeKey;
+    use warden_core::bundle::{CaBundle, create_root};
+    use warden_core::crypto::KeyAlgorithm;
+    use warden_core::csr::{CsrTemplate, create_csr, csr_to_pem};
+    use warden_core::spiffe::TrustDomain;
+
+    /// A root (key file + ca.crt, 30 days) and a device key with its CSR, in a temporary dir.
+    struct Setup {
+        dir: tempfile::TempDir,
+        device_key: NativeKey,
+        csr_der: Vec<u8>,
+    }
+
+    impl Setup {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let root_key = NativeKey::generate(KeyAlgorithm::P256).unwrap();
+            let root = create_root(
+                &root_key,
+                &TrustDomain::new("edge.example").unwrap(),
+                Validity::backdated(
+                    crate::service::now(),
+                    DEFAULT_CLOCK_SKEW,
+                    Duration::from_secs(30 * 86_400),
+                ),
+                &mut rand_core::UnwrapErr(getrandom::SysRng),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join("ca.crt"),
+                certificates_to_pem([&root]).unwrap(),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join("root.key"),
+                root_key.to_pkcs8_pem().unwrap().as_bytes(),
+            )
+            .unwrap();
+            let device_key = NativeKey::generate(KeyAlgorithm::P256).unwrap();
+            let csr_der = create_csr(&device_key, &CsrTemplate::default()).unwrap();
+            let csr = csr_to_pem(&csr_der).unwrap();
+            std::fs::write(dir.path().join("device.csr"), csr).unwrap();
+            Self {
+                dir,
+                device_key,
+                csr_der,
+            }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn args(&self, csr: &str, out: &str) -> SignCsrArgs {
+            SignCsrArgs {
+                csr: self.path(csr),
+                out: self.path(out),
+                force: false,
+                root: IssuerRootArgs {
+                    issuer_credentials: self.dir.path().to_path_buf(),
+                    key: RootKeyArgs {
+                        root_key: Some(self.path("root.key")),
+                        ..RootKeyArgs::default()
+                    },
+                    valid_until: 365,
+                    valid_for_secs: None,
+                    namespace: "edge".to_owned(),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn signs_a_device_csr_with_a_root_key_file_into_an_issuer_the_device_can_serve_with() {
+        let setup = Setup::new();
+        run(setup.args("device.csr", "issuer.crt")).unwrap();
+        let out = setup.path("issuer.crt");
+        let issuer = parse_certificates(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(issuer.len(), 1);
+        assert!(key_matches(&issuer[0], &setup.device_key.public_key()));
+        let anchors = parse_certificates(&std::fs::read(setup.path("ca.crt")).unwrap()).unwrap();
+        // Capped at the root's NotAfter (30 days) although 365 days were asked for.
+        assert_eq!(
+            Validity::of(&issuer[0]).not_after,
+            Validity::of(&anchors[0]).not_after
+        );
+        let subject = issuer[0].tbs_certificate().subject().to_string();
+        assert_eq!(subject, "O=spiffe://edge.example/ns/edge/dapr-sentry");
+        // What the device does with it on INSTALL_ISSUER: a bundle for its own key.
+        CaBundle::from_parts(
+            anchors,
+            issuer,
+            Box::new(setup.device_key),
+            crate::service::now(),
+            &NativeVerifier,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_input_with_the_flag_or_file_named_and_writes_nothing() {
+        let setup = Setup::new();
+        std::fs::write(
+            setup.path("garbage.csr"),
+            "-----BEGIN CERTIFICATE REQUEST-----\n",
+        )
+        .unwrap();
+        let mut bad = setup.csr_der.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        std::fs::write(setup.path("bad.csr"), bad).unwrap();
+        std::fs::write(setup.path("taken.crt"), "keep me").unwrap();
+        let other = NativeKey::generate(KeyAlgorithm::P256).unwrap();
+        std::fs::write(
+            setup.path("other.key"),
+            other.to_pkcs8_pem().unwrap().as_bytes(),
+        )
+        .unwrap();
+        let before: Vec<_> = std::fs::read_dir(setup.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+
+        let text = |args: SignCsrArgs| run(args).unwrap_err().to_string();
+        let e = text(setup.args("garbage.csr", "out.crt"));
+        assert!(
+            e.starts_with("--csr ") && e.contains("garbage.csr: CSR PEM"),
+            "{e}"
+        );
+        let e = text(setup.args("bad.csr", "out.crt"));
+        assert!(e.contains("bad.csr: CSR signature"), "{e}");
+        let e = text(setup.args("device.csr", "taken.crt"));
+        assert!(e.contains("--out ") && e.contains("--force"), "{e}");
+        assert_eq!(std::fs::read(setup.path("taken.crt")).unwrap(), b"keep me");
+        let mut wrong_root = setup.args("device.csr", "out.crt");
+        wrong_root.root.key.root_key = Some(setup.path("other.key"));
+        let e = text(wrong_root);
+        assert!(e.contains("does not match any certificate in"), "{e}");
+        let mut no_root = setup.args("device.csr", "out.crt");
+        no_root.root.issuer_credentials = setup.path("nowhere");
+        let e = text(no_root);
+        assert!(
+            e.contains("cannot read") && e.contains("nowhere/ca.crt"),
+            "{e}"
+        );
+        let mut no_days = setup.args("device.csr", "out.crt");
+        no_days.root.valid_until = 0;
+        assert!(text(no_days).contains("--valid-until 0"));
+        let after: Vec<_> = std::fs::read_dir(setup.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(before, after);
+
+        let mut forced = setup.args("device.csr", "taken.crt");
+        forced.force = true;
+        run(forced).unwrap();
+        assert!(
+            std::fs::read(setup.path("taken.crt"))
+                .unwrap()
+                .starts_with(b"-----BEGIN CERTIFICATE-----")
+        );
+    }
+}
