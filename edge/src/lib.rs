@@ -21,6 +21,8 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod device;
 pub mod frame;
 pub mod message;
+pub mod store;
 mod wire;
