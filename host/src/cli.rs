@@ -43,6 +43,10 @@ enum Command {
     Root(crate::root_rotation::RootCommand),
     /// Print the trust anchors as a SPIFFE trust bundle (JWK Set).
     Bundle(crate::spiffe_bundle::BundleArgs),
+    /// Talk to an edge sentry (a microcontroller running the warden-edge firmware) over a
+    /// serial line or a UNIX socket: status, provision, issue.
+    #[command(subcommand)]
+    Edge(crate::edge::EdgeCommand),
     /// Check an audit log written with --audit-log.
     #[command(subcommand)]
     Audit(crate::audit::AuditCommand),
@@ -232,6 +236,7 @@ pub fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
             }
             Some(Command::Bundle(args)) => crate::spiffe_bundle::run(args),
+            Some(Command::Edge(command)) => crate::edge::run(command).map_err(anyhow::Error::from),
             Some(Command::Audit(command)) => {
                 crate::audit::run(command).map_err(anyhow::Error::from)
             }

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod digest;
+pub mod edge;
 pub mod fsutil;
 pub mod identity;
 pub mod jwks;
