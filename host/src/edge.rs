@@ -1428,6 +1428,133 @@ mod tests {
         EdgeCli::try_parse_from(all).unwrap().command
     }
 
+    /// A device at `socket` that takes one connection and runs `script` on it.
+    fn fake_at(
+        socket: &Path,
+        script: impl FnOnce(&mut FakeEnd) + Send + 'static,
+    ) -> JoinHandle<()> {
+        let listener = UnixListener::bind(socket).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            script(&mut FakeEnd {
+                stream,
+                decoder: FrameDecoder::new(),
+            });
+        })
+    }
+
+    #[test]
+    fn a_signed_reply_that_does_not_fit_the_request_is_refused_and_nothing_is_written() {
+        use warden_core::bundle::{CaBundle, CaParams, WorkloadRequest};
+        use warden_core::crypto::{CaSigner as _, KeyAlgorithm};
+        use warden_core::spiffe::{SpiffeId, TrustDomain};
+        let dir = tempfile::tempdir().unwrap();
+        let csr_file = workload_csr(dir.path());
+        let csr_key = parse_and_verify(&std::fs::read(&csr_file).unwrap(), &NativeVerifier)
+            .unwrap()
+            .public_key;
+        let td = TrustDomain::new("public").unwrap();
+        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+        let params = CaParams {
+            trust_domain: &td,
+            namespace: "default",
+            key_algorithm: KeyAlgorithm::P256,
+            lifetime: Duration::from_secs(86_400),
+            clock_skew: DEFAULT_CLOCK_SKEW,
+        };
+        let (ca, files) = CaBundle::generate(&params, now(), &mut rng).unwrap();
+        let (_, other_files) = CaBundle::generate(&params, now(), &mut rng).unwrap();
+        let id = SpiffeId::parse("spiffe://public/ns/default/app").unwrap();
+        let mut leaf_for = |key| {
+            let request = WorkloadRequest {
+                public_key: key,
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl: Duration::from_secs(3600),
+                clock_skew: DEFAULT_CLOCK_SKEW,
+            };
+            ca.issue_workload(&request, now(), &mut rng)
+                .unwrap()
+                .chain_pem
+                .into_bytes()
+        };
+        let other_key = crate::native::NativeKey::generate(KeyAlgorithm::P256)
+            .unwrap()
+            .public_key();
+        let good = leaf_for(&csr_key);
+        let anchors = files.trust_anchors.clone().into_bytes();
+        let cases: [(Vec<u8>, Vec<u8>, &str); 4] = [
+            (
+                b"garbage".to_vec(),
+                anchors.clone(),
+                "workload_certificate: ",
+            ),
+            (Vec::new(), anchors.clone(), "no PEM CERTIFICATE block"),
+            (
+                leaf_for(&other_key),
+                anchors.clone(),
+                "the certificate is not for the CSR's key",
+            ),
+            (
+                good.clone(),
+                other_files.trust_anchors.into_bytes(),
+                "the chain does not verify under the returned trust anchors",
+            ),
+        ];
+        let out = dir.path().join("chain.pem");
+        let anchors_out = dir.path().join("anchors.pem");
+        let issue = |socket: &Path| {
+            parse(&[
+                "issue",
+                "--device",
+                socket.to_str().unwrap(),
+                "--csr",
+                csr_file.to_str().unwrap(),
+                "--app-id",
+                "app",
+                "--namespace",
+                "default",
+                "--out",
+                out.to_str().unwrap(),
+                "--trust-anchors-out",
+                anchors_out.to_str().unwrap(),
+            ])
+        };
+        let answer = |chain: Vec<u8>, anchors: Vec<u8>| {
+            move |end: &mut FakeEnd| {
+                let (kind, id, _) = end.request();
+                assert_eq!(kind, message::kind::SIGN);
+                end.reply(
+                    id,
+                    &Reply::Signed {
+                        workload_certificate: chain,
+                        trust_anchors: anchors,
+                        valid_until: 1,
+                        rotation_due: false,
+                    },
+                );
+            }
+        };
+        for (n, (chain, anchors, needle)) in cases.into_iter().enumerate() {
+            let socket = dir.path().join(format!("bad-{n}.sock"));
+            let device = fake_at(&socket, answer(chain, anchors));
+            let e = run(issue(&socket)).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("device {}: SIGNED reply: ", socket.display()))
+                    && e.contains(needle),
+                "{e}"
+            );
+            assert!(!out.exists() && !anchors_out.exists(), "{e}");
+            device.join().unwrap();
+        }
+        let socket = dir.path().join("good.sock");
+        let device = fake_at(&socket, answer(good.clone(), anchors.clone()));
+        run(issue(&socket)).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), good);
+        assert_eq!(std::fs::read(&anchors_out).unwrap(), anchors);
+        device.join().unwrap();
+    }
+
     #[test]
     fn provision_issue_and_status_against_the_device_state_machine() {
         let dir = tempfile::tempdir().unwrap();

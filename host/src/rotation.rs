@@ -751,6 +751,15 @@ mod tests {
                 "--out",
                 "o",
             ],
+            &[
+                "warden",
+                "edge",
+                "provision",
+                "--device",
+                "s",
+                "--issuer-credentials",
+                "d",
+            ],
         ] {
             let base: Vec<&str> = command.iter().chain(hsm.iter()).copied().collect();
             assert!(crate::cli::Cli::try_parse_from(&base).is_ok(), "{base:?}");
