@@ -120,10 +120,7 @@ pub fn verify_csr(
     verifier: &dyn SignatureVerifier,
 ) -> Result<VerifiedCsr, (Refusal, Option<CsrError>)> {
     if input.first() == Some(&0x30) {
-        return Err((
-            Refusal::new(Code::InvalidArgument, INVALID_CSR),
-            None,
-        ));
+        return Err((Refusal::new(Code::InvalidArgument, INVALID_CSR), None));
     }
     csr::parse_and_verify(input, verifier).map_err(|e| (csr_refusal(&e), Some(e)))
 }
