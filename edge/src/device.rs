@@ -142,6 +142,8 @@ impl<S: Storage> Device<S> {
         let (id, reply) = match event {
             Event::Frame { kind, id, payload } => match Request::decode(kind, &payload) {
                 Ok(request @ Request::Sign { .. }) => {
+                    // A rotation key made now is not part of this SIGN's figures.
+                    self.prepare_rotation(UnixTime::from_secs(request.now()));
                     // The measurement covers the whole SIGN: checks, issuance, reply frame.
                     platform.reset_heap_peak();
                     let start = platform.ticks();
@@ -210,6 +212,7 @@ impl<S: Storage> Device<S> {
                 self.prepare_rotation(now);
                 self.issuer_csr()
             }
+            // No rotation key here: the request is for the key that is already pending.
             Request::InstallIssuer {
                 issuer_chain,
                 trust_anchors,
@@ -240,6 +243,7 @@ impl<S: Storage> Device<S> {
                     trust_domain,
                     csr,
                 };
+                // on_event prepared the rotation before measuring.
                 Ok(self.sign(now, &request))
             }
         };
@@ -395,7 +399,6 @@ impl<S: Storage> Device<S> {
 
     /// SIGN, with the server's rules and answers.
     fn sign(&mut self, now: UnixTime, request: &SignRequest<'_>) -> Reply {
-        self.prepare_rotation(now);
         match self.issue(now, request) {
             Ok(reply) => reply,
             Err(refusal) => Reply::Error {
@@ -490,9 +493,16 @@ fn store_refusal(e: StoreError) -> Refusal {
 
 /// The frame of `reply`; one too large for a frame becomes an ERROR.
 fn reply_frame(id: u32, reply: Reply) -> Vec<u8> {
-    let (kind, payload) = reply.encode();
-    frame::try_encode(kind, id, &payload)
-        .unwrap_or_else(|e| error(Code::Internal, alloc::format!("the reply {e}")).to_frame(id))
+    let frame = reply.to_frame(id);
+    drop(reply);
+    if frame.len() <= frame::MAX_FRAME_LEN {
+        return frame;
+    }
+    let e = frame::PayloadTooLarge {
+        len: frame.len() - frame::HEADER_LEN - frame::CRC_LEN,
+    };
+    drop(frame);
+    error(Code::Internal, alloc::format!("the reply {e}")).to_frame(id)
 }
 
 #[cfg(test)]
@@ -1219,5 +1229,146 @@ mod tests {
             "field namespace is not UTF-8",
         );
         assert_eq!(h.status(NOW).boot_count, 1);
+    }
+
+    #[test]
+    fn a_reply_too_large_for_a_frame_becomes_an_error_frame() {
+        let reply = Reply::Signed {
+            workload_certificate: vec![b'A'; 6000],
+            trust_anchors: vec![b'B'; 3000],
+            valid_until: 1,
+            rotation_due: false,
+        };
+        let mut h = Harness::fresh();
+        let (id, reply) = h.replies(&[reply_frame(3, reply)]).remove(0);
+        assert_eq!(id, 3);
+        assert_error(
+            &reply,
+            Code::Internal,
+            "the reply payload of 9013 bytes exceeds the 8192-byte frame limit",
+        );
+    }
+
+    #[test]
+    fn install_refuses_anchors_too_large_for_a_signed_reply() {
+        let mut root = Root::new(9);
+        let mut h = Harness::fresh();
+        let issuer = root.sign_csr(&h.issuer_csr(NOW), NOW, 100);
+        // As many copies of the root as an INSTALL_ISSUER frame can carry.
+        let copies = (MAX_PAYLOAD - 32 - issuer.len()) / root.pem.len();
+        let anchors = root.pem.repeat(copies);
+        assert_error(
+            &h.install(NOW, &issuer, &anchors),
+            Code::InvalidArgument,
+            "issuer chain and trust anchors are too large: a SIGNED reply would not fit in a frame",
+        );
+        assert!(matches!(
+            h.install(NOW, &issuer, &root.pem.repeat(2)),
+            Reply::Installed { .. }
+        ));
+    }
+
+    /// Deterministic pseudo-random numbers (xorshift), so failures reproduce.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_requests_get_one_decodable_reply_each_and_never_panic() {
+        let mut root = Root::new(10);
+        let mut h = provisioned(&mut root);
+        let issuer = root.sign_csr(&h.issuer_csr(NOW), NOW, 100);
+        let valid = [
+            Request::Sign {
+                now: NOW,
+                app_id: "app",
+                namespace: "default",
+                trust_domain: "public",
+                csr: P256_CSR,
+            }
+            .encode(),
+            Request::InstallIssuer {
+                now: NOW,
+                issuer_chain: issuer.as_bytes(),
+                trust_anchors: root.pem.as_bytes(),
+                workload_ttl_secs: 60,
+                clock_skew_secs: 0,
+                rotate_at_permille: 500,
+            }
+            .encode(),
+            Request::Status { now: NOW }.encode(),
+        ];
+        let mut noise = Noise(0x2545_F491_4F6C_DD1D);
+        let mut outcomes = Vec::new();
+        for round in 0..150u32 {
+            let (kind, mut payload) = valid[noise.below(valid.len())].clone();
+            let kind = match noise.below(8) {
+                0 => noise.next() as u8,
+                1 => kind::ISSUER_CSR,
+                _ => kind,
+            };
+            match noise.below(5) {
+                0 => payload.truncate(noise.below(payload.len() + 1)),
+                1 => {
+                    let n = noise.below(200);
+                    payload = noise.bytes(n);
+                }
+                // Anywhere, or among the leading fields (clock, lengths, names).
+                2 | 3 => {
+                    let span = if noise.below(2) == 0 {
+                        32
+                    } else {
+                        payload.len()
+                    };
+                    for _ in 0..1 + noise.below(3) {
+                        let at = noise.below(span.min(payload.len()));
+                        payload[at] = noise.next() as u8;
+                    }
+                }
+                _ => {}
+            }
+            let mut bytes = frame::encode(kind, round, &payload);
+            if noise.below(10) == 0 {
+                let n = noise.below(40);
+                bytes.splice(0..0, noise.bytes(n));
+            }
+            let replies = h.send(&bytes);
+            assert!(!replies.is_empty(), "round {round}");
+            let (id, reply) = replies.last().unwrap();
+            assert_eq!(*id, round, "round {round}");
+            let outcome = match reply {
+                Reply::Error { code, .. } => *code,
+                other => other.encode().0,
+            };
+            if !outcomes.contains(&outcome) {
+                outcomes.push(outcome);
+            }
+        }
+        outcomes.sort_unstable();
+        // Refused as malformed, by the request rules, by state; served; issued.
+        for expected in [
+            3,
+            7,
+            kind::STATUS_REPLY,
+            kind::ISSUER_CSR_REPLY,
+            kind::SIGNED,
+        ] {
+            assert!(outcomes.contains(&expected), "{outcomes:?}");
+        }
+        // Still serving.
+        root.verify(&h.sign(NOW, "app", P256_CSR), NOW);
     }
 }
