@@ -30,6 +30,7 @@ pub mod csr;
 pub mod expiry;
 pub mod pem;
 pub mod profile;
+pub mod sentry;
 mod signed;
 pub mod spiffe;
 #[cfg(test)]

@@ -10,8 +10,9 @@ use futures_util::FutureExt as _;
 use tonic::{Request, Response, Status};
 use warden_core::UnixTime;
 use warden_core::bundle::{CaBundle, WorkloadRequest};
-use warden_core::csr::{self, CsrError};
-use warden_core::spiffe::{SpiffeId, TrustDomain, validate_app_id};
+use warden_core::csr;
+use warden_core::sentry::{self, Refusal, SignRequest};
+use warden_core::spiffe::{SpiffeId, TrustDomain};
 
 use crate::audit::{AuditEntry, AuditLog};
 use crate::digest::hex;
@@ -268,27 +269,21 @@ async fn sign(
             tracing::warn!(target: SCOPE_SERVER, "Failed to validate request: {message}");
             Status::permission_denied(message)
         })?;
-    // Sentry PEM-decodes first, so bare DER (which core also accepts) is not a CSR here.
-    if req.certificate_signing_request.first() == Some(&0x30) {
-        return Err(Status::invalid_argument(
-            "invalid certificate signing request",
-        ));
-    }
-    let verified = csr::parse_and_verify(&req.certificate_signing_request, &NativeVerifier)
-        .map_err(|e| {
-            tracing::warn!(target: SCOPE_SERVER, "Failed to verify CSR for app {}: {e}", req.id);
-            csr_status(&e)
+    let verified = sentry::verify_csr(&req.certificate_signing_request, &NativeVerifier)
+        .map_err(|(refusal, error)| {
+            if let Some(e) = error {
+                tracing::warn!(target: SCOPE_SERVER, "Failed to verify CSR for app {}: {e}", req.id);
+            }
+            refusal_status(refusal)
         })?;
     let dns_names = control_plane_dns_names(state, &req.id, &req.namespace);
     let failed = |what: &str| {
         tracing::error!(target: SCOPE_SERVER, "Error signing identity certificate: {what}");
         state.metrics.sign_failure("sign");
-        Status::internal("failed to sign certificate")
+        refusal_status(sentry::sign_failed())
     };
-    // An id that is valid for Sentry's checks but not as a SPIFFE path segment (a space, say)
-    // only fails here, so it is Internal, as in Sentry.
-    let spiffe_id = SpiffeId::workload(&trust_domain, &req.namespace, &req.id)
-        .map_err(|e| failed(&e.to_string()))?;
+    let spiffe_id = sentry::workload_id(&trust_domain, &req.namespace, &req.id)
+        .map_err(|(_, e)| failed(&e.to_string()))?;
     let bundle = state.bundle.load_full();
     let issued = bundle
         .issue_workload(
@@ -381,33 +376,24 @@ async fn validate(
     }
 }
 
-/// Sentry's `validator/internal/common.go`: the field errors are joined (Go's `errors.Join`
-/// separates with a newline) under "invalid request: "; the trust domain is checked after.
+/// Sentry's `validator/internal/common.go` (core's [`sentry::common_rules`]); the message only,
+/// since every validator failure is `PermissionDenied`.
 fn common_rules(req: &SignCertificateRequest) -> Result<TrustDomain, String> {
-    let mut errors: Vec<String> = Vec::new();
-    if let Err(e) = validate_app_id(&req.id) {
-        errors.push(e.to_string());
-    }
-    if req.certificate_signing_request.is_empty() {
-        errors.push("CSR is required".into());
-    }
-    if req.namespace.is_empty() {
-        errors.push("namespace is required".into());
-    }
-    if !errors.is_empty() {
-        return Err(format!("invalid request: {}", errors.join("\n")));
-    }
-    TrustDomain::from_request(&req.trust_domain).map_err(|e| e.to_string())
+    sentry::common_rules(&SignRequest {
+        app_id: &req.id,
+        namespace: &req.namespace,
+        trust_domain: &req.trust_domain,
+        csr: &req.certificate_signing_request,
+    })
+    .map_err(|refusal| refusal.message)
 }
 
-fn csr_status(e: &CsrError) -> Status {
-    if e.is_framing_error() {
-        Status::invalid_argument("invalid certificate signing request")
-    } else if matches!(e, CsrError::InvalidSignature(_)) {
-        Status::invalid_argument("invalid signature")
-    } else {
-        Status::invalid_argument(format!("failed to parse certificate signing request: {e}"))
-    }
+/// The gRPC status of one of core's Sentry refusals.
+fn refusal_status(refusal: Refusal) -> Status {
+    Status::new(
+        tonic::Code::from(i32::from(refusal.code.number())),
+        refusal.message,
+    )
 }
 
 /// Spec §2 step 4: webhook and scheduler DNS names for control-plane ids in Sentry's namespace.

@@ -9,9 +9,10 @@
 
 mod common;
 mod server_support;
+mod softhsm;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,92 +20,9 @@ use std::time::{Duration, Instant};
 
 use common::{OPENSSL_KEYS, openssl, openssl_csr, run, tempdir};
 use server_support::{Options, WARDEN, Warden, check_response, ders, mode, request, sign};
+use softhsm::{KEY, MODULE, PIN, TOKEN, Token};
 use warden_core::bundle::parse_certificates;
 use warden_core::profile::Validity;
-
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const TOKEN: &str = "warden-e2e";
-const KEY: &str = "warden-root";
-const PIN: &str = "e2e-user-pin";
-
-/// A SoftHSM2 token in its own directory, reached through `SOFTHSM2_CONF`.
-struct Token {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
-}
-
-impl Token {
-    fn new() -> Self {
-        let dir = tempdir();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let mut init = Command::new("softhsm2-util");
-        init.args(["--init-token", "--free", "--label", TOKEN])
-            .args(["--pin", PIN, "--so-pin", "e2e-so-pin"])
-            .env("SOFTHSM2_CONF", &conf);
-        run(init);
-        Self { dir, conf }
-    }
-
-    fn tokens(&self) -> PathBuf {
-        self.dir.path().join("tokens")
-    }
-
-    fn hsm_flags() -> Vec<String> {
-        [
-            "--hsm-module",
-            MODULE,
-            "--hsm-token-label",
-            TOKEN,
-            "--hsm-key-label",
-            KEY,
-        ]
-        .map(String::from)
-        .to_vec()
-    }
-
-    /// `warden <args>` with this token and the PIN in the environment.
-    fn warden(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(WARDEN);
-        cmd.args(args)
-            .env("SOFTHSM2_CONF", &self.conf)
-            .env("WARDEN_HSM_PIN", PIN);
-        cmd
-    }
-
-    fn init_root(&self, creds: &Path) {
-        let mut cmd = self.warden(&["hsm", "init-root", "--trust-domain", "public"]);
-        cmd.args(Self::hsm_flags())
-            .arg("--issuer-credentials")
-            .arg(creds);
-        run(cmd);
-    }
-
-    fn rotate(&self, creds: &Path, extra: &[&str]) {
-        let mut cmd = self.warden(&["issuer", "rotate"]);
-        cmd.args(Self::hsm_flags())
-            .arg("--issuer-credentials")
-            .arg(creds)
-            .args(extra);
-        run(cmd);
-    }
-
-    fn server_options(&self) -> Options {
-        Options::new()
-            .args(Self::hsm_flags())
-            .env("SOFTHSM2_CONF", self.conf.to_str().unwrap())
-            .env("WARDEN_HSM_PIN", PIN)
-    }
-}
 
 fn issuer_der(creds: &Path) -> Vec<u8> {
     let certs = parse_certificates(&std::fs::read(creds.join("issuer.crt")).unwrap()).unwrap();
