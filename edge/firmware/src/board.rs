@@ -325,11 +325,6 @@ pub(crate) fn heap_size() -> usize {
     HEAP_SIZE.load(Ordering::Relaxed)
 }
 
-/// Bytes allocated now.
-pub(crate) fn heap_used() -> usize {
-    HEAP.heap.used()
-}
-
 /// Most bytes allocated at once since the last [`reset_heap_peak`].
 pub(crate) fn heap_peak() -> usize {
     HEAP.peak.load(Ordering::Relaxed)
@@ -358,11 +353,6 @@ pub(crate) fn stack_peak() -> usize {
         address += 4;
     }
     top - address
-}
-
-/// Bytes of stack.
-pub(crate) fn stack_size() -> usize {
-    stack_top() - stack_bottom()
 }
 
 // ---- Persistent store ----
