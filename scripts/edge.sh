@@ -8,7 +8,7 @@
 #                               runs the firmware in QEMU (replacing this shell): UART0 on the
 #                               UNIX socket SOCKET, the QEMU monitor on the UNIX socket MONITOR,
 #                               the 32 bytes of SEEDFILE in the seed mailbox
-#   scripts/edge.sh elf         prints the ELF's path
+#   scripts/edge.sh elf         prints the ELF's absolute path
 #
 # Runs from any directory. Honours CARGO_TARGET_DIR.
 set -euo pipefail
@@ -115,6 +115,6 @@ qemu)
     shift
     qemu "$@"
     ;;
-elf) echo "${ELF}" ;;
+elf) realpath -m "${ELF}" ;;
 *) usage ;;
 esac

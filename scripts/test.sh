@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command that installs what the tests need (idempotently) and runs every check:
 # fmt, clippy -D warnings, all tests (headless Chromium ones included), no_std builds, the wasm
-# build and its in-browser tests, bench compile, and the issue_demo example cross-checked with
-# `openssl verify`. Runs from any directory. Honours CARGO_TARGET_DIR.
+# build and its in-browser tests, the edge firmware in QEMU with its budgets, bench compile, and
+# the issue_demo example cross-checked with `openssl verify`. Runs from any directory. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,6 +40,8 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # Go's crypto/x509 (daprd's verifier) checks chains in server_lifecycle: a stdlib-only program
 # (tests/go/verify_chains) built by the test, with module downloads off.
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# The edge sentry firmware runs in QEMU's mps2-an386 (Cortex-M4F) in edge_device.
+command -v qemu-system-arm >/dev/null 2>&1 || need_apt+=(qemu-system-arm)
 if ((${#need_apt[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
         echo "installing with apt-get: ${need_apt[*]}"
@@ -66,6 +68,7 @@ fi
 openssl version
 python3 -c 'import cryptography; print("python3 cryptography", cryptography.__version__)'
 go version
+qemu-system-arm --version | head -n 1
 
 # --- 2. Rust targets and components ------------------------------------------------------------
 step "2/11 rustup targets and components"
@@ -115,9 +118,21 @@ step "6/11 warden-wasm build (wasm-bindgen --target web, wasm-opt, size budget)"
 # Before the tests: browser_csr and browser_e2e load this package in Chromium.
 scripts/wasm.sh build
 
+step "6b/11 edge firmware: clippy for thumbv7em-none-eabihf, build, flash and RAM budget"
+# Before the tests: edge_device boots this image in QEMU.
+cargo clippy -p warden-edge-firmware --features board --target thumbv7em-none-eabihf --locked -- -D warnings
+scripts/edge.sh build
+scripts/edge.sh footprint
+WARDEN_EDGE_FIRMWARE=$(scripts/edge.sh elf)
+export WARDEN_EDGE_FIRMWARE
+
 # --- 7-8. Tests ------------------------------------------------------------------------------------
 step "7/11 cargo test --workspace (headless Chromium, SoftHSM2, openssl, python included)"
+rm -f "${CARGO_TARGET_DIR:-target}/tmp/edge-measurements.txt"
 cargo test --workspace --locked
+# What edge_device measured on the firmware (it fails over the heap + stack budget itself).
+cat "${CARGO_TARGET_DIR:-target}/tmp/edge-measurements.txt"
+echo
 
 step "8/11 warden-wasm tests in headless Chromium (wasm-bindgen-test)"
 scripts/wasm.sh test
