@@ -241,6 +241,9 @@ pub fn main() -> ExitCode {
             Some(Command::Issuer(crate::rotation::IssuerCommand::Rotate(args))) => {
                 crate::rotation::run_rotate(args).map_err(anyhow::Error::from)
             }
+            Some(Command::Issuer(crate::rotation::IssuerCommand::SignCsr(args))) => {
+                crate::sign_csr::run(args).map_err(anyhow::Error::from)
+            }
             Some(Command::Root(crate::root_rotation::RootCommand::Rotate(step))) => {
                 use crate::root_rotation::{self, RotateCommand};
                 match step {

@@ -128,6 +128,29 @@ pub fn create_file_atomically(path: &Path, contents: &[u8]) -> Result<(), WriteE
         .map_err(WriteError::new("cannot fsync directory", dir))
 }
 
+/// Mode of a file that holds only certificates, which are meant to be handed out.
+pub const PUBLIC_FILE_MODE: u32 = 0o644;
+
+/// Writes a certificate file (nothing secret) atomically with mode 0644: over what is at `path`
+/// when `replace`, otherwise only if nothing is there yet (a symbolic link included), failing
+/// with `AlreadyExists`.
+pub fn write_public_file_atomically(
+    path: &Path,
+    contents: &[u8],
+    replace: bool,
+) -> Result<(), WriteError> {
+    let publish = if replace {
+        Publish::Replace
+    } else {
+        Publish::CreateNew
+    };
+    write_one_with_mode(path, contents, publish, PUBLIC_FILE_MODE)?;
+    let dir = parent_dir(path);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(WriteError::new("cannot fsync directory", dir))
+}
+
 /// How a fully written, fsynced temporary file takes its place.
 #[derive(Clone, Copy)]
 enum Publish {
@@ -229,6 +252,18 @@ fn random_suffix() -> Result<String, io::Error> {
 }
 
 fn write_one(path: &Path, contents: &[u8], publish: Publish) -> Result<(), WriteError> {
+    write_one_with_mode(path, contents, publish, CREDENTIAL_FILE_MODE)
+}
+
+/// [`write_one`] with a file mode: the temporary file is created 0600 and gets `mode` (exactly,
+/// whatever the umask) once written.
+fn write_one_with_mode(
+    path: &Path,
+    contents: &[u8],
+    publish: Publish,
+    mode: u32,
+) -> Result<(), WriteError> {
+    use std::os::unix::fs::PermissionsExt as _;
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))
@@ -248,6 +283,13 @@ fn write_one(path: &Path, contents: &[u8], publish: Publish) -> Result<(), Write
     };
     let result =
         file.write_all(contents)
+            .and_then(|()| {
+                if mode == CREDENTIAL_FILE_MODE {
+                    Ok(())
+                } else {
+                    file.set_permissions(fs::Permissions::from_mode(mode))
+                }
+            })
             .and_then(|()| file.sync_all())
             .map_err(WriteError::new("cannot write", &temp))
             .and_then(|()| match publish {
@@ -289,6 +331,36 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
             .collect();
         assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_public_file_is_0644_and_replaces_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("issuer.crt");
+        write_public_file_atomically(&path, b"first", false).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        let err = write_public_file_atomically(&path, b"second", false).unwrap_err();
+        assert_eq!(
+            std::error::Error::source(&err)
+                .and_then(|e| e.downcast_ref::<io::Error>())
+                .map(io::Error::kind),
+            Some(io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        // Nothing planted under the name is written through, even a dangling link.
+        let link = dir.path().join("link.crt");
+        std::os::unix::fs::symlink(dir.path().join("target"), &link).unwrap();
+        assert!(write_public_file_atomically(&link, b"x", false).is_err());
+        assert!(!dir.path().join("target").exists());
+        write_public_file_atomically(&path, b"second", true).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "temporary files left: {names:?}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod root_rotation;
 pub mod rotation;
 pub mod server;
 pub mod service;
+pub mod sign_csr;
 pub mod spiffe_bundle;
 pub mod store;
 pub mod tls;

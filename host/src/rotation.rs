@@ -67,6 +67,41 @@ impl HsmArgs {
     }
 }
 
+/// The root key that signs issuers: in the HSM (`--hsm-*`) or a PKCS#8 PEM file
+/// (`--root-key`); the same flags on every command that signs an issuer.
+#[derive(Clone, Debug, Default, Args)]
+pub struct RootKeyArgs {
+    #[command(flatten)]
+    pub hsm: HsmArgs,
+    /// The root private key as a PKCS#8 PEM file (instead of --hsm-*).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["hsm_module", "hsm_token_label", "hsm_key_label"])]
+    pub root_key: Option<PathBuf>,
+}
+
+impl RootKeyArgs {
+    /// Opens the root key: logs in to the HSM, or reads and parses the key file.
+    pub fn signer(&self) -> Result<Box<dyn CaSigner>, RotationError> {
+        match (&self.root_key, self.hsm.config()?) {
+            (Some(file), None) => {
+                let pem = zeroize::Zeroizing::new(std::fs::read(file).map_err(|source| {
+                    RotationError::Read {
+                        path: file.clone(),
+                        source,
+                    }
+                })?);
+                Ok(Box::new(NativeKey::from_pem(&pem).map_err(|e| {
+                    RotationError::Credentials(format!("{}: {e}", file.display()))
+                })?))
+            }
+            (None, Some(config)) => Ok(Box::new(Hsm::open_signer(&config)?)),
+            _ => Err(RotationError::Usage(
+                "give the root key: --hsm-module/--hsm-token-label/--hsm-key-label or --root-key FILE"
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
 /// `warden hsm ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum HsmCommand {
@@ -108,6 +143,10 @@ pub enum IssuerCommand {
     /// --root-key FILE) and atomically replace issuer.crt / issuer.key; a running server
     /// hot-reloads them.
     Rotate(RotateArgs),
+    /// Sign an issuer CSR (a key made elsewhere, such as on an edge device) with the root (in
+    /// the HSM with --hsm-*, or --root-key FILE): an issuer certificate with the issuer profile
+    /// (CA, pathlen 0, Sentry's SPIFFE ID, NotAfter capped at the root's), written to --out.
+    SignCsr(crate::sign_csr::SignCsrArgs),
 }
 
 /// `warden issuer rotate`
@@ -117,10 +156,7 @@ pub struct RotateArgs {
     #[arg(long, value_name = "DIR")]
     issuer_credentials: PathBuf,
     #[command(flatten)]
-    hsm: HsmArgs,
-    /// The root private key as a PKCS#8 PEM file (instead of --hsm-*).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["hsm_module", "hsm_token_label", "hsm_key_label"])]
-    root_key: Option<PathBuf>,
+    root: RootKeyArgs,
     /// New issuer lifetime in days (capped at the root's NotAfter).
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
     valid_until: u64,
@@ -354,27 +390,7 @@ pub fn run_rotate(args: RotateArgs) -> Result<(), RotationError> {
         Some(secs) => Duration::from_secs(secs),
         None => DAY * days(args.valid_until)?,
     };
-    let root: Box<dyn CaSigner> = match (&args.root_key, args.hsm.config()?) {
-        (Some(file), None) => {
-            let pem = zeroize::Zeroizing::new(std::fs::read(file).map_err(|source| {
-                RotationError::Read {
-                    path: file.clone(),
-                    source,
-                }
-            })?);
-            Box::new(
-                NativeKey::from_pem(&pem)
-                    .map_err(|e| RotationError::Credentials(format!("{}: {e}", file.display())))?,
-            )
-        }
-        (None, Some(config)) => Box::new(Hsm::open_signer(&config)?),
-        _ => {
-            return Err(RotationError::Usage(
-                "give the root key: --hsm-module/--hsm-token-label/--hsm-key-label or --root-key FILE"
-                    .to_owned(),
-            ));
-        }
-    };
+    let root = args.root.signer()?;
     // Without issuer.crt there is no SPIFFE ID to keep: take the root's trust domain.
     let fallback = match std::fs::symlink_metadata(&paths.issuer_certificate) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -506,21 +522,28 @@ fn sentry_id_from_root(
     let anchors = parse_certificates(&bytes).map_err(|e| {
         RotationError::Credentials(format!("{}: {e}", paths.trust_anchors.display()))
     })?;
+    let trust_domain = root_trust_domain(&anchors, root_key).ok_or_else(|| {
+        RotationError::Credentials(format!(
+            "{}: no root made by this root key with a trust domain as subject O=, and no \
+             issuer.crt to take the SPIFFE ID from",
+            paths.trust_anchors.display()
+        ))
+    })?;
+    SpiffeId::sentry(&trust_domain, namespace)
+        .map_err(|e| RotationError::Usage(format!("invalid NAMESPACE {namespace:?}: {e}")))
+}
+
+/// The trust domain (subject `O=`) of the first of `anchors` made by `root_key`.
+pub(crate) fn root_trust_domain(
+    anchors: &[Certificate],
+    root_key: &dyn CaSigner,
+) -> Option<TrustDomain> {
     let public = root_key.public_key();
-    let trust_domain = anchors
+    anchors
         .iter()
         .filter(|anchor| key_matches(anchor, &public))
         .flat_map(subject_o)
         .find_map(|o| TrustDomain::new(&o).ok())
-        .ok_or_else(|| {
-            RotationError::Credentials(format!(
-                "{}: no root made by this root key with a trust domain as subject O=, and no \
-                 issuer.crt to take the SPIFFE ID from",
-                paths.trust_anchors.display()
-            ))
-        })?;
-    SpiffeId::sentry(&trust_domain, namespace)
-        .map_err(|e| RotationError::Usage(format!("invalid NAMESPACE {namespace:?}: {e}")))
 }
 
 /// Makes a new issuer signed by `root_key` for the credential set in `paths` and writes
@@ -717,6 +740,17 @@ mod tests {
             &["warden"][..],
             &["warden", "hsm", "init-root", "--issuer-credentials", "d"],
             &["warden", "issuer", "rotate", "--issuer-credentials", "d"],
+            &[
+                "warden",
+                "issuer",
+                "sign-csr",
+                "--issuer-credentials",
+                "d",
+                "--csr",
+                "c",
+                "--out",
+                "o",
+            ],
         ] {
             let base: Vec<&str> = command.iter().chain(hsm.iter()).copied().collect();
             assert!(crate::cli::Cli::try_parse_from(&base).is_ok(), "{base:?}");

@@ -674,3 +674,132 @@ fn a_key_left_in_the_token_is_explained_and_can_be_reused_on_request() {
     );
     assert!(key_exists(&token, KEY));
 }
+
+// ---------------------------------------------------------------------------------------------
+// `warden issuer sign-csr` with the HSM root (issue 16: an edge device's issuer).
+
+fn sign_csr_command(token: &Token, creds: &Path, csr: &Path, out: &Path) -> Command {
+    let mut cmd = token.warden(&["issuer", "sign-csr", "--namespace", "edge"]);
+    cmd.args(Token::hsm_flags())
+        .arg("--issuer-credentials")
+        .arg(creds)
+        .arg("--csr")
+        .arg(csr)
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
+#[test]
+fn sign_csr_with_the_hsm_root_makes_an_issuer_for_the_csr_key_and_refuses_bad_input() {
+    use der::Encode as _;
+    let token = Token::new();
+    let creds = tempdir();
+    token.init_root(creds.path());
+    let work = tempdir();
+    let dir = work.path();
+    let csr = openssl_csr(dir, common::openssl_key("p256"));
+    let csr_file = dir.join("p256.csr.pem");
+    let out = dir.join("issuer.crt");
+    std::fs::copy(creds.path().join("ca.crt"), dir.join("ca.crt")).unwrap();
+    let ca_before = read(&creds.path().join("ca.crt"));
+
+    run(sign_csr_command(&token, creds.path(), &csr_file, &out));
+    let verified = run(openssl(
+        dir,
+        ["verify", "-x509_strict", "-CAfile", "ca.crt", "issuer.crt"],
+    ));
+    assert_eq!(verified.stdout.trim(), "issuer.crt: OK");
+    assert_eq!(mode(&out), 0o644);
+    let issuer = &parse_certificates(&read(&out)).unwrap()[0];
+    assert_eq!(
+        issuer
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .unwrap(),
+        csr.spki_der,
+        "the issuer certifies the CSR's key"
+    );
+    let text = run(openssl(
+        dir,
+        [
+            "x509",
+            "-in",
+            "issuer.crt",
+            "-noout",
+            "-nameopt",
+            "RFC2253",
+            "-subject",
+            "-ext",
+            "basicConstraints",
+        ],
+    ))
+    .stdout;
+    assert!(
+        text.contains("O=spiffe://public/ns/edge/dapr-sentry"),
+        "{text}"
+    );
+    assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
+    let root = &parse_certificates(&ca_before).unwrap()[0];
+    assert!(Validity::of(issuer).not_after <= Validity::of(root).not_after);
+
+    // An existing --out is refused and kept; --force replaces it.
+    let first = read(&out);
+    let text = failing(sign_csr_command(&token, creds.path(), &csr_file, &out));
+    assert!(
+        text.contains("already exists") && text.contains("--force"),
+        "{text}"
+    );
+    assert_eq!(read(&out), first);
+    let mut forced = sign_csr_command(&token, creds.path(), &csr_file, &out);
+    forced.arg("--force");
+    run(forced);
+    assert_ne!(read(&out), first);
+    run(openssl(
+        dir,
+        ["verify", "-x509_strict", "-CAfile", "ca.crt", "issuer.crt"],
+    ));
+
+    // Hostile or broken input: a clear error naming the flag or file, and nothing written.
+    let garbage = common::write_file(dir, "garbage.csr", "not a CSR at all\n");
+    let mut bad_signature = csr.der.clone();
+    *bad_signature.last_mut().unwrap() ^= 0x01;
+    let bad_signature = common::write_file(dir, "bad-signature.csr", bad_signature);
+    let huge = common::write_file(dir, "huge.csr", vec![b'A'; 65 * 1024]);
+    let no_root = tempdir();
+    let fresh = dir.join("fresh.crt");
+    let cases: [(&Path, &Path, &[&str]); 5] = [
+        (
+            creds.path(),
+            &garbage,
+            &["--csr", "garbage.csr", "CSR is not PEM"],
+        ),
+        (
+            creds.path(),
+            &bad_signature,
+            &["--csr", "bad-signature.csr", "CSR signature"],
+        ),
+        (
+            creds.path(),
+            &huge,
+            &["huge.csr", "larger than 65536 bytes"],
+        ),
+        (
+            creds.path(),
+            &dir.join("missing.csr"),
+            &["cannot read", "missing.csr"],
+        ),
+        (no_root.path(), &csr_file, &["cannot read", "ca.crt"]),
+    ];
+    for (creds_dir, csr_path, needles) in cases {
+        let before = server_support::snapshot(dir);
+        let text = failing(sign_csr_command(&token, creds_dir, csr_path, &fresh));
+        for needle in needles {
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
+        assert_eq!(server_support::snapshot(dir), before, "{text}");
+        assert!(!fresh.exists());
+    }
+    assert_eq!(read(&creds.path().join("ca.crt")), ca_before);
+}
