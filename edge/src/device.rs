@@ -1107,7 +1107,7 @@ mod tests {
         let issuer = root.sign_csr(&csr, NOW, 100);
         let before_install = h.device.storage().clone();
         let mut outcomes = [0, 0];
-        let cuts = (0..48).chain((48..2400).step_by(131)).chain([4000]);
+        let cuts = (0..24).chain((24..2400).step_by(199)).chain([4000]);
         for k in cuts {
             let mut storage = before_install.clone();
             // Write 1 after this point is the boot, write 2 the install.
@@ -1144,7 +1144,7 @@ mod tests {
             Reply::Installed { .. }
         ));
         let serving = h.device.storage().clone();
-        for k in (0..48).chain((48..2400).step_by(173)) {
+        for k in (0..24).chain((24..2400).step_by(257)) {
             let mut storage = serving.clone();
             storage.cut = Some((storage.writes + 2, k));
             let mut h = Harness::boot(storage, &seed(6));
