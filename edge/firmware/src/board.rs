@@ -102,8 +102,7 @@ fn write_reg(address: usize, value: u32) {
     unsafe { ptr::write_volatile(address as *mut u32, value) }
 }
 
-/// The board, handed out once by the entry point.
-#[derive(Debug)]
+/// The board, handed out once by the entry point. (No `Debug`: it holds the seed.)
 pub(crate) struct Board {
     /// UART0.
     pub(crate) uart: Uart,
@@ -267,6 +266,10 @@ unsafe fn DefaultHandler(irqn: i16) {
     if irqn == 0 {
         // UART0 RX: the byte stays in DATA for read_byte; only the interrupt is cleared.
         write_reg(UART_INTCLEAR, INT_RX);
+    } else if irqn < 0 {
+        // A system exception without a handler of its own (NMI, SVCall, PendSV, ...): nothing
+        // here raises one, so the core is in a state nobody planned for.
+        SCB::sys_reset()
     }
 }
 
