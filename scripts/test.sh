@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command that installs what the tests need (idempotently) and runs every check:
 # fmt, clippy -D warnings, all tests (headless Chromium ones included), no_std builds, the wasm
-# build and its in-browser tests, bench compile, and the issue_demo example cross-checked with
-# `openssl verify`. Runs from any directory. Honours CARGO_TARGET_DIR.
+# build and its in-browser tests, the edge firmware in QEMU with its budgets, bench compile, and
+# the issue_demo example cross-checked with `openssl verify`. Runs from any directory. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ step() {
 SECONDS=0
 
 # --- 1. System tools: openssl CLI, python3 with cryptography.x509.verification ------------------
-step "1/11 system tools (openssl, python3 cryptography, softhsm2, chromium, node)"
+step "1/12 system tools (openssl, python3 cryptography, softhsm2, chromium, node, go, qemu-system-arm)"
 need_apt=()
 if ! command -v openssl >/dev/null 2>&1; then
     need_apt+=(openssl)
@@ -40,6 +40,8 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # Go's crypto/x509 (daprd's verifier) checks chains in server_lifecycle: a stdlib-only program
 # (tests/go/verify_chains) built by the test, with module downloads off.
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# The edge sentry firmware runs in QEMU's mps2-an386 (Cortex-M4F) in edge_device.
+command -v qemu-system-arm >/dev/null 2>&1 || need_apt+=(qemu-system-arm)
 if ((${#need_apt[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
         echo "installing with apt-get: ${need_apt[*]}"
@@ -66,9 +68,10 @@ fi
 openssl version
 python3 -c 'import cryptography; print("python3 cryptography", cryptography.__version__)'
 go version
+qemu-system-arm --version | head -n 1
 
 # --- 2. Rust targets and components ------------------------------------------------------------
-step "2/11 rustup targets and components"
+step "2/12 rustup targets and components"
 if command -v rustup >/dev/null 2>&1; then
     installed_targets=$(rustup target list --installed)
     missing_targets=()
@@ -92,7 +95,7 @@ fi
 cargo --version
 
 # --- 3. Browser tooling: the npm packages the Chromium tests drive, wasm-bindgen CLI, wasm-opt ---
-step "3/11 browser tooling (npm ci in tests/browser; wasm-bindgen CLI and wasm-opt on first use)"
+step "3/12 browser tooling (npm ci in tests/browser; wasm-bindgen CLI and wasm-opt on first use)"
 # A clean clone has no node_modules; npm's own cache (~/.npm) makes this quick after the first run.
 if [[ ! -d tests/browser/node_modules ]] ||
     [[ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]]; then
@@ -102,40 +105,52 @@ node --version
 chromium --version
 
 # --- 4-6. Format, lint, wasm build -------------------------------------------------------------
-step "4/11 cargo fmt --all --check"
+step "4/12 cargo fmt --all --check"
 cargo fmt --all --check
 # The scripts CI does not run (soak, budgets, fuzz, measure-server) must at least parse.
 for script in scripts/*.sh scripts/lib/*.sh; do bash -n "$script"; done
 
-step "5/11 cargo clippy -D warnings (workspace, and warden-wasm for wasm32)"
+step "5/12 cargo clippy -D warnings (workspace, and warden-wasm for wasm32)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p warden-wasm --target wasm32-unknown-unknown --all-targets --locked -- -D warnings
 
-step "6/11 warden-wasm build (wasm-bindgen --target web, wasm-opt, size budget)"
+step "6/12 warden-wasm build (wasm-bindgen --target web, wasm-opt, size budget)"
 # Before the tests: browser_csr and browser_e2e load this package in Chromium.
 scripts/wasm.sh build
 
-# --- 7-8. Tests ------------------------------------------------------------------------------------
-step "7/11 cargo test --workspace (headless Chromium, SoftHSM2, openssl, python included)"
-cargo test --workspace --locked
+step "7/12 edge firmware: clippy for thumbv7em-none-eabihf, build, flash and RAM budget"
+# Before the tests: edge_device boots this image in QEMU.
+cargo clippy -p warden-edge-firmware --features board --target thumbv7em-none-eabihf --locked -- -D warnings
+scripts/edge.sh build
+scripts/edge.sh footprint
+WARDEN_EDGE_FIRMWARE=$(scripts/edge.sh elf)
+export WARDEN_EDGE_FIRMWARE
 
-step "8/11 warden-wasm tests in headless Chromium (wasm-bindgen-test)"
+# --- 7-8. Tests ------------------------------------------------------------------------------------
+step "8/12 cargo test --workspace (headless Chromium, SoftHSM2, openssl, python included)"
+rm -f "${CARGO_TARGET_DIR:-target}/tmp/edge-measurements.txt"
+cargo test --workspace --locked
+# What edge_device measured on the firmware (it fails over the heap + stack budget itself).
+cat "${CARGO_TARGET_DIR:-target}/tmp/edge-measurements.txt"
+echo
+
+step "9/12 warden-wasm tests in headless Chromium (wasm-bindgen-test)"
 scripts/wasm.sh test
 
 # --- 6. no_std builds --------------------------------------------------------------------------
-step "9/11 warden-core for thumbv7em-none-eabihf and wasm32-unknown-unknown"
+step "10/12 warden-core for thumbv7em-none-eabihf and wasm32-unknown-unknown"
 cargo build -p warden-core --locked --target thumbv7em-none-eabihf
 cargo build -p warden-core --locked --target wasm32-unknown-unknown
 
 # --- 7. Benches compile ------------------------------------------------------------------------
-step "10/11 benches build (test profile; numbers come from scripts/measure-server.sh and cargo bench)"
+step "11/12 benches build (test profile; numbers come from scripts/measure-server.sh and cargo bench)"
 # The bench profile is optimised and would rebuild every dependency (aws-lc included) a second
 # time; building the bench targets with the test profile checks they compile and link, reusing
 # what `cargo test` just built.
 cargo test --workspace --benches --no-run --locked
 
 # --- 8. The example, cross-checked with openssl -----------------------------------------------
-step "11/11 issue_demo example + openssl verify -x509_strict"
+step "12/12 issue_demo example + openssl verify -x509_strict"
 tmpdir=$(mktemp -d)
 trap 'rm -rf "$tmpdir"' EXIT
 # No `-p warden-core`: selecting one package changes feature unification and rebuilds its

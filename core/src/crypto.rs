@@ -193,15 +193,17 @@ impl fmt::Display for VerifyError {
 
 impl core::error::Error for VerifyError {}
 
-/// Shows an OID with its registered name when there is one: `1.2.840.10040.4.1 (id-dsa)`.
+/// Shows an OID with its registered name when there is one: `1.2.840.10040.4.1 (id-dsa)`
+/// (the number alone without the `oid-names` feature).
 pub(crate) struct OidName<'a>(pub(crate) &'a ObjectIdentifier);
 
 impl fmt::Display for OidName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match const_oid::db::DB.by_oid(self.0) {
-            Some(name) => write!(f, "{} ({name})", self.0),
-            None => write!(f, "{}", self.0),
+        #[cfg(feature = "oid-names")]
+        if let Some(name) = const_oid::db::DB.by_oid(self.0) {
+            return write!(f, "{} ({name})", self.0);
         }
+        write!(f, "{}", self.0)
     }
 }
 

@@ -47,13 +47,25 @@ impl core::error::Error for PayloadTooLarge {}
 /// gives a frame whose length field (saturated at `u16::MAX`) every decoder refuses as
 /// [`Event::Oversized`], never a frame that decodes as something else.
 pub fn encode(kind: u8, id: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + CRC_LEN);
-    out.extend_from_slice(&SYNC);
-    out.push(kind);
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
+    out.resize(HEADER_LEN, 0);
     out.extend_from_slice(payload);
+    seal(out, kind, id)
+}
+
+/// Completes a frame whose payload was written after [`HEADER_LEN`] reserved bytes: fills
+/// in the header and appends the CRC. Saves a copy of large replies.
+pub(crate) fn seal(mut out: Vec<u8>, kind: u8, id: u32) -> Vec<u8> {
+    let payload_len = out.len().saturating_sub(HEADER_LEN);
+    let len = u16::try_from(payload_len).unwrap_or(u16::MAX);
+    let mut header = [0; HEADER_LEN];
+    header[..2].copy_from_slice(&SYNC);
+    header[2] = kind;
+    header[3..7].copy_from_slice(&id.to_le_bytes());
+    header[7..].copy_from_slice(&len.to_le_bytes());
+    if let Some(reserved) = out.get_mut(..HEADER_LEN) {
+        reserved.copy_from_slice(&header);
+    }
     let crc = CRC32.checksum(out.get(SYNC.len()..).unwrap_or_default());
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -155,28 +167,36 @@ impl FrameDecoder {
             self.quiet = HEADER_LEN - SYNC.len();
             return Some(Event::Oversized { id, len });
         }
-        let Some(frame) = rest.get(..HEADER_LEN + len + CRC_LEN) else {
+        let frame_len = HEADER_LEN + len + CRC_LEN;
+        let Some(frame) = rest.get(..frame_len) else {
             self.compact();
             return None;
         };
         let body = frame.get(SYNC.len()..HEADER_LEN + len).unwrap_or_default();
         let crc = u32::from_le_bytes(le_array(frame.get(HEADER_LEN + len..)));
         self.synced = false;
+        self.quiet = 0;
         if CRC32.checksum(body) != crc {
             // The length may be the damaged part: a good frame can start inside this one.
             self.pos += 1;
-            self.quiet = frame.len() - 1;
+            self.quiet = frame_len - 1;
             return Some(Event::BadChecksum { id });
         }
-        let payload = frame.get(HEADER_LEN..HEADER_LEN + len).unwrap_or_default();
-        let event = Event::Frame {
-            kind,
-            id,
-            payload: payload.to_vec(),
+        let payload = if self.pos == 0 {
+            // The usual case (bytes drained as they come): the buffer becomes the payload,
+            // so a large request is not held twice while it is handled.
+            let rest = self.buf.split_off(frame_len.min(self.buf.len()));
+            let mut payload = core::mem::replace(&mut self.buf, rest);
+            payload.truncate(HEADER_LEN + len);
+            payload.drain(..HEADER_LEN.min(payload.len()));
+            payload
+        } else {
+            let payload = frame.get(HEADER_LEN..HEADER_LEN + len).unwrap_or_default();
+            let payload = payload.to_vec();
+            self.pos += frame_len;
+            payload
         };
-        self.pos += frame.len();
-        self.quiet = 0;
-        Some(event)
+        Some(Event::Frame { kind, id, payload })
     }
 
     /// Skips to the next sync. Sets `synced` when one is at `pos`; returns a garbage report

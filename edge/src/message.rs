@@ -332,8 +332,43 @@ pub enum Reply {
 impl Reply {
     /// The kind byte and payload.
     pub fn encode(&self) -> (u8, Vec<u8>) {
-        let mut w = Writer::default();
-        let kind = match self {
+        let mut w = Writer {
+            out: Vec::with_capacity(self.payload_len_hint()),
+        };
+        let kind = self.write(&mut w);
+        (kind, w.out)
+    }
+
+    /// The whole frame for request `id`, written in place (a SIGNED reply is not copied
+    /// from a payload buffer into a frame). A payload over [`crate::frame::MAX_PAYLOAD`]
+    /// gives a frame every decoder refuses as oversized (see [`crate::frame::encode`]).
+    pub fn to_frame(&self, id: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            crate::frame::HEADER_LEN + self.payload_len_hint() + crate::frame::CRC_LEN,
+        );
+        out.resize(crate::frame::HEADER_LEN, 0);
+        let mut w = Writer { out };
+        let kind = self.write(&mut w);
+        crate::frame::seal(w.out, kind, id)
+    }
+
+    /// The payload's length, or close to it.
+    fn payload_len_hint(&self) -> usize {
+        match self {
+            Self::IssuerCsr { csr } => 2 + csr.len(),
+            Self::Signed {
+                workload_certificate,
+                trust_anchors,
+                ..
+            } => 2 + workload_certificate.len() + 2 + trust_anchors.len() + 8 + 1,
+            Self::Error { message, .. } => 1 + 2 + message.len(),
+            Self::StatusReply(_) | Self::Installed { .. } | Self::Boot { .. } => 64,
+        }
+    }
+
+    /// Writes the payload; returns the kind.
+    fn write(&self, w: &mut Writer) -> u8 {
+        match self {
             Self::StatusReply(s) => {
                 w.u8(s.state.to_u8())
                     .u8(s.pending_key.into())
@@ -377,8 +412,7 @@ impl Reply {
                 w.u8(*code).bytes(message.as_bytes());
                 kind::ERROR
             }
-        };
-        (kind, w.out)
+        }
     }
 
     /// Reads a reply payload of `kind`.
@@ -423,12 +457,6 @@ impl Reply {
         };
         r.finish(kind::name(kind).unwrap_or_default())?;
         Ok(reply)
-    }
-
-    /// The whole frame for request `id`.
-    pub fn to_frame(&self, id: u32) -> Vec<u8> {
-        let (kind, payload) = self.encode();
-        crate::frame::encode(kind, id, &payload)
     }
 }
 

@@ -307,11 +307,12 @@ pub(crate) mod tests {
     use super::*;
     use alloc::vec;
 
-    /// RAM slots; `cut_after` makes the next write stop after that many bytes (a reset).
+    /// RAM slots. `cut = Some((n, k))` makes the `n`-th write (counting from 1) stop after `k`
+    /// bytes, as a reset would.
     #[derive(Clone, Debug)]
     pub(crate) struct FakeStorage {
         pub(crate) slots: [Vec<u8>; 2],
-        pub(crate) cut_after: Option<usize>,
+        pub(crate) cut: Option<(usize, usize)>,
         pub(crate) writes: usize,
     }
 
@@ -319,7 +320,7 @@ pub(crate) mod tests {
         pub(crate) fn new(slot_len: usize) -> Self {
             Self {
                 slots: [vec![0xFF; slot_len], vec![0xFF; slot_len]],
-                cut_after: None,
+                cut: None,
                 writes: 0,
             }
         }
@@ -336,11 +337,10 @@ pub(crate) mod tests {
 
         fn write(&mut self, slot: u8, record: &[u8]) {
             self.writes += 1;
-            let n = self
-                .cut_after
-                .take()
-                .unwrap_or(usize::MAX)
-                .min(record.len());
+            let n = match self.cut {
+                Some((write, k)) if write == self.writes => k.min(record.len()),
+                _ => record.len(),
+            };
             self.slots[usize::from(slot)][..n].copy_from_slice(&record[..n]);
         }
     }
@@ -390,7 +390,7 @@ pub(crate) mod tests {
         let storage = base.into_storage();
         for k in 0..=image_len {
             let mut s = storage.clone();
-            s.cut_after = Some(k);
+            s.cut = Some((s.writes + 1, k));
             let (mut journal, old) = load(s);
             assert_eq!(old, Some(record(2)));
             let saved = journal.save(&record(3));
