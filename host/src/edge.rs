@@ -102,8 +102,9 @@ pub struct ProvisionArgs {
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
     clock_skew: Duration,
     /// The fraction of its issuer's life after which the device makes its next issuer key
-    /// (0 < F <= 1). Default 1/2, as the server prepares its next issuer at half its life: the
-    /// other half leaves time to reach the device and the HSM before the issuer expires.
+    /// (0 < F <= 1). Default 1/2, the project's rule for preparing the next issuer ("prepare at
+    /// half its life"): the other half leaves time to reach the device and the HSM before the
+    /// issuer expires.
     #[arg(long, value_name = "F", default_value = "0.5", value_parser = parse_fraction)]
     rotate_at: u16,
     /// Make and install a new issuer even when the device serves and no rotation is due (also
