@@ -202,6 +202,8 @@ impl Signed {
 struct Link {
     stream: UnixStream,
     decoder: FrameDecoder,
+    /// Frames decoded but not yet read.
+    decoded: std::collections::VecDeque<(u32, Reply)>,
     next_id: u32,
     /// Frames the device sent that were not replies to a request: BOOT, and error frames with
     /// id 0 (garbage reports).
@@ -230,6 +232,7 @@ impl Link {
         Self {
             stream,
             decoder: FrameDecoder::new(),
+            decoded: std::collections::VecDeque::new(),
             next_id: 1,
             unsolicited: Vec::new(),
         }
@@ -252,30 +255,41 @@ impl Link {
     fn next_frame(&mut self) -> (u32, Reply) {
         let deadline = Instant::now() + EXCHANGE_TIMEOUT;
         loop {
-            if let Some(event) = self.decoder.next_event() {
-                match event {
-                    Event::Frame { kind, id, payload } => {
-                        let reply = Reply::decode(kind, &payload)
-                            .unwrap_or_else(|e| panic!("device sent an undecodable frame: {e}"));
-                        return (id, reply);
-                    }
-                    other => panic!("the device's output is not clean framing: {other:?}"),
-                }
+            if let Some(frame) = self.decoded.pop_front() {
+                return frame;
             }
             assert!(
                 Instant::now() < deadline,
                 "no frame from the device within {EXCHANGE_TIMEOUT:?}"
             );
             let mut buf = [0u8; 4096];
-            match self.stream.read(&mut buf) {
+            let n = match self.stream.read(&mut buf) {
                 Ok(0) => panic!("the device's serial port closed"),
-                Ok(n) => buf[..n].iter().for_each(|&b| self.decoder.push(b)),
+                Ok(n) => n,
                 Err(e)
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => panic!("reading the serial port: {e}"),
+            };
+            // The decoder holds at most one frame: drain it after every byte.
+            for &byte in &buf[..n] {
+                self.decoder.push(byte);
+                while let Some(event) = self.decoder.next_event() {
+                    match event {
+                        Event::Frame { kind, id, payload } => {
+                            let reply = Reply::decode(kind, &payload).unwrap_or_else(|e| {
+                                panic!("device sent an undecodable frame: {e}")
+                            });
+                            self.decoded.push_back((id, reply));
+                        }
+                        other => panic!("the device's output is not clean framing: {other:?}"),
+                    }
+                }
             }
         }
     }
@@ -497,6 +511,7 @@ async fn provisioned_from_softhsm_it_issues_leaves_verifiers_accept_in_the_serve
     for (file, csr) in go_csrs() {
         let signed = link.sign(&csr);
         let issuer = root.check(&signed, "spiffe://public/ns/default/app", work.path());
+        support::assert_x509_svid_signing_cert(&issuer);
         // The issuer is the device's own, signed by the HSM root, not the server's issuer.crt.
         assert_ne!(
             issuer.to_der().unwrap(),
@@ -514,10 +529,6 @@ async fn provisioned_from_softhsm_it_issues_leaves_verifiers_accept_in_the_serve
             "{file}: every leaf from the same device issuer"
         );
     }
-    // The device issuer's key is the one of the CSR it made, which never left it: the issuer
-    // certificate carries exactly that key.
-    let issuer_csr_key = common::verified_csr("device issuer CSR", &link.issuer_csr()).public_key;
-    assert_eq!(issuer_csr_key.to_der().unwrap(), device_issuer.unwrap());
 
     // The same CSR through the server on the same root: the same leaf, but for what must
     // differ.
@@ -625,9 +636,12 @@ fn broken_frames_get_error_frames_and_the_device_keeps_serving() {
     // Garbage without a sync (none of the bytes is 0x57).
     link.send_raw(&[0x00; 300]);
     link.send_raw(&frame::encode(0x01, 77, &unix_now().to_le_bytes()));
-    expect_frame_error(&mut link, 0, "300");
-    match link.reply_to(77) {
-        Reply::StatusReply(_) => {}
+    match link.next_frame() {
+        (0, Reply::Error { code: 3, message }) => assert!(message.contains("300"), "{message}"),
+        other => panic!("garbage got {other:?}"),
+    }
+    match link.next_frame() {
+        (77, Reply::StatusReply(_)) => {}
         other => panic!("the STATUS after garbage got {other:?}"),
     }
     // A header announcing more than MAX_PAYLOAD: refused at once, not waited for.
@@ -788,7 +802,7 @@ fn rotation_on_the_device_under_a_request_loop_fails_no_request() {
     let before_signing = served.load(Ordering::SeqCst);
     let issuer_pem = root.sign_issuer_csr(&issuer_csr, &["--valid-for-secs", "3600"]);
     wait_for("requests while the HSM signs", &|| {
-        served.load(Ordering::SeqCst) >= before_signing + 3
+        served.load(Ordering::SeqCst) >= before_signing + 10
     });
     let anchors_pem = read_file(&root.ca_crt());
     match link
@@ -801,7 +815,7 @@ fn rotation_on_the_device_under_a_request_loop_fails_no_request() {
     }
     let after_install = served.load(Ordering::SeqCst);
     wait_for("requests after the install", &|| {
-        served.load(Ordering::SeqCst) >= after_install + 5
+        served.load(Ordering::SeqCst) >= after_install + 10
     });
     stop.store(true, Ordering::SeqCst);
     let issuers = looper.join().expect("the request loop saw a failure");

@@ -50,9 +50,9 @@ impl Case {
         ))
     }
 
-    /// Whether the case is about choosing a token validator, which only the gRPC request has.
+    /// Whether the case names a token validator, which only the gRPC request has.
     pub(crate) fn selects_a_validator(&self) -> bool {
-        self.request.token_validator != TokenValidator::Insecure as i32
+        self.request.token_validator != TokenValidator::Unknown as i32
     }
 }
 
