@@ -983,7 +983,12 @@ fn footprint_and_instructions_per_issuance_are_within_budget() {
     let mut report = vec![
         "edge sentry under qemu-system-arm -M mps2-an386 -icount shift=0 (1 instruction = 1 ns of virtual time)".to_owned(),
     ];
-    for (file, what) in [("csr-p256.pem", "P-256"), ("csr-ed25519.pem", "Ed25519")] {
+    for (file, what) in [
+        ("csr-p256.pem", "P-256"),
+        ("csr-ed25519.pem", "Ed25519"),
+        ("csr-p384.pem", "P-384"),
+        ("csr-rsa2048.pem", "RSA-2048"),
+    ] {
         let csr = read_file(&data_path(&format!("go-csr/{file}")));
         link.sign(&csr);
         let status = link.status();
