@@ -2,13 +2,19 @@
 # Builds, measures and runs the edge sentry firmware (edge/firmware) for QEMU's mps2-an386.
 #
 #   scripts/edge.sh build       the firmware ELF (profile `firmware`, thumbv7em-none-eabihf)
+#   scripts/edge.sh build-faults
+#                               the same with the test-only `fault-injection` feature, copied
+#                               to the ELF's path + `-faults` (for edge_device)
 #   scripts/edge.sh footprint   flash (text + rodata + vectors) and static RAM (data + bss) of
 #                               the ELF; exits non-zero over issue 16's 256 KiB flash budget
 #   scripts/edge.sh qemu SOCKET MONITOR SEEDFILE
 #                               runs the firmware in QEMU (replacing this shell): UART0 on the
 #                               UNIX socket SOCKET, the QEMU monitor on the UNIX socket MONITOR,
 #                               the 32 bytes of SEEDFILE in the seed mailbox
-#   scripts/edge.sh elf         prints the ELF's absolute path
+#   scripts/edge.sh elf [faults]
+#                               prints the ELF's (or the fault image's) absolute path
+#
+# `qemu` runs $WARDEN_EDGE_FIRMWARE when it is set, else the ELF `build` makes.
 #
 # Runs from any directory. Honours CARGO_TARGET_DIR.
 set -euo pipefail
@@ -30,13 +36,20 @@ die() {
 }
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 build() {
     rustup target list --installed 2>/dev/null | grep -qx "${TARGET}" || rustup target add "${TARGET}"
-    cargo build -p warden-edge-firmware --features board --target "${TARGET}" --profile "${PROFILE}" --locked
+    cargo build -p warden-edge-firmware --features "${1:-board}" --target "${TARGET}" --profile "${PROFILE}" --locked
+}
+
+# Both images come out at the same path (cargo caches each feature set): the fault image is
+# copied aside, so build it before the real one.
+build_faults() {
+    build fault-injection
+    cp "${ELF}" "${ELF}-faults"
 }
 
 readelf_tool() {
@@ -83,8 +96,8 @@ footprint() {
 
 qemu() {
     [[ $# -eq 3 ]] || usage
-    local socket="$1" monitor="$2" seed="$3"
-    [[ -f "${ELF}" ]] || die "no firmware at ${ELF}: run 'scripts/edge.sh build' first"
+    local socket="$1" monitor="$2" seed="$3" image="${WARDEN_EDGE_FIRMWARE:-${ELF}}"
+    [[ -f "${image}" ]] || die "no firmware at ${image}: run 'scripts/edge.sh build' first"
     [[ -f "${seed}" ]] || die "no seed file ${seed}"
     command -v qemu-system-arm >/dev/null 2>&1 || die "needs qemu-system-arm (Debian: apt-get install qemu-system-arm)"
     # -icount shift=0: QEMU's virtual clock advances 2^0 = 1 ns per guest instruction, so the
@@ -103,18 +116,25 @@ qemu() {
     exec qemu-system-arm -M mps2-an386 -nodefaults -display none \
         -monitor "unix:${monitor},server=on,wait=off" \
         -serial "unix:${socket},server=on,wait=on" \
-        -kernel "${ELF}" \
+        -kernel "${image}" \
         -device "loader,file=${seed},addr=${SEED_MAILBOX}" \
         -icount shift=0
 }
 
 case "${1:-}" in
 build) build ;;
+build-faults) build_faults ;;
 footprint) footprint ;;
 qemu)
     shift
     qemu "$@"
     ;;
-elf) realpath -m "${ELF}" ;;
+elf)
+    case "${2:-}" in
+    "") realpath -m "${ELF}" ;;
+    faults) realpath -m "${ELF}-faults" ;;
+    *) usage ;;
+    esac
+    ;;
 *) usage ;;
 esac

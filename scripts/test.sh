@@ -120,11 +120,15 @@ scripts/wasm.sh build
 
 step "7/12 edge firmware: clippy for thumbv7em-none-eabihf, build, flash and RAM budget"
 # Before the tests: edge_device boots this image in QEMU.
-cargo clippy -p warden-edge-firmware --features board --target thumbv7em-none-eabihf --locked -- -D warnings
+# `fault-injection` implies `board`: one clippy run covers both images.
+cargo clippy -p warden-edge-firmware --features fault-injection --target thumbv7em-none-eabihf --locked -- -D warnings
+# The test-only image (panic and stack-overflow frames) first: both land at the same path.
+scripts/edge.sh build-faults
 scripts/edge.sh build
 scripts/edge.sh footprint
 WARDEN_EDGE_FIRMWARE=$(scripts/edge.sh elf)
-export WARDEN_EDGE_FIRMWARE
+WARDEN_EDGE_FAULT_FIRMWARE=$(scripts/edge.sh elf faults)
+export WARDEN_EDGE_FIRMWARE WARDEN_EDGE_FAULT_FIRMWARE
 
 # --- 7-8. Tests ------------------------------------------------------------------------------------
 step "8/12 cargo test --workspace (headless Chromium, SoftHSM2, openssl, python included)"

@@ -46,15 +46,27 @@ const HEAP_AND_STACK_BUDGET: u32 = 64 * 1024;
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn firmware() -> PathBuf {
-    let path = std::env::var_os("WARDEN_EDGE_FIRMWARE").map(PathBuf::from).unwrap_or_else(|| {
-        panic!(
-            "WARDEN_EDGE_FIRMWARE is not set: build the firmware with `scripts/edge.sh build` and \
-             set it to the path `scripts/edge.sh elf` prints (scripts/test.sh does both)"
-        )
-    });
+    image("WARDEN_EDGE_FIRMWARE", "")
+}
+
+/// The test-only image with the `fault-injection` feature (`scripts/edge.sh build-faults`).
+fn fault_firmware() -> PathBuf {
+    image("WARDEN_EDGE_FAULT_FIRMWARE", " faults")
+}
+
+fn image(variable: &str, elf_argument: &str) -> PathBuf {
+    let path = std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "{variable} is not set: build the firmware with `scripts/edge.sh build` and \
+             `build-faults`, and set it to the path `scripts/edge.sh elf{elf_argument}` prints \
+             (scripts/test.sh does both)"
+            )
+        });
     assert!(
         path.is_file(),
-        "WARDEN_EDGE_FIRMWARE={} is not a file",
+        "{variable}={} is not a file",
         path.display()
     );
     path
@@ -82,6 +94,10 @@ struct Board {
 
 impl Board {
     fn boot() -> Self {
+        Self::boot_image(&firmware())
+    }
+
+    fn boot_image(image: &Path) -> Self {
         let dir = tempdir();
         // QEMU gives the board no entropy: a fresh seed per launch, as docs/edge.md describes.
         let mut seed = [0u8; 32];
@@ -93,7 +109,7 @@ impl Board {
             .arg(dir.path().join("serial.sock"))
             .arg(dir.path().join("monitor.sock"))
             .arg(&seed_file)
-            .env("WARDEN_EDGE_FIRMWARE", firmware())
+            .env("WARDEN_EDGE_FIRMWARE", image)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -1016,4 +1032,37 @@ fn footprint_and_instructions_per_issuance_are_within_budget() {
     )
     .unwrap();
     eprintln!("{text}");
+}
+
+#[test]
+fn a_panic_or_a_stack_overflow_resets_the_device_prints_nothing_and_keeps_its_store() {
+    let board = Board::boot_image(&fault_firmware());
+    let mut link = board.link();
+    let key_of = |csr: &[u8]| {
+        common::verified_csr("issuer CSR", csr)
+            .public_key
+            .to_der()
+            .unwrap()
+    };
+    let pending = key_of(&link.issuer_csr());
+    let mut boot_count = link.status().boot_count;
+    // The fault image's test-only kinds (edge/firmware/src/faults.rs).
+    for (kind, fault) in [(0x7E, "panic"), (0x7D, "stack overflow")] {
+        link.send_raw(&frame::encode(kind, 1_000, b""));
+        // Only frames may come out (next_frame refuses anything else), and the next is BOOT:
+        // without the reset the device would hang and the wait time out.
+        link.wait_for_boot();
+        let status = link.status();
+        boot_count += 1;
+        assert_eq!(status.boot_count, boot_count, "{fault}: {status:?}");
+        assert!(
+            status.pending_key,
+            "{fault}: the store must survive: {status:?}"
+        );
+        assert_eq!(
+            key_of(&link.issuer_csr()),
+            pending,
+            "{fault}: another pending key"
+        );
+    }
 }

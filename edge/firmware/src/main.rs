@@ -10,6 +10,8 @@ extern crate alloc;
 
 #[allow(unsafe_code)]
 mod board;
+#[cfg(feature = "fault-injection")]
+mod faults;
 mod platform;
 
 use warden_edge::device::Device;
@@ -33,6 +35,8 @@ fn run(board: board::Board) -> ! {
     loop {
         decoder.push(uart.read_byte());
         while let Some(event) = decoder.next_event() {
+            #[cfg(feature = "fault-injection")]
+            faults::inject(&event);
             let reply = device.on_event(event, &platform);
             uart.write_all(&reply);
         }
