@@ -21,8 +21,10 @@ use warden_core::crypto::{KeyError, RustCryptoVerifier, SoftwareKey};
 use warden_core::csr::{self, CsrError, VerifiedCsr};
 use warden_core::profile::Validity;
 use warden_core::spiffe::{self, SpiffeId, SpiffeIdError, TrustDomain};
-use warden_host::config::{self, ConfigError, DurationError, SentryConfig};
-use warden_host::jwks::{self, JwksOptions, KeySet, TokenError};
+use warden_host::config::{ConfigError, SentryConfig};
+use warden_host::go::duration::{DurationError, parse_go_duration};
+use warden_host::go::env::expand_env;
+use warden_host::tokens::jwks::{self, JwksOptions, KeySet, TokenError};
 use warden_host::native::{NativeKey, NativeVerifier};
 
 /// The instant credential bundles are checked at: 2027-01-15, inside the validity of the
@@ -157,11 +159,11 @@ pub struct ConfigOutcome {
 /// `JwksOptions::parse` as at start-up.
 pub fn config(data: &[u8]) -> Option<ConfigOutcome> {
     let text = std::str::from_utf8(data).ok()?;
-    let duration = config::parse_go_duration(text);
+    let duration = parse_go_duration(text);
     if let Err(e) = &duration {
         let _ = e.to_string();
     }
-    let expanded = config::expand_env(text, fixed_env);
+    let expanded = expand_env(text, fixed_env);
     let parsed = SentryConfig::from_yaml(&expanded, Path::new("fuzz.yaml"));
     match &parsed {
         Ok(parsed) => {

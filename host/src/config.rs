@@ -22,11 +22,16 @@
 //! `cast.ToStringMapString` turns it into an empty string).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::go::duration::{DurationError, go_quote, parse_go_duration};
+use crate::go::env::{expand_env, process_env};
+use crate::observability::Health;
+use crate::tokens::Validators;
+use crate::tokens::jwks::{HEALTH_TARGET, JwksOptions, JwksValidator};
 use warden_core::profile::{DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL};
 
 /// Field path of the workload certificate lifetime, used in error messages.
@@ -197,7 +202,7 @@ impl SentryConfig {
         // names are checked, so a bad one stops the server before anything starts; the source
         // itself is resolved when the validator starts.
         for (validator, index) in config.token_validators.iter().zip(options_index) {
-            crate::jwks::JwksOptions::parse(&validator.options).map_err(|error| {
+            JwksOptions::parse(&validator.options).map_err(|error| {
                 ConfigError::ValidatorOption {
                     path: path(),
                     index,
@@ -311,308 +316,8 @@ pub enum ConfigError {
         /// Position in `tokenValidators`.
         index: usize,
         /// The option and what is wrong with it.
-        error: crate::jwks::OptionError,
+        error: crate::tokens::jwks::OptionError,
     },
-}
-
-/// A duration Go's `time.ParseDuration` would reject, or one Warden cannot use.
-///
-/// The messages are Go's, word for word, so an operator who searches for them finds the same
-/// answers as for Sentry.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DurationError {
-    /// Not the duration grammar, or out of Go's range (about 292 years).
-    #[error("time: invalid duration {}", go_quote(.input))]
-    Invalid {
-        /// The text as given.
-        input: String,
-    },
-    /// A number without a unit, as in `10`.
-    #[error("time: missing unit in duration {}", go_quote(.input))]
-    MissingUnit {
-        /// The text as given.
-        input: String,
-    },
-    /// A unit outside ns, us, µs, μs, ms, s, m, h (for example `d`).
-    #[error("time: unknown unit {} in duration {}", go_quote(.unit), go_quote(.input))]
-    UnknownUnit {
-        /// The unit as written.
-        unit: String,
-        /// The text as given.
-        input: String,
-    },
-    /// Valid for Go, but below zero: no lifetime or skew can be negative.
-    #[error("negative duration {} is not allowed", go_quote(.input))]
-    Negative {
-        /// The text as given.
-        input: String,
-    },
-}
-
-/// Go's `time.Duration` limit in nanoseconds, plus one: the bound its parser checks against.
-const GO_DURATION_BOUND: u64 = 1 << 63;
-
-/// Parses a duration exactly as Go's `time.ParseDuration` does, minus negative values.
-///
-/// Dapr config files are written for Go, so `1h30m`, `.5s` and `1µs` must mean what they mean
-/// to Sentry, and `1d` or `10` must fail as they fail there. The range is Go's too
-/// (`i64::MAX` nanoseconds), so a value Sentry accepts is never refused for size.
-///
-/// # Errors
-///
-/// Go's three errors ([`DurationError::Invalid`], [`DurationError::MissingUnit`],
-/// [`DurationError::UnknownUnit`]) with Go's text, and [`DurationError::Negative`] for a
-/// value below zero.
-pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
-    let invalid = || DurationError::Invalid {
-        input: s.to_owned(),
-    };
-    let (negative, mut rest) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        if !rest.starts_with(|c: char| c == '.' || c.is_ascii_digit()) {
-            return Err(invalid());
-        }
-        let (mut value, after_int) = leading_int(rest).ok_or_else(invalid)?;
-        let has_int = after_int.len() != rest.len();
-        rest = after_int;
-
-        let mut fraction = 0;
-        let mut scale = 1.0;
-        let mut has_fraction = false;
-        if let Some(after_dot) = rest.strip_prefix('.') {
-            let (f, sc, after_fraction) = leading_fraction(after_dot);
-            has_fraction = after_fraction.len() != after_dot.len();
-            (fraction, scale, rest) = (f, sc, after_fraction);
-        }
-        if !has_int && !has_fraction {
-            return Err(invalid());
-        }
-
-        let unit_len = rest
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let Some((unit, after_unit)) = rest.split_at_checked(unit_len) else {
-            return Err(invalid());
-        };
-        if unit.is_empty() {
-            return Err(DurationError::MissingUnit {
-                input: s.to_owned(),
-            });
-        }
-        rest = after_unit;
-        let unit_nanos = unit_nanos(unit).ok_or_else(|| DurationError::UnknownUnit {
-            unit: unit.to_owned(),
-            input: s.to_owned(),
-        })?;
-
-        if value > GO_DURATION_BOUND / unit_nanos {
-            return Err(invalid());
-        }
-        value *= unit_nanos;
-        if fraction > 0 {
-            // Go computes the fractional part in float64 (exact to the nanosecond up to hours)
-            // and truncates; doing the same gives the same nanosecond count.
-            #[allow(
-                clippy::cast_precision_loss,
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss
-            )]
-            let extra = (fraction as f64 * (unit_nanos as f64 / scale)) as u64;
-            value = value.checked_add(extra).ok_or_else(invalid)?;
-            if value > GO_DURATION_BOUND {
-                return Err(invalid());
-            }
-        }
-        total = total.checked_add(value).ok_or_else(invalid)?;
-        if total > GO_DURATION_BOUND {
-            return Err(invalid());
-        }
-    }
-    if negative && total > 0 {
-        return Err(DurationError::Negative {
-            input: s.to_owned(),
-        });
-    }
-    if total > GO_DURATION_BOUND - 1 {
-        return Err(invalid());
-    }
-    Ok(Duration::from_nanos(total))
-}
-
-/// Consumes leading ASCII digits; `None` when the number passes Go's bound.
-fn leading_int(s: &str) -> Option<(u64, &str)> {
-    let len = s.bytes().take_while(u8::is_ascii_digit).count();
-    let (digits, rest) = s.split_at_checked(len)?;
-    let mut x: u64 = 0;
-    for digit in digits.bytes() {
-        if x > GO_DURATION_BOUND / 10 {
-            return None;
-        }
-        x = x * 10 + u64::from(digit - b'0');
-        if x > GO_DURATION_BOUND {
-            return None;
-        }
-    }
-    Some((x, rest))
-}
-
-/// Consumes leading fraction digits as Go does: digits past the precision are skipped, not an
-/// error. Returns the digits as an integer, ten to the number of digits kept, and the rest.
-fn leading_fraction(s: &str) -> (u64, f64, &str) {
-    let len = s.bytes().take_while(u8::is_ascii_digit).count();
-    let (digits, rest) = s.split_at_checked(len).unwrap_or(("", s));
-    let mut x: u64 = 0;
-    let mut scale = 1.0;
-    for digit in digits.bytes() {
-        if x > (GO_DURATION_BOUND - 1) / 10 {
-            break;
-        }
-        let next = x * 10 + u64::from(digit - b'0');
-        if next > GO_DURATION_BOUND {
-            break;
-        }
-        x = next;
-        scale *= 10.0;
-    }
-    (x, scale, rest)
-}
-
-/// Nanoseconds in one Go duration unit.
-fn unit_nanos(unit: &str) -> Option<u64> {
-    Some(match unit {
-        "ns" => 1,
-        // U+00B5 MICRO SIGN and U+03BC GREEK SMALL LETTER MU, both accepted by Go.
-        "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60 * 1_000_000_000,
-        "h" => 60 * 60 * 1_000_000_000,
-        _ => return None,
-    })
-}
-
-/// Quotes text the way Go's `time` package does in its errors: ASCII as is (with `"` and `\`
-/// escaped), every byte of a control or non-ASCII character as `\xNN`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c.is_ascii() && c >= ' ' {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        } else {
-            let mut buf = [0; 4];
-            for byte in c.encode_utf8(&mut buf).bytes() {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\x{byte:02x}");
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Expands `$VAR` and `${VAR}` as Go's `os.ExpandEnv` does, with `lookup` as the environment.
-///
-/// Sentry expands the whole file before parsing, so a config file that works with Dapr must
-/// expand the same way here, quirks included: an unset variable becomes empty, a `$` with no
-/// name after it stays, `${}` and an unterminated `${` are dropped, `$$`, `$1`, `$*` and the
-/// like name one-character variables, and `${A:-b}` looks up a variable literally named
-/// `A:-b` (no shell defaults).
-pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(dollar) = rest.find('$') {
-        let Some((before, from_dollar)) = rest.split_at_checked(dollar) else {
-            break;
-        };
-        out.push_str(before);
-        let after = from_dollar.get(1..).unwrap_or("");
-        if after.is_empty() {
-            // A `$` at the very end is kept; the final push below copies it.
-            rest = from_dollar;
-            break;
-        }
-        let (name, consumed) = shell_name(after);
-        match name {
-            ShellName::Var(name) => out.push_str(&lookup(name).unwrap_or_default()),
-            ShellName::Missing => out.push('$'),
-            ShellName::BadSyntax => {}
-        }
-        rest = after.get(consumed..).unwrap_or("");
-    }
-    out.push_str(rest);
-    out
-}
-
-/// What follows a `$`, per Go's `getShellName`.
-enum ShellName<'a> {
-    /// A variable name to look up.
-    Var(&'a str),
-    /// No name: the `$` is literal.
-    Missing,
-    /// `${}` or an unclosed `${`: dropped.
-    BadSyntax,
-}
-
-/// Reads the variable name at the start of `s` (the text after a `$`, never empty) and how
-/// many bytes of `s` it takes.
-fn shell_name(s: &str) -> (ShellName<'_>, usize) {
-    let bytes = s.as_bytes();
-    if let Some(inner) = s.strip_prefix('{') {
-        if let (Some(&c), Some(b'}')) = (bytes.get(1), bytes.get(2))
-            && is_shell_special(c)
-        {
-            return (ShellName::Var(inner.get(..1).unwrap_or("")), 3);
-        }
-        return match inner.find('}') {
-            Some(0) => (ShellName::BadSyntax, 2),
-            Some(end) => (ShellName::Var(inner.get(..end).unwrap_or("")), end + 2),
-            None => (ShellName::BadSyntax, 1),
-        };
-    }
-    if bytes.first().copied().is_some_and(is_shell_special) {
-        return (ShellName::Var(s.get(..1).unwrap_or("")), 1);
-    }
-    let len = bytes
-        .iter()
-        .take_while(|&&c| c == b'_' || c.is_ascii_alphanumeric())
-        .count();
-    match s.get(..len) {
-        Some(name) if !name.is_empty() => (ShellName::Var(name), len),
-        _ => (ShellName::Missing, 0),
-    }
-}
-
-/// Go's `isShellSpecialVar`: characters that form a one-character variable name.
-fn is_shell_special(c: u8) -> bool {
-    matches!(
-        c,
-        b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-' | b'0'..=b'9'
-    )
-}
-
-/// The process environment as [`expand_env`] wants it. Names the OS cannot hold (empty, with
-/// `=` or NUL) are simply unset, and non-UTF-8 values are converted lossily rather than
-/// failing the whole file.
-fn process_env(name: &str) -> Option<String> {
-    if name.is_empty() || name.contains(['=', '\0']) {
-        return None;
-    }
-    std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
 }
 
 /// Parses an optional duration field; `None` when it is absent or empty (Sentry's default).
@@ -759,18 +464,43 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// The validators of a loaded config: `insecure` as the default when `tokenValidators` is
+/// empty, otherwise only the configured `jwks` validator (started here, its health target
+/// registered as [`HEALTH_TARGET`]) and no default. `audience` is Sentry's SPIFFE ID.
+///
+/// # Errors
+///
+/// [`ConfigError::ValidatorOption`] naming `config_file`, the entry and the option.
+pub fn start_validators(
+    config: &SentryConfig,
+    config_file: &Path,
+    health: &Health,
+    audience: &str,
+) -> Result<Validators, ConfigError> {
+    let Some((index, entry)) = config
+        .token_validators
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.name == "jwks")
+    else {
+        return Ok(Validators::insecure_default());
+    };
+    let error = |error| ConfigError::ValidatorOption {
+        path: config_file.to_path_buf(),
+        index,
+        error,
+    };
+    let options = JwksOptions::parse(&entry.options).map_err(error)?;
+    let target = health.register(HEALTH_TARGET);
+    let validator = JwksValidator::start(&options, audience.to_owned(), target).map_err(error)?;
+    Ok(Validators::configured(validator))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use std::io::Write as _;
-
-    const NS: u64 = 1;
-    const US: u64 = 1_000;
-    const MS: u64 = 1_000_000;
-    const S: u64 = 1_000_000_000;
-    const M: u64 = 60 * S;
-    const H: u64 = 60 * M;
 
     fn src() -> &'static Path {
         Path::new("/x/c.yaml")
@@ -794,133 +524,6 @@ mod tests {
             yaml.push('\n');
         }
         yaml
-    }
-
-    #[test]
-    fn go_durations_accepted() {
-        let cases: &[(&str, u64)] = &[
-            ("24h", 24 * H),
-            ("15m", 15 * M),
-            ("1h30m", H + 30 * M),
-            ("25s", 25 * S),
-            ("1.5h", H + 30 * M),
-            ("300ms", 300 * MS),
-            ("1h1m1s1ms1us1ns", H + M + S + MS + US + NS),
-            ("0", 0),
-            ("+0", 0),
-            ("-0", 0),
-            ("0s", 0),
-            ("-0s", 0),
-            ("+5m", 5 * M),
-            (".5s", 500 * MS),
-            ("5.s", 5 * S),
-            ("1\u{b5}s", US),
-            ("1\u{3bc}s", US),
-            ("1.000000001s", S + 1),
-            ("0.3333333333333333333h", 1_200_000_000_000),
-            ("2562047h47m16.854775807s", (1 << 63) - 1),
-            ("9223372036854775807ns", (1 << 63) - 1),
-        ];
-        for &(text, nanos) in cases {
-            assert_eq!(
-                parse_go_duration(text),
-                Ok(Duration::from_nanos(nanos)),
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn go_durations_rejected() {
-        let cases: &[(&str, &str)] = &[
-            ("", r#"time: invalid duration """#),
-            ("1d", r#"time: unknown unit "d" in duration "1d""#),
-            ("10", r#"time: missing unit in duration "10""#),
-            ("h", r#"time: invalid duration "h""#),
-            ("-5m", r#"negative duration "-5m" is not allowed"#),
-            ("-1ns", r#"negative duration "-1ns" is not allowed"#),
-            ("1..5s", r#"time: missing unit in duration "1..5s""#),
-            ("1e3s", r#"time: unknown unit "e" in duration "1e3s""#),
-            ("-", r#"time: invalid duration "-""#),
-            ("+", r#"time: invalid duration "+""#),
-            (".s", r#"time: invalid duration ".s""#),
-            ("1h ", r#"time: unknown unit "h " in duration "1h ""#),
-            (" 1h", r#"time: invalid duration " 1h""#),
-            ("1H", r#"time: unknown unit "H" in duration "1H""#),
-            (
-                "5m\u{e9}",
-                r#"time: unknown unit "m\xc3\xa9" in duration "5m\xc3\xa9""#,
-            ),
-            ("1\"s", r#"time: unknown unit "\"s" in duration "1\"s""#),
-            ("1\ts", r#"time: unknown unit "\x09s" in duration "1\x09s""#),
-            (
-                "99999999999999999999h",
-                r#"time: invalid duration "99999999999999999999h""#,
-            ),
-            ("3000000h", r#"time: invalid duration "3000000h""#),
-            (
-                "9223372036854775808ns",
-                r#"time: invalid duration "9223372036854775808ns""#,
-            ),
-            (
-                "2562047h47m16.854775808s",
-                r#"time: invalid duration "2562047h47m16.854775808s""#,
-            ),
-            (
-                "9223372036854775808ns9223372036854775808ns",
-                r#"time: invalid duration "9223372036854775808ns9223372036854775808ns""#,
-            ),
-        ];
-        for &(text, message) in cases {
-            let err = parse_go_duration(text).unwrap_err();
-            assert_eq!(err.to_string(), message, "{text:?}");
-        }
-    }
-
-    fn env(name: &str) -> Option<String> {
-        match name {
-            "A" => Some("alpha".into()),
-            "B_2" => Some("beta".into()),
-            "1" => Some("one".into()),
-            "$" => Some("pid".into()),
-            "EMPTY" => Some(String::new()),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn env_expansion_matches_go() {
-        let cases: &[(&str, &str)] = &[
-            ("${A}", "alpha"),
-            ("$A", "alpha"),
-            ("x$A.y", "xalpha.y"),
-            ("x${A}y", "xalphay"),
-            ("$Ay", ""),
-            ("${A}${B_2}", "alphabeta"),
-            ("$A$B_2", "alphabeta"),
-            ("${UNSET}", ""),
-            ("a $UNSET b", "a  b"),
-            ("$EMPTY|", "|"),
-            ("cost: 5$", "cost: 5$"),
-            ("$", "$"),
-            ("a$ b", "a$ b"),
-            ("\"$\"", "\"$\""),
-            ("${", ""),
-            ("x${A", "xA"),
-            ("${}", ""),
-            ("a${}b", "ab"),
-            ("$1x", "onex"),
-            ("${1}", "one"),
-            ("$$", "pid"),
-            ("${A:-dflt}", ""),
-            ("no dollars: é", "no dollars: é"),
-            ("é$A€", "éalpha€"),
-            ("${é}", ""),
-            ("$é", "$é"),
-        ];
-        for &(input, want) in cases {
-            assert_eq!(expand_env(input, env), want, "{input:?}");
-        }
     }
 
     const REAL_CONFIG: &str = r#"
@@ -1408,6 +1011,51 @@ spec:
             )),
             "config file /x/c.yaml: spec.mtls.tokenValidators[0].options: expected a map, got a \
              string that is not a JSON object"
+        );
+    }
+
+    #[tokio::test]
+    async fn validators_follow_the_config() {
+        let health = Health::default();
+        let none = start_validators(
+            &SentryConfig::default(),
+            Path::new(""),
+            &health,
+            "spiffe://localhost/ns/default/dapr-sentry",
+        )
+        .unwrap();
+        assert_eq!(none.names(), vec!["insecure".to_owned()]);
+        let config = SentryConfig::from_yaml(
+            "spec:\n  mtls:\n    tokenValidators:\n      - name: jwks\n        options:\n          source: http://127.0.0.1:1/jwks\n",
+            Path::new("/x/c.yaml"),
+        )
+        .unwrap();
+        let jwks = start_validators(
+            &config,
+            Path::new("/x/c.yaml"),
+            &health,
+            "spiffe://localhost/ns/default/dapr-sentry",
+        )
+        .unwrap();
+        assert_eq!(jwks.names(), vec!["jwks".to_owned()]);
+        // The jwks target is registered and not ready: nothing answers on port 1.
+        assert!(!health.is_ready());
+        let config = SentryConfig::from_yaml(
+            "spec:\n  mtls:\n    tokenValidators:\n      - name: jwks\n        options:\n          source: '{\"keys\": []}'\n",
+            Path::new("/x/c.yaml"),
+        )
+        .unwrap();
+        assert_eq!(
+            start_validators(
+                &config,
+                Path::new("/x/c.yaml"),
+                &health,
+                "spiffe://localhost/ns/default/dapr-sentry"
+            )
+            .unwrap_err()
+            .to_string(),
+            "config file /x/c.yaml: spec.mtls.tokenValidators[0].options.source: inline JWKS: the \
+             JWK Set has no usable key (EC P-256/P-384, RSA or Ed25519 signature keys); 0 skipped"
         );
     }
 }

@@ -28,25 +28,12 @@ use warden_core::csr::parse_and_verify;
 use warden_edge::frame::{self, Event, FrameDecoder, MAX_FRAME_LEN, MAX_PAYLOAD};
 use warden_edge::message::{self, Reply, Request, State, Status};
 
-use crate::config::parse_go_duration;
-use crate::fsutil;
-use crate::lifecycle::OutputFormat;
+use crate::go::duration::parse_go_duration;
 use crate::native::NativeVerifier;
-use crate::rotation::RotationError;
-use crate::sign_csr::{IssuerRootArgs, read_csr_file};
-
-/// `warden edge ...`
-#[derive(Debug, clap::Subcommand)]
-pub enum EdgeCommand {
-    /// Show the device's state: provisioned or not, its issuer's validity, rotation, counters.
-    Status(StatusArgs),
-    /// Provision the device, or rotate its issuer when due: get the CSR of the issuer key the
-    /// device makes, sign it with the root (as `warden issuer sign-csr` does) and install the
-    /// certificate. Does nothing when the device serves and no rotation is due.
-    Provision(ProvisionArgs),
-    /// Have the device sign a workload CSR, as SignCertificate does; prints the chain.
-    Issue(IssueArgs),
-}
+use crate::rotation::issuer::RotationError;
+use crate::rotation::sign_csr::{IssuerRootArgs, read_csr_file};
+use crate::util::OutputFormat;
+use crate::util::files;
 
 /// How to reach the device.
 #[derive(Clone, Debug, Args)]
@@ -219,7 +206,7 @@ pub enum EdgeError {
     Root(#[from] RotationError),
     /// Writing an output file failed.
     #[error(transparent)]
-    Write(#[from] fsutil::WriteError),
+    Write(#[from] files::WriteError),
     /// Printing the report failed.
     #[error("cannot print the report: {0}")]
     Output(String),
@@ -681,9 +668,7 @@ fn humantime(d: Duration) -> String {
     }
 }
 
-fn now() -> UnixTime {
-    crate::service::now()
-}
+use crate::util::clock::now;
 
 /// `STATUS_REPLY` for people and scripts.
 #[derive(Debug, Serialize)]
@@ -762,15 +747,6 @@ impl StatusReport {
     }
 }
 
-/// Runs one `warden edge` command.
-pub fn run(command: EdgeCommand) -> Result<(), EdgeError> {
-    match command {
-        EdgeCommand::Status(args) => run_status(args),
-        EdgeCommand::Provision(args) => run_provision(args),
-        EdgeCommand::Issue(args) => run_issue(args),
-    }
-}
-
 /// `warden edge status`.
 pub fn run_status(args: StatusArgs) -> Result<(), EdgeError> {
     let mut link = Link::open(&args.device)?;
@@ -812,7 +788,7 @@ pub fn run_provision(args: ProvisionArgs) -> Result<(), EdgeError> {
         .trust_anchors
         .as_ref()
         .map(|file| {
-            fsutil::read_at_most(file, MAX_PAYLOAD).map_err(|source| RotationError::Read {
+            files::read_at_most(file, MAX_PAYLOAD).map_err(|source| RotationError::Read {
                 path: file.clone(),
                 source,
             })
@@ -909,13 +885,13 @@ pub fn run_issue(args: IssueArgs) -> Result<(), EdgeError> {
     check_signed(&csr, &workload_certificate, &trust_anchors, now)
         .map_err(|e| link.protocol(format!("SIGNED reply: {e}")))?;
     match &args.out {
-        Some(out) => fsutil::write_public_file_atomically(out, &workload_certificate, args.force)?,
+        Some(out) => files::write_public_file_atomically(out, &workload_certificate, args.force)?,
         None => io::stdout()
             .write_all(&workload_certificate)
             .map_err(|e| EdgeError::Output(e.to_string()))?,
     }
     if let Some(out) = &args.trust_anchors_out {
-        fsutil::write_public_file_atomically(out, &trust_anchors, args.force)?;
+        files::write_public_file_atomically(out, &trust_anchors, args.force)?;
     }
     eprintln!(
         "device {}: certificate valid until {}{}",
@@ -964,6 +940,7 @@ fn check_signed(
 )]
 mod tests {
     use super::*;
+    use crate::cli::edge::{EdgeCommand, run};
     use std::os::unix::net::UnixListener;
     use std::thread::JoinHandle;
     use warden_core::profile::DEFAULT_CLOCK_SKEW;

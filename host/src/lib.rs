@@ -1,25 +1,25 @@
 //! The `warden` binary as a library: a Sentry-compatible SPIFFE CA (gRPC over TLS), and the
 //! daprd-like identity client. `main.rs` only calls [`cli::main`].
-pub mod audit;
+//!
+//! The modules form a one-way tree (`scripts/module-graph.py` checks it): `cli` uses
+//! everything; `server` starts the CA; `rotation`, `credentials`, `ca` and `tokens` are the
+//! CA's parts, each using only the ones after it in this list; `go`, `util`, `native`,
+//! `observability` and `proto` use no other module. `docs/architecture.md` is the map.
 pub mod cli;
-pub mod config;
-pub mod digest;
+pub mod client;
 pub mod edge;
-pub mod fsutil;
-pub mod identity;
-pub mod jwks;
-pub mod jwt;
-pub mod lifecycle;
+pub mod server;
+
+pub mod rotation;
+
+pub mod credentials;
+
+pub mod ca;
+pub mod config;
+pub mod tokens;
+
+pub mod go;
 pub mod native;
 pub mod observability;
 pub mod proto;
-pub mod reload;
-pub mod root_rotation;
-pub mod rotation;
-pub mod server;
-pub mod service;
-pub mod sign_csr;
-pub mod spiffe_bundle;
-pub mod store;
-pub mod tls;
-pub mod web;
+pub mod util;

@@ -549,7 +549,6 @@ mod tests {
     use std::convert::Infallible;
     use std::path::Path;
     use std::process::{Command, Stdio};
-    use std::time::SystemTime;
 
     use der::Encode;
     use getrandom::SysRng;
@@ -572,13 +571,7 @@ mod tests {
     const CSR_ED25519: &[u8] = include_bytes!("../../tests/data/go-csr/csr-ed25519.pem");
     const CSR_RSA2048: &[u8] = include_bytes!("../../tests/data/go-csr/csr-rsa2048.pem");
 
-    fn now() -> UnixTime {
-        UnixTime::from_duration(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap(),
-        )
-    }
+    use crate::util::clock::now;
 
     /// Runs the openssl CLI, feeding `input` on stdin; returns stdout, panics on failure.
     fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {

@@ -28,7 +28,7 @@ use tokio_rustls::client::TlsStream;
 use warden_core::bundle::parse_certificates;
 use warden_core::crypto::KeyAlgorithm;
 use warden_core::spiffe::SpiffeId;
-use warden_host::identity::{RequestParams, new_key_and_csr, spiffe_client_config};
+use warden_host::client::{RequestParams, new_key_and_csr, spiffe_client_config};
 
 /// The server's RSS must stay below this during every attack (generous: the debug build).
 const RSS_BOUND_KIB: u64 = 64 * 1024;

@@ -472,7 +472,7 @@ async fn sigterm_with_requests_in_flight_shuts_down_gracefully() {
 async fn stalled_sign_request(warden: &Warden) -> impl Sized + use<> {
     let anchors = parse_certificates(&read_file(&warden.trust_anchors_path())).unwrap();
     let expected = warden_core::spiffe::SpiffeId::parse(&warden.server_id).unwrap();
-    let config = warden_host::identity::spiffe_client_config(anchors, expected).unwrap();
+    let config = warden_host::client::spiffe_client_config(anchors, expected).unwrap();
     let tcp = tokio::net::TcpStream::connect(warden.address())
         .await
         .unwrap();

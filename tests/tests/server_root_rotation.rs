@@ -117,12 +117,12 @@ impl Loops {
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     if fresh {
-                        let config = warden_host::identity::spiffe_client_config(
+                        let config = warden_host::client::spiffe_client_config(
                             anchors.clone(),
                             expected.clone(),
                         )
                         .unwrap();
-                        match warden_host::identity::connect(&address, Arc::new(config)).await {
+                        match warden_host::client::connect(&address, Arc::new(config)).await {
                             Ok(c) => client = c,
                             Err(e) => {
                                 seen.failures.push(format!("{app} {n}: TLS connect: {e:?}"));
@@ -639,7 +639,7 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
 }
 
 fn super_fingerprint(cert: &Certificate) -> String {
-    warden_host::digest::fingerprint(cert)
+    warden_host::util::digest::fingerprint(cert)
 }
 
 /// The new root key created and used inside a SoftHSM2 token (labels old-root → new-root).

@@ -29,7 +29,7 @@ use clap::Parser;
 use warden_core::bundle::parse_certificates;
 use warden_core::crypto::KeyAlgorithm;
 use warden_core::spiffe::{SpiffeId, TrustDomain};
-use warden_host::identity::{self, CsrKeyType, RequestParams};
+use warden_host::client::{self, CsrKeyType, RequestParams};
 use warden_host::proto::SignCertificateRequest;
 use warden_host::proto::SignCertificateResponse;
 
@@ -186,7 +186,7 @@ fn prepare_requests(
                 scope.spawn(move || {
                     (0..n)
                         .map(|_| {
-                            identity::new_key_and_csr(key)
+                            client::new_key_and_csr(key)
                                 .map(|(_, csr)| params.to_request(&csr))
                                 .map_err(|e| e.to_string())
                         })
@@ -336,7 +336,7 @@ async fn run(args: &Args) -> Result<Report, String> {
     let server_id = SpiffeId::sentry(&td, &args.control_plane_namespace)
         .map_err(|e| format!("--control-plane-namespace: {e}"))?;
     let tls =
-        Arc::new(identity::spiffe_client_config(anchors, server_id).map_err(|e| e.to_string())?);
+        Arc::new(client::spiffe_client_config(anchors, server_id).map_err(|e| e.to_string())?);
 
     let started = Instant::now();
     let params = RequestParams::insecure(&args.app_id, &args.namespace);
@@ -357,7 +357,7 @@ async fn run(args: &Args) -> Result<Report, String> {
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
         clients.push(
-            identity::connect(&args.address, Arc::clone(&tls))
+            client::connect(&args.address, Arc::clone(&tls))
                 .await
                 .map_err(|e| e.to_string())?,
         );

@@ -477,9 +477,9 @@ pub(crate) async fn connect_client(
     let anchors = parse_certificates(&common::read_file(anchors_file))
         .map_err(|e| format!("{}: {e}", anchors_file.display()))?;
     let expected = SpiffeId::parse(server_id).map_err(|e| format!("{server_id}: {e}"))?;
-    let config = warden_host::identity::spiffe_client_config(anchors, expected)
+    let config = warden_host::client::spiffe_client_config(anchors, expected)
         .map_err(|e| format!("client TLS config: {e:?}"))?;
-    warden_host::identity::connect(address, Arc::new(config))
+    warden_host::client::connect(address, Arc::new(config))
         .await
         .map_err(|e| format!("connect to {address}: {e:?}"))
 }

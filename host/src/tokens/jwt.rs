@@ -1,0 +1,2104 @@
+//! JWT-SVIDs and OIDC discovery (Sentry 1.16+, spec §1 fields 4–5 and §4 "JWT/OIDC"):
+//! Sentry's `--jwt-*` and `--oidc-*` flags, the signing key (`jwt.key`, PKCS#8, generated
+//! on first start) and its public key set (`jwks.json`), token minting for
+//! `SignCertificateResponse.jwt` / `per_audience_jwts`, and the OIDC discovery server.
+//!
+//! Signing goes through aws-lc-rs, the backend `jsonwebtoken` uses in [`crate::tokens::jwks`].
+//! A key change (a new `jwt.key` on disk) keeps the previous public keys in `jwks.json` and
+//! in the served JWKS for `--jwt-ttl` after the change was seen, so every token signed with
+//! the old key still verifies until it has expired.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::observability::SCOPE_SENTRY;
+use crate::util::watch::{RELOAD_DEBOUNCE, Wake, watch_file};
+
+/// Sentry's default JWT key file name.
+pub const JWT_KEY_FILENAME: &str = "jwt.key";
+/// Sentry's default public key set file name.
+pub const JWKS_FILENAME: &str = "jwks.json";
+
+/// The most `jwt_audiences` one request may carry. Each one costs a signature (its own token in
+/// `per_audience_jwts`), so the list is what bounds the signing work of a request; daprd sends the
+/// few audiences of `dapr.io/sentry-request-jwt-audiences`.
+pub const MAX_JWT_AUDIENCES: usize = 16;
+/// The longest `jwt_audiences` entry, in bytes. Cloud audiences are short URIs (GCP's
+/// workload identity provider names, the longest, stay under 200 bytes).
+pub const MAX_JWT_AUDIENCE_LEN: usize = 512;
+/// The most retired public keys kept in `jwks.json`: keys change rarely within one token
+/// lifetime, so more can only come from a hostile or broken file.
+pub const MAX_RETIRED_KEYS: usize = 16;
+/// The member of a retired key in `jwks.json` that records when it stops being published
+/// (Unix seconds). Verifiers ignore unknown JWK members (RFC 7517 §4); the served set omits it.
+pub const RETIRE_AT_MEMBER: &str = "warden_retire_at";
+/// The public JWK members kept from `jwks.json`; anything else (private parameters above all)
+/// is dropped before a key is published again.
+const PUBLIC_JWK_MEMBERS: &[&str] = &["alg", "crv", "e", "kid", "kty", "n", "use", "x", "y"];
+/// Members that only a private (or symmetric) key carries.
+const PRIVATE_JWK_MEMBERS: &[&str] = &["d", "dp", "dq", "k", "oth", "p", "q", "qi"];
+
+/// Checks `jwt_audiences` against [`MAX_JWT_AUDIENCES`] and [`MAX_JWT_AUDIENCE_LEN`]; the error
+/// is the message of the `InvalidArgument` answer.
+pub fn check_audiences(audiences: &[String]) -> Result<(), String> {
+    if audiences.len() > MAX_JWT_AUDIENCES {
+        return Err(format!(
+            "too many jwt_audiences: {} given, at most {MAX_JWT_AUDIENCES} allowed",
+            audiences.len()
+        ));
+    }
+    if let Some((i, audience)) = audiences
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.len() > MAX_JWT_AUDIENCE_LEN)
+    {
+        return Err(format!(
+            "jwt_audiences entry {i} is {} bytes long, at most {MAX_JWT_AUDIENCE_LEN} bytes allowed",
+            audience.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Sentry's JWT and OIDC flags (spec §4), flattened into `ServeArgs`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct JwtArgs {
+    /// Return a JWT-SVID (and per-audience JWTs) with every certificate.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub jwt_enabled: bool,
+    /// JWT signing key file (PKCS#8 PEM), generated on first start when missing. A relative
+    /// name is joined to --issuer-credentials.
+    #[arg(long, default_value = JWT_KEY_FILENAME)]
+    pub jwt_key_filename: String,
+    /// Public key set file (JSON Web Key Set) written beside the key.
+    #[arg(long, default_value = JWKS_FILENAME)]
+    pub jwks_filename: String,
+    /// `iss` claim of every token (and the OIDC issuer); empty means no `iss`.
+    #[arg(long, default_value = "")]
+    pub jwt_issuer: String,
+    /// RS256 (RSA-2048), ES256 (P-256) or EdDSA (Ed25519).
+    #[arg(long, default_value = "RS256")]
+    pub jwt_signing_algorithm: String,
+    /// `kid` of the signing key; empty means the RFC 7638 JWK thumbprint (base64 std of SHA-256).
+    #[arg(long, default_value = "")]
+    pub jwt_key_id: String,
+    /// Lifetime of a token (Go duration).
+    #[arg(long, default_value = "24h")]
+    pub jwt_ttl: String,
+    /// Serve OIDC discovery (needs --jwt-enabled).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub oidc_enabled: bool,
+    /// Port of the OIDC discovery server.
+    #[arg(long, default_value_t = 9080)]
+    pub oidc_server_listen_port: u16,
+    /// Address of the OIDC discovery server.
+    #[arg(long, default_value = "localhost")]
+    pub oidc_server_listen_address: String,
+    /// Serve OIDC over HTTPS (then the cert and key files are required).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub oidc_server_tls_enabled: bool,
+    /// PEM certificate chain of the OIDC server.
+    #[arg(long, default_value = "")]
+    pub oidc_server_tls_cert_file: String,
+    /// PEM private key of the OIDC server.
+    #[arg(long, default_value = "")]
+    pub oidc_server_tls_key_file: String,
+    /// `jwks_uri` of the discovery document; empty means `<scheme>://<host><prefix>/jwks.json`.
+    #[arg(long, default_value = "")]
+    pub oidc_jwks_uri: String,
+    /// Path prefix of both OIDC endpoints.
+    #[arg(long, default_value = "")]
+    pub oidc_path_prefix: String,
+    /// Host headers the OIDC server answers (comma-separated or repeated); empty means any.
+    #[arg(long, value_delimiter = ',')]
+    pub oidc_allowed_hosts: Vec<String>,
+}
+
+/// The signing algorithm of the JWT key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, RSA-2048 keys.
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+impl SigningAlgorithm {
+    /// Parses the flag value (JOSE names, as Sentry).
+    pub fn parse(name: &str) -> Result<Self, JwtError> {
+        match name {
+            "RS256" => Ok(Self::Rs256),
+            "ES256" => Ok(Self::Es256),
+            "EdDSA" => Ok(Self::EdDsa),
+            other => Err(JwtError::Config(format!(
+                "unsupported --jwt-signing-algorithm {other:?}: expected RS256, ES256 or EdDSA"
+            ))),
+        }
+    }
+
+    /// The JOSE `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+}
+
+/// What went wrong with the JWT key or a token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// A flag is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The key file cannot be read or does not hold a usable key.
+    #[error("JWT key {path}: {reason}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Writing the key or key set failed.
+    #[error("{0}")]
+    Write(#[from] crate::util::files::WriteError),
+    /// The crypto backend failed.
+    #[error("{0} failed")]
+    Backend(&'static str),
+}
+
+/// The validated JWT settings.
+#[derive(Clone, Debug)]
+pub struct JwtSettings {
+    /// `jwt.key`.
+    pub key_path: PathBuf,
+    /// `jwks.json`.
+    pub jwks_path: PathBuf,
+    /// `iss`, when configured.
+    pub issuer: Option<String>,
+    /// Key algorithm.
+    pub algorithm: SigningAlgorithm,
+    /// `--jwt-key-id`, when set.
+    pub key_id: Option<String>,
+    /// Token lifetime.
+    pub ttl: Duration,
+}
+
+impl JwtArgs {
+    /// Checks the flags; `None` when JWTs are disabled.
+    pub fn settings(&self, credentials_dir: &Path) -> Result<Option<JwtSettings>, JwtError> {
+        if !self.jwt_enabled {
+            if !self.jwt_issuer.is_empty() {
+                return Err(JwtError::Config(
+                    "--jwt-issuer is set but --jwt-enabled is false".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let ttl = crate::go::duration::parse_go_duration(&self.jwt_ttl)
+            .map_err(|e| JwtError::Config(format!("invalid --jwt-ttl: {e}")))?;
+        if ttl.is_zero() {
+            return Err(JwtError::Config("--jwt-ttl must be positive".into()));
+        }
+        Ok(Some(JwtSettings {
+            key_path: credentials_dir.join(&self.jwt_key_filename),
+            jwks_path: credentials_dir.join(&self.jwks_filename),
+            issuer: (!self.jwt_issuer.is_empty()).then(|| self.jwt_issuer.clone()),
+            algorithm: SigningAlgorithm::parse(&self.jwt_signing_algorithm)?,
+            key_id: (!self.jwt_key_id.is_empty()).then(|| self.jwt_key_id.clone()),
+            ttl,
+        }))
+    }
+}
+
+enum Pair {
+    Rsa(aws_lc_rs::rsa::KeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+/// One signing key with its public JWK.
+pub struct SigningKey {
+    pair: Pair,
+    algorithm: SigningAlgorithm,
+    kid: String,
+    jwk: Value,
+    /// The PKCS#8 DER, to tell whether the file changed.
+    der: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl SigningKey {
+    /// A new key for the algorithm (RSA-2048, P-256 or Ed25519).
+    pub fn generate(algorithm: SigningAlgorithm, key_id: Option<&str>) -> Result<Self, JwtError> {
+        let der: Vec<u8> = match algorithm {
+            SigningAlgorithm::Rs256 => {
+                aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                    .map_err(|_| JwtError::Backend("RSA key generation"))?
+                    .as_der()
+                    .map_err(|_| JwtError::Backend("RSA key encoding"))?
+                    .as_ref()
+                    .to_vec()
+            }
+            SigningAlgorithm::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .map_err(|_| JwtError::Backend("P-256 key generation"))?
+                .to_pkcs8v1()
+                .map_err(|_| JwtError::Backend("P-256 key encoding"))?
+                .as_ref()
+                .to_vec(),
+            SigningAlgorithm::EdDsa => Ed25519KeyPair::generate()
+                .map_err(|_| JwtError::Backend("Ed25519 key generation"))?
+                .to_pkcs8v1()
+                .map_err(|_| JwtError::Backend("Ed25519 key encoding"))?
+                .as_ref()
+                .to_vec(),
+        };
+        Self::from_pkcs8(algorithm, Zeroizing::new(der), key_id).map_err(|reason| JwtError::Key {
+            path: PathBuf::new(),
+            reason,
+        })
+    }
+
+    /// Parses a PKCS#8 key of the configured algorithm.
+    fn from_pkcs8(
+        algorithm: SigningAlgorithm,
+        der: Zeroizing<Vec<u8>>,
+        key_id: Option<&str>,
+    ) -> Result<Self, String> {
+        let wrong = |what: &str| {
+            format!(
+                "not a PKCS#8 {what} key, which --jwt-signing-algorithm {} needs",
+                algorithm.name()
+            )
+        };
+        let (pair, mut jwk) = match algorithm {
+            SigningAlgorithm::Rs256 => {
+                let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(&der).map_err(|_| wrong("RSA"))?;
+                if pair.public_modulus_len() < 256 {
+                    return Err("RSA key shorter than 2048 bits".into());
+                }
+                let public = pair.public_key();
+                let jwk = json!({
+                    "e": b64url(public.exponent().big_endian_without_leading_zero()),
+                    "kty": "RSA",
+                    "n": b64url(public.modulus().big_endian_without_leading_zero()),
+                });
+                (Pair::Rsa(pair), jwk)
+            }
+            SigningAlgorithm::Es256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                    .map_err(|_| wrong("P-256"))?;
+                let point = pair.public_key().as_ref();
+                let (x, y) = point
+                    .get(1..33)
+                    .zip(point.get(33..65))
+                    .ok_or_else(|| wrong("P-256"))?;
+                let jwk = json!({"crv": "P-256", "kty": "EC", "x": b64url(x), "y": b64url(y)});
+                (Pair::Ec(pair), jwk)
+            }
+            SigningAlgorithm::EdDsa => {
+                let pair = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| wrong("Ed25519"))?;
+                let jwk = json!({"crv": "Ed25519", "kty": "OKP", "x": b64url(pair.public_key().as_ref())});
+                (Pair::Ed(pair), jwk)
+            }
+        };
+        // RFC 7638: the required members in lexicographic order, no whitespace; serde_json's
+        // map is ordered, so `to_string` of the members above is the canonical form.
+        let thumbprint =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwk.to_string().as_bytes());
+        let kid = key_id.map_or_else(|| STANDARD.encode(thumbprint.as_ref()), str::to_owned);
+        if let Some(map) = jwk.as_object_mut() {
+            map.insert("kid".into(), Value::String(kid.clone()));
+            map.insert("alg".into(), Value::String(algorithm.name().into()));
+            map.insert("use".into(), Value::String("sig".into()));
+        }
+        Ok(Self {
+            pair,
+            algorithm,
+            kid,
+            jwk,
+            der,
+        })
+    }
+
+    /// The `kid`.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public JWK (with `kid`, `alg`, `use`).
+    pub fn jwk(&self) -> &Value {
+        &self.jwk
+    }
+
+    fn pem(&self) -> Result<Zeroizing<String>, JwtError> {
+        pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, &self.der)
+            .map(Zeroizing::new)
+            .map_err(|_| JwtError::Backend("PEM encoding of the JWT key"))
+    }
+
+    /// Signs `header.payload` and returns the compact JWS.
+    pub fn sign(&self, claims: &Value) -> Result<String, JwtError> {
+        let header = json!({"alg": self.algorithm.name(), "kid": self.kid, "typ": "JWT"});
+        let signing_input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let rng = SystemRandom::new();
+        let signature: Vec<u8> = match &self.pair {
+            Pair::Rsa(pair) => {
+                let mut sig = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, signing_input.as_bytes(), &mut sig)
+                    .map_err(|_| JwtError::Backend("RSA signing"))?;
+                sig
+            }
+            Pair::Ec(pair) => pair
+                .sign(&rng, signing_input.as_bytes())
+                .map_err(|_| JwtError::Backend("ECDSA signing"))?
+                .as_ref()
+                .to_vec(),
+            Pair::Ed(pair) => pair.sign(signing_input.as_bytes()).as_ref().to_vec(),
+        };
+        Ok(format!("{signing_input}.{}", b64url(&signature)))
+    }
+}
+
+/// A public key that no longer signs but still verifies tokens until `retire_at` (Unix secs).
+#[derive(Clone, Debug)]
+struct Retired {
+    /// Public members only (see [`PUBLIC_JWK_MEMBERS`]).
+    jwk: Value,
+    retire_at: u64,
+}
+
+#[derive(Debug)]
+struct Keys {
+    /// Shared, so pruning can rebuild `Keys` without copying the private key.
+    current: Arc<SigningKey>,
+    retired: Vec<Retired>,
+}
+
+impl Keys {
+    /// The contents of `jwks.json`: the signing key, then each retired key with its
+    /// [`RETIRE_AT_MEMBER`], so a restart knows when to drop it.
+    fn file_contents(&self) -> String {
+        let mut keys = vec![self.current.jwk.clone()];
+        keys.extend(self.retired.iter().map(|r| {
+            let mut jwk = r.jwk.clone();
+            if let Some(map) = jwk.as_object_mut() {
+                map.insert(RETIRE_AT_MEMBER.into(), Value::from(r.retire_at));
+            }
+            jwk
+        }));
+        json!({ "keys": keys }).to_string()
+    }
+
+    /// The earliest `retire_at` of the retired keys.
+    fn next_retirement(&self) -> Option<u64> {
+        self.retired.iter().map(|r| r.retire_at).min()
+    }
+}
+
+/// The JWT-SVID issuer: the live key, the previous public keys, and the settings.
+#[derive(Debug)]
+pub struct JwtIssuer {
+    settings: JwtSettings,
+    keys: ArcSwap<Keys>,
+    /// Serialises the read-modify-write of `keys` and `jwks.json` (reload and pruning).
+    update: std::sync::Mutex<()>,
+    /// Signatures made so far: the work requests have caused (for tests and the cap's proof).
+    signatures: std::sync::atomic::AtomicU64,
+    /// Bounds the minting jobs running at once on the blocking pool, so a flood of requests
+    /// queues here instead of starting hundreds of signing threads.
+    minting: tokio::sync::Semaphore,
+}
+
+fn read_key(settings: &JwtSettings) -> Result<Option<SigningKey>, JwtError> {
+    let path = &settings.key_path;
+    let text = match std::fs::read(path) {
+        Ok(text) => Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(JwtError::Key {
+                path: path.clone(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let bad = |reason: String| JwtError::Key {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::str::from_utf8(&text).map_err(|_| bad("not PEM".into()))?;
+    let (label, der) = pem_rfc7468::decode_vec(text.trim().as_bytes())
+        .map_err(|e| bad(format!("not PEM: {e}")))?;
+    if label != "PRIVATE KEY" {
+        return Err(bad(format!(
+            "PEM block {label:?}, expected \"PRIVATE KEY\" (PKCS#8)"
+        )));
+    }
+    SigningKey::from_pkcs8(
+        settings.algorithm,
+        Zeroizing::new(der),
+        settings.key_id.as_deref(),
+    )
+    .map(Some)
+    .map_err(bad)
+}
+
+/// The `keys` of an existing `jwks.json`: `Ok(None)` when there is no file, `Err` (the reason)
+/// when it is too big, unreadable or not a key set.
+fn read_published(path: &Path) -> Result<Option<Vec<Value>>, String> {
+    // Larger than a JWKS document may be: treated as unreadable.
+    let bytes = match crate::util::files::read_at_most(path, crate::tokens::jwks::MAX_JWKS_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
+    match value.get("keys") {
+        Some(Value::Array(keys)) => Ok(Some(keys.clone())),
+        _ => Err("no \"keys\" array".into()),
+    }
+}
+
+fn jwk_kid(jwk: &Value) -> Option<&str> {
+    jwk.get("kid").and_then(Value::as_str)
+}
+
+/// The retired keys an existing `jwks.json` lists, as they may be published again: public
+/// asymmetric keys with a `kid` other than the signing key's, first entry per `kid`, public
+/// members only, and a `retire_at` in `(now, now + ttl]`. A key without a readable
+/// `retire_at` (a file from Sentry or an older Warden, or the signing key replaced while
+/// stopped) retires one TTL from now, and so does one further away than that (no token it
+/// signed can outlive it). At most [`MAX_RETIRED_KEYS`] stay: those retiring last. Each entry
+/// dropped for any reason but expiry is named in the returned warnings.
+fn retired_from_file(
+    listed: Vec<Value>,
+    current_kid: &str,
+    now_secs: u64,
+    ttl_secs: u64,
+) -> (Vec<Retired>, Vec<String>) {
+    let latest = now_secs.saturating_add(ttl_secs);
+    let mut warnings = Vec::new();
+    let mut retired: Vec<Retired> = Vec::new();
+    for (i, entry) in listed.into_iter().enumerate() {
+        let Some(map) = entry.as_object() else {
+            warnings.push(format!("entry {i} is not a JSON object: dropped"));
+            continue;
+        };
+        let Some(kid) = jwk_kid(&entry) else {
+            warnings.push(format!("entry {i} has no \"kid\": dropped"));
+            continue;
+        };
+        if kid == current_kid || retired.iter().any(|r| jwk_kid(&r.jwk) == Some(kid)) {
+            continue;
+        }
+        if PRIVATE_JWK_MEMBERS.iter().any(|m| map.contains_key(*m)) {
+            warnings.push(format!(
+                "key {kid:?} carries private or symmetric key material: dropped"
+            ));
+            continue;
+        }
+        if !matches!(
+            map.get("kty").and_then(Value::as_str),
+            Some("RSA" | "EC" | "OKP")
+        ) {
+            warnings.push(format!("key {kid:?} is not an RSA, EC or OKP key: dropped"));
+            continue;
+        }
+        let retire_at = match map.get(RETIRE_AT_MEMBER).and_then(Value::as_u64) {
+            Some(at) if at <= now_secs => continue,
+            Some(at) if at <= latest => at,
+            Some(_) => {
+                warnings.push(format!(
+                    "key {kid:?} was to be published beyond one --jwt-ttl from now: retiring it at {latest}"
+                ));
+                latest
+            }
+            None => latest,
+        };
+        let jwk: serde_json::Map<String, Value> = map
+            .iter()
+            .filter(|(name, _)| PUBLIC_JWK_MEMBERS.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        retired.push(Retired {
+            jwk: Value::Object(jwk),
+            retire_at,
+        });
+    }
+    if retired.len() > MAX_RETIRED_KEYS {
+        warnings.push(format!(
+            "{} retired keys listed, keeping the {MAX_RETIRED_KEYS} retiring last",
+            retired.len()
+        ));
+        retired.sort_by_key(|r| std::cmp::Reverse(r.retire_at));
+        retired.truncate(MAX_RETIRED_KEYS);
+    }
+    (retired, warnings)
+}
+
+impl JwtIssuer {
+    /// Loads `jwt.key` (checking it matches the algorithm) or generates it when missing,
+    /// and writes `jwks.json`: the current key plus the retired keys it already listed, each
+    /// kept until the `retire_at` recorded there (see [`retired_from_file`]), so restarts never
+    /// extend how long a retired key is published.
+    pub fn load_or_generate(settings: JwtSettings, now_secs: u64) -> Result<Self, JwtError> {
+        let (current, generated) = match read_key(&settings)? {
+            Some(key) => (key, false),
+            None => (
+                SigningKey::generate(settings.algorithm, settings.key_id.as_deref())?,
+                true,
+            ),
+        };
+        let path = settings.jwks_path.display();
+        let listed = match read_published(&settings.jwks_path) {
+            Ok(listed) => listed.unwrap_or_default(),
+            Err(reason) => {
+                tracing::warn!(target: SCOPE_SENTRY, "JWKS file {path} is unusable ({reason}); rewriting it with the signing key only");
+                Vec::new()
+            }
+        };
+        let (retired, warnings) =
+            retired_from_file(listed, &current.kid, now_secs, settings.ttl.as_secs());
+        for warning in warnings {
+            tracing::warn!(target: SCOPE_SENTRY, "JWKS file {path}: {warning}");
+        }
+        let keys = Keys {
+            current: Arc::new(current),
+            retired,
+        };
+        let contents = keys.file_contents();
+        if generated {
+            tracing::info!(target: SCOPE_SENTRY, "JWT signing key not found: generating a new {} key", settings.algorithm.name());
+            crate::util::files::write_files_atomically(&[
+                (&settings.key_path, keys.current.pem()?.as_bytes()),
+                (&settings.jwks_path, contents.as_bytes()),
+            ])?;
+        } else if std::fs::read(&settings.jwks_path).ok().as_deref() != Some(contents.as_bytes()) {
+            crate::util::files::write_files_atomically(&[(
+                &settings.jwks_path,
+                contents.as_bytes(),
+            )])?;
+        }
+        tracing::info!(target: SCOPE_SENTRY, "JWT signing key ready (alg {}, kid {})", settings.algorithm.name(), keys.current.kid);
+        let parallelism = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Ok(Self {
+            settings,
+            keys: ArcSwap::from_pointee(keys),
+            update: std::sync::Mutex::new(()),
+            signatures: std::sync::atomic::AtomicU64::new(0),
+            minting: tokio::sync::Semaphore::new(parallelism),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &JwtSettings {
+        &self.settings
+    }
+
+    /// The `kid` of the signing key.
+    pub fn current_kid(&self) -> String {
+        self.keys.load().current.kid.clone()
+    }
+
+    /// How many tokens have been signed since the start.
+    pub fn signatures(&self) -> u64 {
+        self.signatures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The JWKS to publish: the signing key and every retired key still valid at `now_secs`,
+    /// with public members only.
+    pub fn jwks(&self, now_secs: u64) -> Value {
+        let keys = self.keys.load();
+        let mut list = vec![keys.current.jwk.clone()];
+        list.extend(
+            keys.retired
+                .iter()
+                .filter(|r| r.retire_at > now_secs)
+                .map(|r| r.jwk.clone()),
+        );
+        json!({ "keys": list })
+    }
+
+    /// When the next retired key is due to be dropped (Unix secs).
+    pub fn next_retirement(&self) -> Option<u64> {
+        self.keys.load().next_retirement()
+    }
+
+    /// Drops the retired keys whose time has come from memory and from `jwks.json`. Returns
+    /// whether any was dropped.
+    pub fn prune(&self, now_secs: u64) -> Result<bool, JwtError> {
+        let _guard = self
+            .update
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.keys.load_full();
+        if old.retired.iter().all(|r| r.retire_at > now_secs) {
+            return Ok(false);
+        }
+        let keys = Keys {
+            current: Arc::clone(&old.current),
+            retired: old
+                .retired
+                .iter()
+                .filter(|r| r.retire_at > now_secs)
+                .cloned()
+                .collect(),
+        };
+        crate::util::files::write_files_atomically(&[(
+            &self.settings.jwks_path,
+            keys.file_contents().as_bytes(),
+        )])?;
+        tracing::info!(target: SCOPE_SENTRY, "Retired JWT signing keys dropped from the JWKS; {} left", keys.retired.len());
+        self.keys.store(Arc::new(keys));
+        Ok(true)
+    }
+
+    /// Re-reads `jwt.key`; when it holds a different key, signs with it from now on and keeps
+    /// the previous public key published for one token lifetime. Returns whether it changed.
+    /// A missing or bad file keeps the current key (and is an error).
+    pub fn reload(&self, now_secs: u64) -> Result<bool, JwtError> {
+        let new = read_key(&self.settings)?.ok_or_else(|| JwtError::Key {
+            path: self.settings.key_path.clone(),
+            reason: "missing".into(),
+        })?;
+        let _guard = self
+            .update
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.keys.load_full();
+        if *new.der == *old.current.der {
+            return Ok(false);
+        }
+        let retire_at = now_secs.saturating_add(self.settings.ttl.as_secs());
+        let mut retired: Vec<Retired> = old
+            .retired
+            .iter()
+            .filter(|r| r.retire_at > now_secs && jwk_kid(&r.jwk) != Some(new.kid.as_str()))
+            .cloned()
+            .collect();
+        if old.current.kid == new.kid {
+            // A fixed --jwt-key-id names both keys: verifiers pick keys by kid, so the old
+            // key cannot stay published beside the new one.
+            tracing::warn!(target: SCOPE_SENTRY, "The new JWT key has the same kid {} as the previous one (--jwt-key-id); tokens signed with the previous key no longer verify", new.kid);
+        } else {
+            retired.push(Retired {
+                jwk: old.current.jwk.clone(),
+                retire_at,
+            });
+        }
+        if retired.len() > MAX_RETIRED_KEYS {
+            retired.sort_by_key(|r| std::cmp::Reverse(r.retire_at));
+            retired.truncate(MAX_RETIRED_KEYS);
+        }
+        let keys = Keys {
+            current: Arc::new(new),
+            retired,
+        };
+        crate::util::files::write_files_atomically(&[(
+            &self.settings.jwks_path,
+            keys.file_contents().as_bytes(),
+        )])?;
+        tracing::warn!(target: SCOPE_SENTRY, "JWT signing key changed; now signing with kid {}", keys.current.kid);
+        self.keys.store(Arc::new(keys));
+        Ok(true)
+    }
+
+    /// A JWT-SVID for `sub`: `aud` as given, `iat` now, `nbf` now − skew, `exp` now + TTL,
+    /// a random 32-hex `jti`, `use: "sig"`, and `iss` when configured.
+    pub fn mint(
+        &self,
+        sub: &str,
+        audiences: &[&str],
+        now_secs: u64,
+        skew: Duration,
+    ) -> Result<String, JwtError> {
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| JwtError::Backend("random jti"))?;
+        let mut claims = json!({
+            "aud": audiences,
+            "exp": now_secs.saturating_add(self.settings.ttl.as_secs()),
+            "iat": now_secs,
+            "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "nbf": now_secs.saturating_sub(skew.as_secs()),
+            "sub": sub,
+            "use": "sig",
+        });
+        if let (Some(iss), Some(map)) = (&self.settings.issuer, claims.as_object_mut()) {
+            map.insert("iss".into(), Value::String(iss.clone()));
+        }
+        self.signatures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.keys.load().current.sign(&claims)
+    }
+}
+
+/// The tokens of one response: `jwt` and `per_audience_jwts`.
+pub type ResponseTokens = (Option<String>, std::collections::HashMap<String, String>);
+
+/// The response's `jwt` (audiences: the SVID's trust domain, then the requested ones) and
+/// `per_audience_jwts` (one token per distinct requested audience, carrying only it). The
+/// caller has checked `audiences` with [`check_audiences`], which bounds the signatures to
+/// `1 + MAX_JWT_AUDIENCES`.
+pub fn mint_for_response(
+    issuer: &JwtIssuer,
+    spiffe_id: &str,
+    trust_domain: &str,
+    audiences: &[String],
+    now_secs: u64,
+    skew: Duration,
+) -> Result<ResponseTokens, JwtError> {
+    let mut all: Vec<&str> = vec![trust_domain];
+    all.extend(audiences.iter().map(String::as_str));
+    let jwt = issuer.mint(spiffe_id, &all, now_secs, skew)?;
+    let mut per_audience = std::collections::HashMap::new();
+    for audience in audiences {
+        if !per_audience.contains_key(audience) {
+            let token = issuer.mint(spiffe_id, &[audience.as_str()], now_secs, skew)?;
+            per_audience.insert(audience.clone(), token);
+        }
+    }
+    Ok((Some(jwt), per_audience))
+}
+
+/// [`mint_for_response`] on tokio's blocking pool, at most one job per core at a time: an RSA
+/// signature costs about as much as a whole certificate request, so a request with many
+/// audiences must not hold an async worker that other connections need.
+pub async fn mint_for_response_off_workers(
+    issuer: &Arc<JwtIssuer>,
+    spiffe_id: String,
+    trust_domain: String,
+    audiences: Vec<String>,
+    now_secs: u64,
+    skew: Duration,
+) -> Result<ResponseTokens, JwtError> {
+    let _permit = issuer
+        .minting
+        .acquire()
+        .await
+        .map_err(|_| JwtError::Backend("JWT signing queue"))?;
+    let issuer = Arc::clone(issuer);
+    tokio::task::spawn_blocking(move || {
+        mint_for_response(
+            &issuer,
+            &spiffe_id,
+            &trust_domain,
+            &audiences,
+            now_secs,
+            skew,
+        )
+    })
+    .await
+    .map_err(|_| JwtError::Backend("JWT signing task"))?
+}
+
+/// Starts what JWTs need besides minting: the `jwt.key` watcher (hot reload, 2 s batching
+/// like the issuer's) and, when configured, the OIDC server on its own listener with health
+/// target `oidc-server`. Keep the returned watcher alive.
+pub async fn start(
+    issuer: Option<&Arc<JwtIssuer>>,
+    oidc: Option<OidcSettings>,
+    health: &crate::observability::Health,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(
+    Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    Option<notify::RecommendedWatcher>,
+)> {
+    use anyhow::Context as _;
+    let Some(issuer) = issuer else {
+        return Ok((None, None));
+    };
+    let watcher = {
+        let issuer = Arc::clone(issuer);
+        let key_path = issuer.settings.key_path.clone();
+        watch_file(
+            &key_path,
+            Wake::OnWriteOrRemove,
+            RELOAD_DEBOUNCE,
+            move || {
+                if let Err(e) = issuer.reload(crate::util::clock::now().as_secs()) {
+                    tracing::error!(
+                        target: SCOPE_SENTRY,
+                        "Failed to reload the JWT key; still signing with the previous one: {e}"
+                    );
+                }
+                true
+            },
+        )
+    }
+    .context("cannot watch the JWT key")?;
+    tokio::spawn(prune_retired_keys(Arc::clone(issuer)));
+    let Some(oidc) = oidc else {
+        return Ok((None, Some(watcher)));
+    };
+    let target = health.register("oidc-server");
+    let tls = oidc.tls.clone();
+    let host = if oidc.address.is_empty() {
+        "0.0.0.0"
+    } else {
+        oidc.address.as_str()
+    };
+    let listener = tokio::net::TcpListener::bind((host, oidc.port))
+        .await
+        .with_context(|| format!("cannot listen for OIDC on {host}:{}", oidc.port))?;
+    tracing::info!(target: SCOPE_SENTRY, "OIDC server is listening on {host}:{} ({})", oidc.port, if tls.is_some() { "https" } else { "http" });
+    let router = oidc_router(Arc::clone(issuer), oidc);
+    let task = tokio::spawn(serve_oidc(listener, tls, router, shutdown));
+    target.ready();
+    Ok((Some(task), Some(watcher)))
+}
+
+/// Drops retired keys from the JWKS and `jwks.json` as their time comes: wakes at the next
+/// `retire_at`, and at least every minute to see keys a reload has retired since.
+async fn prune_retired_keys(issuer: Arc<JwtIssuer>) {
+    loop {
+        let now = crate::util::clock::now().as_secs();
+        let wait = issuer
+            .next_retirement()
+            .map_or(60, |at| at.saturating_sub(now).clamp(1, 60));
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        if let Err(e) = issuer.prune(crate::util::clock::now().as_secs()) {
+            tracing::error!(target: SCOPE_SENTRY, "Failed to drop retired JWT keys from the JWKS file: {e}");
+        }
+    }
+}
+
+/// The validated OIDC server settings.
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    /// Where to listen.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+    /// The server TLS configuration (from the cert and key files) when HTTPS is on.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--oidc-jwks-uri`, when set.
+    pub jwks_uri: Option<String>,
+    /// Normalised prefix: empty, or `/a/b` without a trailing slash.
+    pub path_prefix: String,
+    /// `--oidc-allowed-hosts`; empty means any `Host` (and `X-Forwarded-Host` is ignored).
+    pub allowed_hosts: Vec<AllowedHost>,
+}
+
+/// One `--oidc-allowed-hosts` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedHost {
+    /// `*`: any syntactically valid host.
+    Any,
+    /// A name (or IP literal) as configured, and the port it is pinned to, if any.
+    Name {
+        /// The configured spelling, echoed in URLs.
+        name: String,
+        /// With a port, only that port matches; without, any port (or none) does.
+        port: Option<u16>,
+    },
+}
+
+impl AllowedHost {
+    /// Parses a flag entry: `*`, `name` or `name:port` (`[v6]` / `[v6]:port` for IPv6).
+    pub fn parse(entry: &str) -> Result<Self, JwtError> {
+        let entry = entry.trim();
+        if entry == "*" {
+            return Ok(Self::Any);
+        }
+        let (name, port) = parse_authority(entry).ok_or_else(|| {
+            JwtError::Config(format!(
+                "invalid --oidc-allowed-hosts entry {entry:?}: expected a host name or IP, optionally with :port, or *"
+            ))
+        })?;
+        Ok(Self::Name {
+            name: name.to_owned(),
+            port,
+        })
+    }
+}
+
+/// Why the OIDC server refuses a request's host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostRefusal {
+    /// The host (or `X-Forwarded-Host`) is missing, empty or not `name[:port]`: 400.
+    Malformed(&'static str),
+    /// Several hosts are claimed at once: 400.
+    Ambiguous(&'static str),
+    /// Not in `--oidc-allowed-hosts`: 403.
+    NotAllowed,
+}
+
+/// Splits `name[:port]` (or `[v6][:port]`) and checks its syntax: a name of letters, digits,
+/// `-`, `.` and `_` (at most 253 bytes), an IPv6 literal of hex digits, `:` and `.` in
+/// brackets, and a decimal port. Anything else (userinfo, paths, spaces, quotes) is refused,
+/// so nothing but a host ever reaches a URL.
+fn parse_authority(text: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if text.starts_with('[') {
+        let end = text.find(']')?;
+        let (name, rest) = text.split_at(end + 1);
+        let inner = name.get(1..name.len() - 1)?;
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        match rest {
+            "" => (name, None),
+            _ => (name, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        let (name, port) = match text.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (text, None),
+        };
+        if name.is_empty()
+            || name.len() > 253
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
+            return None;
+        }
+        (name, port)
+    };
+    let port = match port {
+        None => None,
+        Some(digits) => {
+            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            Some(digits.parse::<u16>().ok()?)
+        }
+    };
+    Some((name, port))
+}
+
+fn with_port(name: &str, port: Option<u16>) -> String {
+    match port {
+        Some(port) => format!("{name}:{port}"),
+        None => name.to_owned(),
+    }
+}
+
+/// The host the discovery URLs are built from, after checking it; the same value that was
+/// checked is returned, so nothing unchecked is ever echoed.
+///
+/// - `host`: the `Host` header values and the request target's authority (absolute-form, or
+///   HTTP/2 `:authority`). More than one `Host`, or a `Host` that differs from the authority,
+///   is ambiguous; none is malformed.
+/// - Without an allow-list every valid host is used (lower-cased) and `X-Forwarded-Host` is
+///   ignored: anyone can send any `Host` then, so production setups set `--jwt-issuer`
+///   and/or `--oidc-allowed-hosts`.
+/// - With an allow-list, `X-Forwarded-Host` (a proxy's public name) replaces `Host` when
+///   present. It must be a single value: several headers or a comma list are refused, since a
+///   proxy appends to what the client sent and the first value is the client's. The chosen
+///   value must match an entry: names compare case-insensitively, an entry without a port
+///   allows any port, an entry with one only that port. The URL carries the entry's spelling
+///   and the request's port; `*` allows any valid host, echoed lower-cased.
+pub fn select_host(
+    host: &[&str],
+    authority: Option<&str>,
+    forwarded: &[&str],
+    allowed: &[AllowedHost],
+) -> Result<String, HostRefusal> {
+    if host.len() > 1 {
+        return Err(HostRefusal::Ambiguous("several Host headers"));
+    }
+    let request_host = match (host.first(), authority) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+            return Err(HostRefusal::Ambiguous(
+                "the Host header differs from the request target",
+            ));
+        }
+        (Some(h), _) => *h,
+        (None, Some(a)) => a,
+        (None, None) => return Err(HostRefusal::Malformed("no Host header")),
+    };
+    let malformed_host = HostRefusal::Malformed("the Host header is not a host name[:port]");
+    if allowed.is_empty() {
+        let (name, port) = parse_authority(request_host).ok_or(malformed_host)?;
+        return Ok(with_port(&name.to_ascii_lowercase(), port));
+    }
+    let values: Vec<&str> = forwarded
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let (candidate, malformed) = match values.as_slice() {
+        [] => (request_host, malformed_host),
+        [one] => (
+            *one,
+            HostRefusal::Malformed("X-Forwarded-Host is not a host name[:port]"),
+        ),
+        _ => return Err(HostRefusal::Ambiguous("several X-Forwarded-Host values")),
+    };
+    let (name, port) = parse_authority(candidate).ok_or(malformed)?;
+    for entry in allowed {
+        match entry {
+            AllowedHost::Any => return Ok(with_port(&name.to_ascii_lowercase(), port)),
+            AllowedHost::Name {
+                name: allowed_name,
+                port: allowed_port,
+            } if allowed_name.eq_ignore_ascii_case(name)
+                && (allowed_port.is_none() || *allowed_port == port) =>
+            {
+                return Ok(with_port(allowed_name, port));
+            }
+            AllowedHost::Name { .. } => {}
+        }
+    }
+    Err(HostRefusal::NotAllowed)
+}
+
+impl JwtArgs {
+    /// The OIDC server settings; `None` unless both `--oidc-enabled` and `--jwt-enabled`.
+    pub fn oidc_settings(&self) -> Result<Option<OidcSettings>, JwtError> {
+        if !(self.oidc_enabled && self.jwt_enabled) {
+            if self.oidc_enabled {
+                tracing::warn!(target: SCOPE_SENTRY, "--oidc-enabled has no effect without --jwt-enabled");
+            }
+            return Ok(None);
+        }
+        let tls = if self.oidc_server_tls_enabled {
+            if self.oidc_server_tls_cert_file.is_empty() || self.oidc_server_tls_key_file.is_empty()
+            {
+                return Err(JwtError::Config(
+                    "--oidc-server-tls-enabled needs --oidc-server-tls-cert-file and --oidc-server-tls-key-file"
+                        .into(),
+                ));
+            }
+            Some(Arc::new(oidc_tls_config(
+                Path::new(&self.oidc_server_tls_cert_file),
+                Path::new(&self.oidc_server_tls_key_file),
+            )?))
+        } else {
+            None
+        };
+        let trimmed = self.oidc_path_prefix.trim_matches('/');
+        let path_prefix = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("/{trimmed}")
+        };
+        let allowed_hosts = self
+            .oidc_allowed_hosts
+            .iter()
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| AllowedHost::parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        if allowed_hosts.is_empty() && self.jwt_issuer.is_empty() {
+            tracing::warn!(target: SCOPE_SENTRY, "OIDC discovery builds its issuer and jwks_uri from the request's Host header: set --jwt-issuer or --oidc-allowed-hosts before exposing it");
+        }
+        Ok(Some(OidcSettings {
+            address: self.oidc_server_listen_address.clone(),
+            port: self.oidc_server_listen_port,
+            tls,
+            jwks_uri: (!self.oidc_jwks_uri.is_empty()).then(|| self.oidc_jwks_uri.clone()),
+            path_prefix,
+            allowed_hosts,
+        }))
+    }
+}
+
+/// The OIDC discovery endpoints: `GET <prefix>/.well-known/openid-configuration` and
+/// `GET <prefix>/jwks.json`, `Cache-Control: public, max-age=3600`; 405 for other methods,
+/// 400 for a missing, malformed or ambiguous host, 403 for one outside the allow-list (see
+/// [`select_host`]), 404 elsewhere.
+pub fn oidc_router(issuer: Arc<JwtIssuer>, settings: OidcSettings) -> axum::Router {
+    let settings = Arc::new(settings);
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let issuer = Arc::clone(&issuer);
+        let settings = Arc::clone(&settings);
+        async move { oidc_answer(&issuer, &settings, &request) }
+    })
+}
+
+/// Every value of a header; one that is not visible ASCII becomes "" and is so refused as
+/// malformed.
+fn header_values<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect()
+}
+
+fn oidc_answer(
+    issuer: &JwtIssuer,
+    settings: &OidcSettings,
+    request: &axum::extract::Request,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse as _;
+    let refuse = |status: StatusCode, message: &str| {
+        let mut response = (status, format!("{message}\n")).into_response();
+        // A refusal must not be cached in place of the document.
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    };
+    let headers = request.headers();
+    let host_values = header_values(headers, header::HOST.as_str());
+    // X-Forwarded-Host is not even read without an allow-list.
+    let forwarded = if settings.allowed_hosts.is_empty() {
+        Vec::new()
+    } else {
+        header_values(headers, "x-forwarded-host")
+    };
+    let host = match select_host(
+        &host_values,
+        request
+            .uri()
+            .authority()
+            .map(axum::http::uri::Authority::as_str),
+        &forwarded,
+        &settings.allowed_hosts,
+    ) {
+        Ok(host) => host,
+        Err(HostRefusal::NotAllowed) => return refuse(StatusCode::FORBIDDEN, "host not allowed"),
+        Err(HostRefusal::Malformed(why) | HostRefusal::Ambiguous(why)) => {
+            return refuse(StatusCode::BAD_REQUEST, why);
+        }
+    };
+    let path = request.uri().path();
+    let Some(rest) = path.strip_prefix(settings.path_prefix.as_str()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let discovery = rest == "/.well-known/openid-configuration";
+    if !discovery && rest != "/jwks.json" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if request.method() != axum::http::Method::GET {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET")]).into_response();
+    }
+    let mut from_headers = false;
+    let body = if discovery {
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{host}{}", settings.path_prefix);
+        let configured_issuer = issuer.settings.issuer.as_deref();
+        // A configured issuer or jwks_uri wins over anything the request says; with an
+        // issuer URL, the key set is published under it.
+        let jwks_uri = match (&settings.jwks_uri, configured_issuer) {
+            (Some(uri), _) => uri.clone(),
+            (None, Some(iss)) if iss.starts_with("https://") || iss.starts_with("http://") => {
+                format!("{}/jwks.json", iss.trim_end_matches('/'))
+            }
+            _ => {
+                from_headers = true;
+                format!("{base}/jwks.json")
+            }
+        };
+        let issuer_url = configured_issuer.map_or_else(
+            || {
+                from_headers = true;
+                base.clone()
+            },
+            str::to_owned,
+        );
+        json!({
+            "issuer": issuer_url,
+            "jwks_uri": jwks_uri,
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [issuer.settings.algorithm.name()],
+            "scopes_supported": ["openid"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "use"],
+        })
+    } else {
+        issuer.jwks(crate::util::clock::now().as_secs())
+    };
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    if from_headers && !settings.allowed_hosts.is_empty() {
+        // The document depends on X-Forwarded-Host, which caches do not key on by themselves.
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("x-forwarded-host"));
+    }
+    response
+}
+
+/// Loads the OIDC server's TLS certificate chain and key (PEM).
+pub fn oidc_tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, JwtError> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &Path, reason: String| JwtError::Key {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| bad(cert, e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad(cert, e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A TLS listener for `axum::serve`. Handshakes run off the accept loop, so one slow client
+/// holds up no one; those that fail or take over 10 s are dropped.
+struct TlsListener {
+    local_addr: std::io::Result<std::net::SocketAddr>,
+    rx: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+}
+
+impl TlsListener {
+    fn new(listener: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        let local_addr = listener.local_addr();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                if tx.is_closed() {
+                    break;
+                }
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let handshake = acceptor.accept(tcp);
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), handshake).await
+                    {
+                        let _ = tx.send((stream, peer)).await;
+                    }
+                });
+            }
+        });
+        Self { local_addr, rx }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept task only ends with the runtime.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.local_addr {
+            Ok(addr) => Ok(*addr),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
+/// Serves the OIDC endpoints until `shutdown` (HTTPS when `tls` is given).
+pub async fn serve_oidc(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match tls {
+        Some(config) => {
+            crate::observability::serve_http(TlsListener::new(listener, config), router, shutdown)
+                .await
+        }
+        None => crate::observability::serve_http(listener, router, shutdown).await,
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation, decode, jwk::JwkSet};
+
+    fn settings(dir: &Path, algorithm: SigningAlgorithm) -> JwtSettings {
+        JwtSettings {
+            key_path: dir.join(JWT_KEY_FILENAME),
+            jwks_path: dir.join(JWKS_FILENAME),
+            issuer: Some("https://issuer.example".into()),
+            algorithm,
+            key_id: None,
+            ttl: Duration::from_secs(3600),
+        }
+    }
+
+    fn verify(jwks: &Value, token: &str) -> Value {
+        let set: JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+        let header = jsonwebtoken::decode_header(token).unwrap();
+        let jwk = set.find(header.kid.as_deref().unwrap()).unwrap();
+        let key = DecodingKey::from_jwk(jwk).unwrap();
+        let mut validation = Validation::new(header.alg);
+        validation.set_audience(&["td"]);
+        decode::<Value>(token, &key, &validation).unwrap().claims
+    }
+
+    #[test]
+    fn generated_keys_sign_tokens_that_verify_against_the_jwks() {
+        for alg in [
+            SigningAlgorithm::Rs256,
+            SigningAlgorithm::Es256,
+            SigningAlgorithm::EdDsa,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let issuer = JwtIssuer::load_or_generate(settings(dir.path(), alg), now).unwrap();
+            let token = issuer
+                .mint(
+                    "spiffe://td/ns/default/app",
+                    &["td", "x"],
+                    now,
+                    Duration::from_secs(900),
+                )
+                .unwrap();
+            let claims = verify(&issuer.jwks(now), &token);
+            assert_eq!(claims["sub"], "spiffe://td/ns/default/app");
+            assert_eq!(claims["aud"], json!(["td", "x"]));
+            assert_eq!(claims["nbf"], now - 900);
+            assert_eq!(claims["exp"], now + 3600);
+            assert_eq!(claims["iss"], "https://issuer.example");
+            assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
+            // The same key comes back on the next start, and jwks.json is the published set.
+            let again = JwtIssuer::load_or_generate(settings(dir.path(), alg), now).unwrap();
+            assert_eq!(again.current_kid(), issuer.current_kid());
+            let on_disk: Value =
+                serde_json::from_slice(&std::fs::read(dir.path().join(JWKS_FILENAME)).unwrap())
+                    .unwrap();
+            assert_eq!(on_disk, issuer.jwks(now));
+        }
+    }
+
+    #[test]
+    fn thumbprint_matches_rfc7638_example() {
+        // RFC 7638 §3.1: the thumbprint of the example RSA key, here base64 std as Sentry.
+        let jwk = json!({"e": "AQAB", "kty": "RSA", "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"});
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwk.to_string().as_bytes());
+        assert_eq!(
+            b64url(digest.as_ref()),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn wrong_algorithm_for_the_key_on_disk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        JwtIssuer::load_or_generate(settings(dir.path(), SigningAlgorithm::Es256), 0).unwrap();
+        let err = JwtIssuer::load_or_generate(settings(dir.path(), SigningAlgorithm::Rs256), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a PKCS#8 RSA key"), "{err}");
+    }
+
+    #[test]
+    fn reload_keeps_the_old_key_published_until_its_tokens_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), SigningAlgorithm::Es256);
+        let issuer = JwtIssuer::load_or_generate(s.clone(), 1000).unwrap();
+        let old = issuer
+            .mint("spiffe://td/ns/a/b", &["td"], 1000, Duration::ZERO)
+            .unwrap();
+        assert!(!issuer.reload(1000).unwrap());
+        let fresh = SigningKey::generate(SigningAlgorithm::Es256, None).unwrap();
+        crate::util::files::write_files_atomically(&[(
+            &s.key_path,
+            fresh.pem().unwrap().as_bytes(),
+        )])
+        .unwrap();
+        assert!(issuer.reload(1100).unwrap());
+        assert_eq!(issuer.current_kid(), fresh.kid());
+        let jwks = issuer.jwks(1100);
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        let set: JwkSet = serde_json::from_value(jwks).unwrap();
+        assert!(
+            set.find(&jsonwebtoken::decode_header(&old).unwrap().kid.unwrap())
+                .is_some()
+        );
+        // One TTL after the change, only the new key is left.
+        assert_eq!(
+            issuer.jwks(1100 + 3600)["keys"].as_array().unwrap().len(),
+            1
+        );
+        // A restart keeps the old key listed in jwks.json.
+        let restarted = JwtIssuer::load_or_generate(s, 1200).unwrap();
+        assert_eq!(restarted.jwks(1200)["keys"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn issuer_without_jwt_enabled_is_an_error() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            jwt: JwtArgs,
+        }
+        let cli = Cli::parse_from(["x", "--jwt-issuer", "https://x"]);
+        assert!(
+            cli.jwt
+                .settings(Path::new("/tmp"))
+                .unwrap_err()
+                .to_string()
+                .contains("--jwt-enabled")
+        );
+        let cli = Cli::parse_from(["x", "--jwt-enabled", "--jwt-signing-algorithm", "PS256"]);
+        assert!(cli.jwt.settings(Path::new("/tmp")).is_err());
+    }
+
+    #[tokio::test]
+    async fn oidc_host_checks_follow_x_forwarded_host_and_wildcard() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = Arc::new(
+            JwtIssuer::load_or_generate(settings(dir.path(), SigningAlgorithm::EdDsa), 0).unwrap(),
+        );
+        let oidc = |hosts: &[&str]| OidcSettings {
+            address: String::new(),
+            port: 0,
+            tls: None,
+            jwks_uri: None,
+            path_prefix: String::new(),
+            allowed_hosts: hosts
+                .iter()
+                .map(|h| AllowedHost::parse(h).unwrap())
+                .collect(),
+        };
+        let status = |hosts: &[&str], host: &str, forwarded: Option<&str>| {
+            let router = oidc_router(Arc::clone(&issuer), oidc(hosts));
+            let mut request = axum::http::Request::builder()
+                .uri("/jwks.json")
+                .header("host", host);
+            if let Some(f) = forwarded {
+                request = request.header("x-forwarded-host", f);
+            }
+            let request = request.body(axum::body::Body::empty()).unwrap();
+            async move { router.oneshot(request).await.unwrap().status().as_u16() }
+        };
+        assert_eq!(
+            status(&["sentry.example"], "sentry.example:443", None).await,
+            200
+        );
+        assert_eq!(status(&["sentry.example"], "10.0.0.1", None).await, 403);
+        assert_eq!(
+            status(&["sentry.example"], "10.0.0.1", Some("sentry.example")).await,
+            200
+        );
+        assert_eq!(
+            status(&["sentry.example"], "sentry.example", Some("evil")).await,
+            403
+        );
+        assert_eq!(status(&["*"], "anything", None).await, 200);
+        assert_eq!(status(&[], "anything", None).await, 200);
+    }
+
+    #[test]
+    fn key_id_and_ttl_flags_are_used() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            jwt: JwtArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::parse_from([
+            "x",
+            "--jwt-enabled",
+            "--jwt-signing-algorithm",
+            "EdDSA",
+            "--jwt-key-id",
+            "k1",
+            "--jwt-ttl",
+            "1h30m",
+            "--jwks-filename",
+            "keys/set.json",
+        ]);
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let settings = cli.jwt.settings(dir.path()).unwrap().unwrap();
+        assert_eq!(settings.jwks_path, dir.path().join("keys/set.json"));
+        assert_eq!(settings.issuer, None);
+        let issuer = JwtIssuer::load_or_generate(settings, 100).unwrap();
+        let token = issuer
+            .mint("spiffe://td/ns/a/b", &["td"], 100, Duration::from_secs(10))
+            .unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("k1"));
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(claims["exp"], 100 + 5400);
+        assert_eq!(claims["nbf"], 90);
+        assert!(claims.get("iss").is_none(), "no iss unless configured");
+        assert!(dir.path().join("keys/set.json").exists());
+    }
+
+    fn allowed(entries: &[&str]) -> Vec<AllowedHost> {
+        entries
+            .iter()
+            .map(|e| AllowedHost::parse(e).unwrap())
+            .collect()
+    }
+
+    /// The Host × X-Forwarded-Host matrix of `select_host` (issue 15, defect 3).
+    #[test]
+    fn select_host_uses_exactly_the_host_it_checked() {
+        use HostRefusal::{Ambiguous, Malformed, NotAllowed};
+        let good = allowed(&["Good.Example", "pinned.example:8443", "[::1]"]);
+        let none: Vec<AllowedHost> = Vec::new();
+        let any = allowed(&["*"]);
+        #[allow(clippy::type_complexity)]
+        let cases: &[(
+            &[&str],
+            Option<&str>,
+            &[&str],
+            &[AllowedHost],
+            Result<&str, HostRefusal>,
+        )] = &[
+            // The reported attack: an allowed X-Forwarded-Host must not let Host through.
+            (
+                &["evil.example"],
+                None,
+                &["good.example"],
+                &good,
+                Ok("Good.Example"),
+            ),
+            // X-Forwarded-Host allowed / not allowed / absent.
+            (
+                &["10.0.0.1:9080"],
+                None,
+                &["good.example"],
+                &good,
+                Ok("Good.Example"),
+            ),
+            (
+                &["good.example"],
+                None,
+                &["evil.example"],
+                &good,
+                Err(NotAllowed),
+            ),
+            (&["good.example"], None, &[], &good, Ok("Good.Example")),
+            (&["evil.example"], None, &[], &good, Err(NotAllowed)),
+            // Several values: several headers, a comma list, an empty value.
+            (
+                &["good.example"],
+                None,
+                &["good.example", "good.example"],
+                &good,
+                Err(Ambiguous("several X-Forwarded-Host values")),
+            ),
+            (
+                &["good.example"],
+                None,
+                &["evil.example, good.example"],
+                &good,
+                Err(Ambiguous("several X-Forwarded-Host values")),
+            ),
+            (
+                &["good.example"],
+                None,
+                &["good.example,"],
+                &good,
+                Err(Ambiguous("several X-Forwarded-Host values")),
+            ),
+            (
+                &["good.example"],
+                None,
+                &[""],
+                &good,
+                Err(Malformed("X-Forwarded-Host is not a host name[:port]")),
+            ),
+            // Ports: an entry without a port allows any and the request's port is kept; a
+            // pinned entry allows only its port.
+            (
+                &["good.example:8443"],
+                None,
+                &[],
+                &good,
+                Ok("Good.Example:8443"),
+            ),
+            (
+                &["x"],
+                None,
+                &["good.example:443"],
+                &good,
+                Ok("Good.Example:443"),
+            ),
+            (
+                &["pinned.example:8443"],
+                None,
+                &[],
+                &good,
+                Ok("pinned.example:8443"),
+            ),
+            (&["pinned.example:9443"], None, &[], &good, Err(NotAllowed)),
+            (&["pinned.example"], None, &[], &good, Err(NotAllowed)),
+            (
+                &["good.example:99999"],
+                None,
+                &[],
+                &good,
+                Err(Malformed("the Host header is not a host name[:port]")),
+            ),
+            (
+                &["good.example:"],
+                None,
+                &[],
+                &good,
+                Err(Malformed("the Host header is not a host name[:port]")),
+            ),
+            // Upper case compares equal and the configured spelling is echoed.
+            (&["GOOD.EXAMPLE"], None, &[], &good, Ok("Good.Example")),
+            (
+                &["x"],
+                None,
+                &["GoOd.ExAmPlE:80"],
+                &good,
+                Ok("Good.Example:80"),
+            ),
+            // IPv6 literals.
+            (&["[::1]:9080"], None, &[], &good, Ok("[::1]:9080")),
+            (&["[::2]"], None, &[], &good, Err(NotAllowed)),
+            // Smuggling attempts never reach a URL.
+            (
+                &["good.example/evil"],
+                None,
+                &[],
+                &good,
+                Err(Malformed("the Host header is not a host name[:port]")),
+            ),
+            (
+                &["x"],
+                None,
+                &["good.example@evil.example"],
+                &good,
+                Err(Malformed("X-Forwarded-Host is not a host name[:port]")),
+            ),
+            (
+                &["x"],
+                None,
+                &["good.example\"}"],
+                &good,
+                Err(Malformed("X-Forwarded-Host is not a host name[:port]")),
+            ),
+            (
+                &["evil.example/#"],
+                None,
+                &[],
+                &none,
+                Err(Malformed("the Host header is not a host name[:port]")),
+            ),
+            // Host itself: missing, repeated, or contradicted by the request target.
+            (&[], None, &[], &good, Err(Malformed("no Host header"))),
+            (
+                &["good.example", "evil.example"],
+                None,
+                &[],
+                &good,
+                Err(Ambiguous("several Host headers")),
+            ),
+            (
+                &["good.example"],
+                Some("evil.example"),
+                &[],
+                &good,
+                Err(Ambiguous("the Host header differs from the request target")),
+            ),
+            (&[], Some("good.example"), &[], &good, Ok("Good.Example")),
+            (
+                &["GOOD.example"],
+                Some("good.example"),
+                &[],
+                &good,
+                Ok("Good.Example"),
+            ),
+            // No allow-list: X-Forwarded-Host is ignored, Host is echoed lower-cased.
+            (
+                &["Some.Host:9080"],
+                None,
+                &["good.example"],
+                &none,
+                Ok("some.host:9080"),
+            ),
+            (&["some.host"], None, &["a, b"], &none, Ok("some.host")),
+            // `*`: any valid host, X-Forwarded-Host honoured, lower-cased.
+            (&["x"], None, &["Proxy.Example"], &any, Ok("proxy.example")),
+            (
+                &["x"],
+                None,
+                &["a", "b"],
+                &any,
+                Err(Ambiguous("several X-Forwarded-Host values")),
+            ),
+        ];
+        for (i, (host, authority, forwarded, list, want)) in cases.iter().enumerate() {
+            let got = select_host(host, *authority, forwarded, list);
+            assert_eq!(
+                got.as_deref().map_err(Clone::clone),
+                want.clone(),
+                "case {i}: Host {host:?} authority {authority:?} X-Forwarded-Host {forwarded:?}"
+            );
+        }
+        for bad in ["good.example/x", "", ":80", "a b", "[zz]", "h:0x1"] {
+            if !bad.is_empty() {
+                assert!(AllowedHost::parse(bad).is_err(), "{bad:?}");
+            }
+        }
+    }
+
+    /// The reported request (Host evil, X-Forwarded-Host good) through the real router: every
+    /// URL names the allowed host, and configured values win over both headers.
+    #[tokio::test]
+    async fn discovery_urls_never_echo_an_unchecked_host() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path(), SigningAlgorithm::EdDsa);
+        s.issuer = None;
+        let unconfigured = Arc::new(JwtIssuer::load_or_generate(s.clone(), 0).unwrap());
+        s.issuer = Some("https://issuer.example/dapr".into());
+        let configured = Arc::new(JwtIssuer::load_or_generate(s, 0).unwrap());
+        let oidc = |hosts: &[&str], jwks_uri: Option<&str>| OidcSettings {
+            address: String::new(),
+            port: 0,
+            tls: None,
+            jwks_uri: jwks_uri.map(str::to_owned),
+            path_prefix: String::new(),
+            allowed_hosts: allowed(hosts),
+        };
+        let get = |issuer: &Arc<JwtIssuer>, settings: OidcSettings, host: &str, forwarded: &str| {
+            let router = oidc_router(Arc::clone(issuer), settings);
+            let request = axum::http::Request::builder()
+                .uri("/.well-known/openid-configuration")
+                .header("host", host)
+                .header("x-forwarded-host", forwarded)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status().as_u16();
+                let cache = response.headers().get("cache-control").cloned();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (
+                    status,
+                    cache,
+                    serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+                )
+            }
+        };
+        let (status, _, doc) = get(
+            &unconfigured,
+            oidc(&["good.example"], None),
+            "evil.example",
+            "good.example",
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(doc["issuer"], "http://good.example");
+        assert_eq!(doc["jwks_uri"], "http://good.example/jwks.json");
+        assert!(!doc.to_string().contains("evil"), "{doc}");
+        let (status, cache, _) = get(
+            &unconfigured,
+            oidc(&["good.example"], None),
+            "good.example",
+            "evil.example",
+        )
+        .await;
+        assert_eq!(status, 403);
+        assert_eq!(cache.unwrap(), "no-store");
+        // --jwt-issuer wins, and the key set is published under it.
+        for hosts in [&[][..], &["*"][..]] {
+            let (status, _, doc) = get(
+                &configured,
+                oidc(hosts, None),
+                "evil.example",
+                "evil.example",
+            )
+            .await;
+            assert_eq!(status, 200);
+            assert_eq!(doc["issuer"], "https://issuer.example/dapr");
+            assert_eq!(doc["jwks_uri"], "https://issuer.example/dapr/jwks.json");
+        }
+        // --oidc-jwks-uri wins too.
+        let (_, _, doc) = get(
+            &unconfigured,
+            oidc(&[], Some("https://keys.example/k.json")),
+            "evil.example",
+            "x",
+        )
+        .await;
+        assert_eq!(doc["jwks_uri"], "https://keys.example/k.json");
+        assert_eq!(
+            doc["issuer"], "http://evil.example",
+            "no allow-list, no issuer: Host"
+        );
+    }
+
+    #[test]
+    fn audience_caps_name_the_limit() {
+        let ok: Vec<String> = (0..MAX_JWT_AUDIENCES)
+            .map(|i| format!("{i}").repeat(MAX_JWT_AUDIENCE_LEN))
+            .map(|a| a.chars().take(MAX_JWT_AUDIENCE_LEN).collect())
+            .collect();
+        check_audiences(&ok).unwrap();
+        let mut many = ok.clone();
+        many.push("one-more".into());
+        assert_eq!(
+            check_audiences(&many).unwrap_err(),
+            format!(
+                "too many jwt_audiences: {} given, at most {MAX_JWT_AUDIENCES} allowed",
+                MAX_JWT_AUDIENCES + 1
+            )
+        );
+        let long = vec!["a".into(), "x".repeat(MAX_JWT_AUDIENCE_LEN + 1)];
+        assert_eq!(
+            check_audiences(&long).unwrap_err(),
+            format!(
+                "jwt_audiences entry 1 is {} bytes long, at most {MAX_JWT_AUDIENCE_LEN} bytes allowed",
+                MAX_JWT_AUDIENCE_LEN + 1
+            )
+        );
+        // Within the cap, the work is one token plus one per distinct audience.
+        let dir = tempfile::tempdir().unwrap();
+        let issuer =
+            JwtIssuer::load_or_generate(settings(dir.path(), SigningAlgorithm::EdDsa), 0).unwrap();
+        let mut repeated = ok.clone();
+        repeated.truncate(4);
+        repeated.extend(repeated.clone());
+        let (_, per) = mint_for_response(
+            &issuer,
+            "spiffe://td/ns/a/b",
+            "td",
+            &repeated,
+            0,
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(per.len(), 4);
+        assert_eq!(issuer.signatures(), 5);
+    }
+
+    fn jwks_file(dir: &Path) -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join(JWKS_FILENAME)).unwrap()).unwrap()
+    }
+
+    fn retire_at_of(file: &Value, kid: &str) -> Option<u64> {
+        file["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .map(|k| k[RETIRE_AT_MEMBER].as_u64().unwrap())
+    }
+
+    /// Defect 6: a restart within the TTL keeps the recorded retire_at instead of extending
+    /// it, and the key is gone (from memory and jwks.json) once that time has passed, whether
+    /// by pruning while running or at the next start. Time is injected.
+    #[test]
+    fn retired_keys_keep_their_retire_at_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), SigningAlgorithm::Es256); // ttl 3600
+        let issuer = JwtIssuer::load_or_generate(s.clone(), 1000).unwrap();
+        let old_kid = issuer.current_kid();
+        let fresh = SigningKey::generate(SigningAlgorithm::Es256, None).unwrap();
+        crate::util::files::write_files_atomically(&[(
+            &s.key_path,
+            fresh.pem().unwrap().as_bytes(),
+        )])
+        .unwrap();
+        assert!(issuer.reload(1100).unwrap());
+        assert_eq!(retire_at_of(&jwks_file(dir.path()), &old_kid), Some(4700));
+        assert_eq!(issuer.next_retirement(), Some(4700));
+        // The served set carries no bookkeeping member.
+        assert!(!issuer.jwks(1100).to_string().contains(RETIRE_AT_MEMBER));
+        // Restarts within the TTL, each later than the last: retire_at stays 4700.
+        for now in [1200, 3000, 4699] {
+            let restarted = JwtIssuer::load_or_generate(s.clone(), now).unwrap();
+            assert_eq!(
+                restarted.jwks(now)["keys"].as_array().unwrap().len(),
+                2,
+                "at {now}"
+            );
+            assert_eq!(
+                retire_at_of(&jwks_file(dir.path()), &old_kid),
+                Some(4700),
+                "at {now}"
+            );
+        }
+        // Pruning while running drops it from memory and disk at 4700, not before.
+        let running = JwtIssuer::load_or_generate(s.clone(), 4000).unwrap();
+        assert!(!running.prune(4699).unwrap());
+        assert!(running.prune(4700).unwrap());
+        assert_eq!(running.next_retirement(), None);
+        assert_eq!(retire_at_of(&jwks_file(dir.path()), &old_kid), None);
+        assert_eq!(running.jwks(4700)["keys"].as_array().unwrap().len(), 1);
+        // A start after retire_at drops it too (file restored to the state before pruning).
+        let mut file = jwks_file(dir.path());
+        let mut old = issuer.jwks(1100)["keys"][1].clone();
+        old[RETIRE_AT_MEMBER] = json!(4700);
+        file["keys"].as_array_mut().unwrap().push(old);
+        std::fs::write(dir.path().join(JWKS_FILENAME), file.to_string()).unwrap();
+        let late = JwtIssuer::load_or_generate(s, 4701).unwrap();
+        assert_eq!(late.jwks(0)["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(retire_at_of(&jwks_file(dir.path()), &old_kid), None);
+    }
+
+    /// A hostile or broken jwks.json neither stops the start nor keeps a key published beyond
+    /// one TTL, and private key material in it is never published.
+    #[test]
+    fn hostile_jwks_files_neither_crash_nor_publish_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), SigningAlgorithm::EdDsa); // ttl 3600
+        let current = JwtIssuer::load_or_generate(s.clone(), 0)
+            .unwrap()
+            .current_kid();
+        let other = |kid: &str| json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": kid});
+        let write =
+            |contents: &str| std::fs::write(dir.path().join(JWKS_FILENAME), contents).unwrap();
+        let start = |now: u64| JwtIssuer::load_or_generate(s.clone(), now).unwrap();
+        let kids = |issuer: &JwtIssuer| -> Vec<String> {
+            issuer.jwks(1000)["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // Malformed files: the signing key only, and the file is rewritten.
+        for bad in ["", "{", "[]", "{\"keys\": 5}", "null", "\u{feff}{}"] {
+            write(bad);
+            let issuer = start(1000);
+            assert_eq!(kids(&issuer), std::slice::from_ref(&current), "{bad:?}");
+            assert_eq!(jwks_file(dir.path())["keys"].as_array().unwrap().len(), 1);
+        }
+        // Too big to read.
+        write(&format!(
+            "{{\"keys\": [], \"pad\": \"{}\"}}",
+            "x".repeat(2 << 20)
+        ));
+        assert_eq!(kids(&start(1000)), std::slice::from_ref(&current));
+        // No retire_at (or a useless one): one TTL from this start, written down, so a
+        // later start does not extend it.
+        for retire_at in [Value::Null, json!("soon"), json!(-5), json!(1.5e300)] {
+            let mut key = other("old");
+            if !retire_at.is_null() {
+                key[RETIRE_AT_MEMBER] = retire_at.clone();
+            }
+            write(&json!({"keys": [key]}).to_string());
+            start(1000);
+            assert_eq!(
+                retire_at_of(&jwks_file(dir.path()), "old"),
+                Some(4600),
+                "{retire_at}"
+            );
+            start(2000);
+            assert_eq!(
+                retire_at_of(&jwks_file(dir.path()), "old"),
+                Some(4600),
+                "{retire_at}"
+            );
+            assert_eq!(kids(&start(4600)), std::slice::from_ref(&current));
+        }
+        // Far in the future: clamped to one TTL from now.
+        let mut key = other("old");
+        key[RETIRE_AT_MEMBER] = json!(u64::MAX);
+        write(&json!({"keys": [key]}).to_string());
+        start(1000);
+        assert_eq!(retire_at_of(&jwks_file(dir.path()), "old"), Some(4600));
+        // Private or symmetric material, unknown key types, entries without kid: dropped; the
+        // public members of a good key are all that is published.
+        let mut private = other("private");
+        private["d"] = json!("secret");
+        let symmetric = json!({"kty": "oct", "k": "c2VjcmV0", "kid": "oct"});
+        let mut extra = other("extra");
+        extra["x5u"] = json!("https://evil.example/x");
+        write(&json!({"keys": [private, symmetric, {"kty": "OKP"}, 7, extra]}).to_string());
+        let issuer = start(1000);
+        assert_eq!(kids(&issuer), [current.clone(), "extra".into()]);
+        let text = std::fs::read_to_string(dir.path().join(JWKS_FILENAME)).unwrap();
+        assert!(
+            !text.contains("secret") && !text.contains("c2VjcmV0") && !text.contains("x5u"),
+            "{text}"
+        );
+        // Thousands of keys: the MAX_RETIRED_KEYS retiring last are kept.
+        let many: Vec<Value> = (0..5000u64)
+            .map(|i| {
+                let mut key = other(&format!("k{i}"));
+                key[RETIRE_AT_MEMBER] = json!(1001 + i % 3000);
+                key
+            })
+            .collect();
+        write(&json!({"keys": many}).to_string());
+        let issuer = start(1000);
+        let published = kids(&issuer);
+        assert_eq!(published.len(), 1 + MAX_RETIRED_KEYS);
+        assert!(
+            published[1..].iter().all(|k| {
+                let i: u64 = k[1..].parse().unwrap();
+                1001 + i % 3000 > 4000 - MAX_RETIRED_KEYS as u64
+            }),
+            "{published:?}"
+        );
+    }
+}
