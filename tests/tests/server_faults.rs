@@ -25,8 +25,8 @@ use server_support::{
 use warden_core::bundle::parse_certificates;
 use warden_core::crypto::KeyAlgorithm;
 use warden_host::client::{RequestParams, new_key_and_csr};
-use warden_host::native::NativeKey;
 use warden_host::credentials::store::{CredentialPaths, GENERATION_MARKER, load};
+use warden_host::native::NativeKey;
 
 const FILES: [&str; 3] = ["ca.crt", "issuer.crt", "issuer.key"];
 

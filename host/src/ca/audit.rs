@@ -32,7 +32,7 @@ use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
 
 use crate::observability::{HealthTarget, Metrics, SCOPE_SERVER};
-use crate::util::digest::{from_hex, hex, sha256_hex};
+use crate::util::digest::sha256_hex;
 
 /// `prev_hmac` (or legacy `prev_sha256`) of the first line of the first file.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -126,7 +126,8 @@ impl AuditKey {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let bytes = from_hex(text.trim())
+        let bytes = base16ct::mixed::decode_vec(text.trim())
+            .ok()
             .filter(|b| b.len() == KEY_LEN)
             .ok_or_else(|| AuditError::Key {
                 path: path.to_path_buf(),
@@ -143,7 +144,7 @@ impl AuditKey {
             path: path.to_path_buf(),
             reason: format!("no randomness: {e}"),
         })?;
-        let text = zeroize::Zeroizing::new(format!("{}\n", hex(&bytes)));
+        let text = zeroize::Zeroizing::new(format!("{}\n", base16ct::lower::encode_string(&bytes)));
         // Whole or not at all: a half-written key would be refused at every later start.
         crate::util::files::create_file_atomically(path, text.as_bytes()).map_err(|e| {
             AuditError::Key {
@@ -157,7 +158,7 @@ impl AuditKey {
     }
 
     fn mac(&self, bytes: &[u8]) -> String {
-        hex(hmac::sign(&self.0, bytes).as_ref())
+        base16ct::lower::encode_string(hmac::sign(&self.0, bytes).as_ref())
     }
 
     fn checkpoint_mac(&self, seq: u64, lines: u64, last: &str) -> String {

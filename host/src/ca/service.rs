@@ -21,7 +21,6 @@ use crate::proto::{SignCertificateRequest, SignCertificateResponse, ca_server};
 use crate::tokens::Validators;
 use crate::tokens::jwks::VerifyError;
 use crate::util::clock::now;
-use crate::util::digest::hex;
 
 /// The largest gRPC message accepted: room for a CSR at core's limit plus the other fields.
 /// Anything bigger is refused by the transport before it is buffered whole.
@@ -264,13 +263,15 @@ async fn sign(
     // Only the audit log reads these: do not format them for every request without one.
     let facts = state.audit.is_some().then(|| IssuedFacts {
         spiffe_id: spiffe_id.to_string(),
-        serial: hex(issued
-            .certificate
-            .tbs_certificate()
-            .serial_number()
-            .as_bytes()),
+        serial: base16ct::lower::encode_string(
+            issued
+                .certificate
+                .tbs_certificate()
+                .serial_number()
+                .as_bytes(),
+        ),
         not_after: issued.validity.not_after.to_string(),
-        issuer_skid: hex(&subject_key_id(bundle.issuer())),
+        issuer_skid: base16ct::lower::encode_string(&subject_key_id(bundle.issuer())),
     });
     let response = SignCertificateResponse {
         workload_certificate: issued.chain_pem.into_bytes(),

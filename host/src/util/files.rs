@@ -248,7 +248,7 @@ fn create_temp(
 fn random_suffix() -> Result<String, io::Error> {
     let mut bytes = [0u8; TEMP_RANDOM_BYTES];
     getrandom::fill(&mut bytes).map_err(io::Error::other)?;
-    Ok(crate::util::digest::hex(&bytes))
+    Ok(base16ct::lower::encode_string(&bytes))
 }
 
 fn write_one(path: &Path, contents: &[u8], publish: Publish) -> Result<(), WriteError> {
