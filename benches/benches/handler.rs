@@ -1,7 +1,7 @@
 //! The `SignCertificate` handler path with each crypto backend, next to the raw signatures it is
 //! made of.
 //!
-//! * `handler/<backend>/<csr>_csr`: PEM CSR in, response out, as `service.rs` runs it:
+//! * `handler/<backend>/<csr>_csr`: PEM CSR in, response out, as `host/src/ca/service.rs` runs it:
 //!   `csr::parse_and_verify` + `SpiffeId::workload` + `CaBundle::issue_workload` (build, sign and
 //!   PEM-encode the leaf, append the issuer chain) + the response fields (chain bytes, trust
 //!   anchors PEM, `valid_until`). P-256 issuer; the CSRs are daprd-shaped Go CSRs from

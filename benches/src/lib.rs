@@ -45,7 +45,7 @@ pub fn ca_params(trust_domain: &TrustDomain, algorithm: KeyAlgorithm) -> CaParam
     }
 }
 
-/// One `SignCertificate` past the validator, as `host/src/service.rs` runs it: verify the PEM
+/// One `SignCertificate` past the validator, as `host/src/ca/service.rs` runs it: verify the PEM
 /// CSR, then issue `spiffe://<td>/ns/default/myapp` with the default TTL and skew.
 pub fn issue(
     bundle: &CaBundle,
