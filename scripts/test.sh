@@ -105,10 +105,13 @@ node --version
 chromium --version
 
 # --- 4-6. Format, lint, wasm build -------------------------------------------------------------
-step "4/12 cargo fmt --all --check"
+step "4/12 cargo fmt --all --check, shell syntax, host module graph has no cycle"
 cargo fmt --all --check
 # The scripts CI does not run (soak, budgets, fuzz, measure-server) must at least parse.
 for script in scripts/*.sh scripts/lib/*.sh; do bash -n "$script"; done
+# host's module graph is a one-way tree (docs/architecture.md): fail on any cycle.
+python3 scripts/module-graph.py host/src --quiet
+python3 scripts/module-graph.py host/src --depth 1 --quiet
 
 step "5/12 cargo clippy -D warnings (workspace, and warden-wasm for wasm32)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
