@@ -384,10 +384,13 @@ mod tests {
     use x509_cert::Certificate;
 
     use super::*;
-    use crate::crypto::RustCryptoVerifier;
+    use crate::crypto::{KeyAlgorithm, RustCryptoVerifier, SoftwareKey};
     use crate::profile::{IssuerProfile, Validity};
     use crate::spiffe::TrustDomain;
-    use crate::test_pki::{DAY, NOW, TestPki, build, day, ders, issue_leaf, refs, workload_id};
+    use crate::test_pki::{
+        DAY, NOW, TestPki, build, day, ders, issue_leaf, refs, workload_id, year,
+    };
+    use crate::test_rng::seeded_rng;
 
     /// `verify_chain` over owned certificates.
     fn verify(
@@ -404,17 +407,15 @@ mod tests {
     }
 
     /// An issuer for `pki`'s trust domain signed by `pki`'s issuer (a second intermediate).
-    fn sub_issuer(pki: &mut TestPki) -> (Certificate, crate::crypto::SoftwareKey) {
+    fn sub_issuer(pki: &mut TestPki) -> (Certificate, SoftwareKey) {
         let td = TrustDomain::new("example.org").unwrap();
         let sentry_id = SpiffeId::sentry(&td, "other").unwrap();
-        let key =
-            crate::crypto::SoftwareKey::generate(crate::crypto::KeyAlgorithm::P256, &mut pki.rng);
+        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut pki.rng);
         let profile = IssuerProfile {
             sentry_id: &sentry_id,
             root: &pki.issuer,
         };
-        let validity = crate::test_pki::year();
-        let sub = build(profile, &key, &pki.issuer_key, validity, &mut pki.rng);
+        let sub = build(profile, &key, &pki.issuer_key, year(), &mut pki.rng);
         (sub, key)
     }
 
@@ -459,7 +460,7 @@ mod tests {
         let mut pki = TestPki::example(3);
         let leaf = pki.leaf(&workload_id("public", "app"));
         // Another trust domain: no anchor has the issuer's name.
-        let stranger = TestPki::new("other.org", crate::test_pki::year(), 4);
+        let stranger = TestPki::new("other.org", year(), 4);
         assert_eq!(
             verify(&[&leaf, &pki.issuer], &[&stranger.root], NOW),
             Err(ChainError::UnknownIssuer)
@@ -524,29 +525,26 @@ mod tests {
         // An issuer that outlives its root (not made by Warden): the anchor is expired.
         let short = Validity::backdated(NOW, Duration::ZERO, DAY);
         let old = TestPki::new("example.org", short, 7);
+        let sentry_id = SpiffeId::sentry(&TrustDomain::new("example.org").unwrap(), "x").unwrap();
         let profile = IssuerProfile {
-            sentry_id: &SpiffeId::sentry(&TrustDomain::new("example.org").unwrap(), "x").unwrap(),
+            sentry_id: &sentry_id,
             root: &old.root,
         };
-        let mut rng = crate::test_rng::seeded_rng(8);
-        let long = build(
+        let long = Validity::backdated(NOW, Duration::ZERO, 365 * DAY);
+        let issuer = build(
             profile,
             &old.issuer_key,
             &old.root_key,
-            day_to_year(),
-            &mut rng,
+            long,
+            &mut seeded_rng(8),
         );
         assert_eq!(
-            verify(&[&long], &[&old.root], later(2 * DAY)),
+            verify(&[&issuer], &[&old.root], later(2 * DAY)),
             Err(ChainError::Expired {
                 position: None,
                 not_after: short.not_after
             })
         );
-    }
-
-    fn day_to_year() -> Validity {
-        Validity::backdated(NOW, Duration::ZERO, 365 * DAY)
     }
 
     #[test]

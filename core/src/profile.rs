@@ -322,6 +322,7 @@ mod tests {
     use crate::bundle::{WorkloadRequest, create_issuer};
     use crate::crypto::{KeyAlgorithm, SoftwareKey};
     use crate::test_pki::{self, DAY, NOW, TestPki, build, issue_leaf, workload_id};
+    use crate::test_rng::seeded_rng;
 
     /// The decoded extension `T` of `cert` and whether it is critical; panics when absent.
     fn ext<'a, T>(cert: &'a Certificate) -> (bool, T)
@@ -383,7 +384,7 @@ mod tests {
 
     #[test]
     fn key_identifier_is_the_leftmost_160_bits_of_sha256() {
-        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut crate::test_rng::seeded_rng(9));
+        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut seeded_rng(9));
         let spki = key.public_key();
         let bits = spki.subject_public_key.raw_bytes();
         assert_eq!(bits.len(), 65, "an uncompressed P-256 point");
@@ -478,12 +479,15 @@ mod tests {
         ];
         assert_eq!(san.0, expected);
         let akid = ext::<AuthorityKeyIdentifier>(&leaf).1.key_identifier;
-        assert_eq!(akid.map(|id| id.as_bytes().to_vec()), Some(skid(&pki.issuer)));
+        assert_eq!(
+            akid.map(|id| id.as_bytes().to_vec()),
+            Some(skid(&pki.issuer))
+        );
     }
 
     #[test]
     fn a_kept_root_name_copies_the_subject_and_key_identifier() {
-        let mut rng = crate::test_rng::seeded_rng(4);
+        let mut rng = seeded_rng(4);
         let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
         let subject = Name::from_str("CN=cluster.local,O=dapr.io/sentry,C=US").unwrap();
         let kept_id = [7u8; 20];
