@@ -376,3 +376,236 @@ pub fn svid_id(leaf: &CertificateRef<'_>) -> Result<SpiffeId, SvidError> {
         _ => Err(SvidError::NotSpiffeId(uri.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use core::time::Duration;
+
+    use x509_cert::Certificate;
+
+    use super::*;
+    use crate::crypto::{KeyAlgorithm, RustCryptoVerifier, SoftwareKey};
+    use crate::profile::{IssuerProfile, Validity};
+    use crate::spiffe::TrustDomain;
+    use crate::test_pki::{
+        DAY, NOW, TestPki, build, day, ders, issue_leaf, refs, workload_id, year,
+    };
+    use crate::test_rng::seeded_rng;
+
+    /// `verify_chain` over owned certificates.
+    fn verify(
+        chain: &[&Certificate],
+        anchors: &[&Certificate],
+        now: UnixTime,
+    ) -> Result<(), ChainError> {
+        let (chain, anchors) = (ders(chain), ders(anchors));
+        verify_chain(&refs(&chain), &refs(&anchors), now, &RustCryptoVerifier)
+    }
+
+    fn later(d: Duration) -> UnixTime {
+        NOW.saturating_add(d)
+    }
+
+    /// An issuer for `pki`'s trust domain signed by `pki`'s issuer (a second intermediate).
+    fn sub_issuer(pki: &mut TestPki) -> (Certificate, SoftwareKey) {
+        let td = TrustDomain::new("example.org").unwrap();
+        let sentry_id = SpiffeId::sentry(&td, "other").unwrap();
+        let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut pki.rng);
+        let profile = IssuerProfile {
+            sentry_id: &sentry_id,
+            root: &pki.issuer,
+        };
+        let sub = build(profile, &key, &pki.issuer_key, year(), &mut pki.rng);
+        (sub, key)
+    }
+
+    #[test]
+    fn a_leaf_and_an_issuer_chain_verify_to_the_root() {
+        let mut pki = TestPki::example(1);
+        let id = workload_id("public", "app");
+        let leaf = pki.leaf(&id);
+        assert_eq!(verify(&[&leaf, &pki.issuer], &[&pki.root], NOW), Ok(()));
+        // The first certificate may be a CA: an issuer chain on its own.
+        assert_eq!(verify(&[&pki.issuer], &[&pki.root], NOW), Ok(()));
+        // Both ends of the leaf's validity are inside it.
+        let v = Validity::of(&leaf);
+        assert_eq!(
+            verify(&[&leaf, &pki.issuer], &[&pki.root], v.not_before),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&[&leaf, &pki.issuer], &[&pki.root], v.not_after),
+            Ok(())
+        );
+
+        let (chain, anchors) = (ders(&[&leaf, &pki.issuer]), ders(&[&pki.root]));
+        let got = verify_svid(&refs(&chain), &refs(&anchors), NOW, &RustCryptoVerifier);
+        assert_eq!(got, Ok(id));
+        assert!(is_self_signed(&refs(&anchors)[0], &RustCryptoVerifier));
+        assert!(!is_self_signed(&refs(&chain)[1], &RustCryptoVerifier));
+    }
+
+    #[test]
+    fn an_empty_chain_or_no_anchors_is_refused() {
+        let pki = TestPki::example(2);
+        assert_eq!(verify(&[], &[&pki.root], NOW), Err(ChainError::Empty));
+        assert_eq!(
+            verify(&[&pki.issuer], &[], NOW),
+            Err(ChainError::NoTrustAnchors)
+        );
+    }
+
+    #[test]
+    fn a_chain_to_another_root_is_refused() {
+        let mut pki = TestPki::example(3);
+        let leaf = pki.leaf(&workload_id("public", "app"));
+        // Another trust domain: no anchor has the issuer's name.
+        let stranger = TestPki::new("other.org", year(), 4);
+        assert_eq!(
+            verify(&[&leaf, &pki.issuer], &[&stranger.root], NOW),
+            Err(ChainError::UnknownIssuer)
+        );
+        // The same name with another key: the signature does not verify.
+        let impostor = TestPki::example(5);
+        assert_eq!(
+            verify(&[&leaf, &pki.issuer], &[&impostor.root], NOW),
+            Err(ChainError::BadSignature {
+                position: 1,
+                error: VerifyError::BadSignature
+            })
+        );
+        // During a root rotation both roots share the name: the right one is still found.
+        assert_eq!(
+            verify(&[&leaf, &pki.issuer], &[&impostor.root, &pki.root], NOW),
+            Ok(())
+        );
+        // A leaf next to an issuer that did not sign it, named differently.
+        assert_eq!(
+            verify(&[&leaf, &stranger.issuer], &[&stranger.root], NOW),
+            Err(ChainError::IssuerNameMismatch { position: 0 })
+        );
+        // Named the same but signed by another key.
+        assert_eq!(
+            verify(&[&leaf, &impostor.issuer], &[&impostor.root], NOW),
+            Err(ChainError::BadSignature {
+                position: 0,
+                error: VerifyError::BadSignature
+            })
+        );
+    }
+
+    #[test]
+    fn expired_and_not_yet_valid_certificates_are_refused() {
+        let mut pki = TestPki::example(6);
+        let leaf = pki.leaf(&workload_id("public", "app"));
+        let v = Validity::of(&leaf);
+        let one = Duration::from_secs(1);
+        assert_eq!(
+            verify(
+                &[&leaf, &pki.issuer],
+                &[&pki.root],
+                v.not_after.saturating_add(one)
+            ),
+            Err(ChainError::Expired {
+                position: Some(0),
+                not_after: v.not_after
+            })
+        );
+        assert_eq!(
+            verify(
+                &[&leaf, &pki.issuer],
+                &[&pki.root],
+                v.not_before.saturating_sub(one)
+            ),
+            Err(ChainError::NotYetValid {
+                position: Some(0),
+                not_before: v.not_before
+            })
+        );
+        // An issuer that outlives its root (not made by Warden): the anchor is expired.
+        let short = Validity::backdated(NOW, Duration::ZERO, DAY);
+        let old = TestPki::new("example.org", short, 7);
+        let sentry_id = SpiffeId::sentry(&TrustDomain::new("example.org").unwrap(), "x").unwrap();
+        let profile = IssuerProfile {
+            sentry_id: &sentry_id,
+            root: &old.root,
+        };
+        let long = Validity::backdated(NOW, Duration::ZERO, 365 * DAY);
+        let issuer = build(
+            profile,
+            &old.issuer_key,
+            &old.root_key,
+            long,
+            &mut seeded_rng(8),
+        );
+        assert_eq!(
+            verify(&[&issuer], &[&old.root], later(2 * DAY)),
+            Err(ChainError::Expired {
+                position: None,
+                not_after: short.not_after
+            })
+        );
+    }
+
+    #[test]
+    fn the_issuers_path_length_zero_allows_no_intermediate_below_it() {
+        let mut pki = TestPki::example(9);
+        let (sub, sub_key) = sub_issuer(&mut pki);
+        let id = workload_id("public", "app");
+        let (leaf, _) = issue_leaf(&mut pki.rng, &sub, &sub_key, &id, &[], day());
+        // The sub-issuer verifies (the root has no limit, the issuer has none below it), the
+        // leaf under it does not.
+        assert_eq!(verify(&[&sub, &pki.issuer], &[&pki.root], NOW), Ok(()));
+        assert_eq!(
+            verify(&[&leaf, &sub, &pki.issuer], &[&pki.root], NOW),
+            Err(ChainError::PathLenExceeded { position: Some(2) })
+        );
+        // The same limit on a trust anchor.
+        assert_eq!(
+            verify(&[&leaf, &sub], &[&pki.issuer], NOW),
+            Err(ChainError::PathLenExceeded { position: None })
+        );
+    }
+
+    #[test]
+    fn a_leaf_cannot_sign_certificates() {
+        let mut pki = TestPki::example(10);
+        let id = workload_id("public", "app");
+        let (leaf, leaf_key) =
+            issue_leaf(&mut pki.rng, &pki.issuer, &pki.issuer_key, &id, &[], day());
+        let (grandchild, _) = issue_leaf(&mut pki.rng, &leaf, &leaf_key, &id, &[], day());
+        assert_eq!(
+            verify(&[&grandchild, &leaf, &pki.issuer], &[&pki.root], NOW),
+            Err(ChainError::NotCa { position: Some(1) })
+        );
+        assert_eq!(
+            verify(&[&grandchild], &[&leaf], NOW),
+            Err(ChainError::NotCa { position: None })
+        );
+    }
+
+    #[test]
+    fn a_ca_is_not_an_svid() {
+        let pki = TestPki::example(11);
+        let issuer = ders(&[&pki.issuer]);
+        let issuer = refs(&issuer);
+        assert_eq!(svid_id(&issuer[0]), Err(SvidError::LeafIsCa));
+        let anchors = ders(&[&pki.root]);
+        let chain_only = verify_svid(&issuer, &refs(&anchors), NOW, &RustCryptoVerifier);
+        assert_eq!(chain_only, Err(SvidError::LeafIsCa));
+        // A chain failure comes first, wrapped.
+        let expired = verify_svid(
+            &issuer,
+            &refs(&anchors),
+            later(400 * DAY),
+            &RustCryptoVerifier,
+        );
+        assert!(matches!(
+            expired,
+            Err(SvidError::Chain(ChainError::Expired {
+                position: Some(0),
+                ..
+            }))
+        ));
+    }
+}

@@ -5,6 +5,7 @@
 //! server, behind an HSM, in a browser and on a microcontroller.
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(
     test,
     allow(
@@ -30,8 +31,11 @@ pub mod csr;
 pub mod expiry;
 pub mod pem;
 pub mod profile;
+pub mod schedule;
 pub mod sentry;
 mod signed;
 pub mod spiffe;
+#[cfg(test)]
+mod test_pki;
 #[cfg(test)]
 mod test_rng;

@@ -21,6 +21,7 @@ use warden_core::bundle::{
 };
 use warden_core::crypto::{KeyAlgorithm, RustCryptoVerifier, SoftwareKey};
 use warden_core::csr::{CsrTemplate, create_csr, csr_to_pem};
+use warden_core::schedule;
 use warden_core::sentry::{self, Code, Refusal, SignRequest};
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
@@ -277,12 +278,10 @@ impl<S: Storage> Device<S> {
         let (Some(bundle), Some(issuer)) = (&self.bundle, &self.record.issuer) else {
             return false;
         };
-        let validity = bundle.issuer_validity();
-        let (start, end) = (validity.not_before.as_secs(), validity.not_after.as_secs());
-        let life = u128::from(end.saturating_sub(start));
-        let offset = life * u128::from(issuer.settings.rotate_at_permille) / 1000;
-        let due = u64::try_from(u128::from(start) + offset).unwrap_or(u64::MAX);
-        now.as_secs() >= due
+        let permille = u32::from(issuer.settings.rotate_at_permille);
+        let due = schedule::fraction_of_life(bundle.issuer_validity(), permille, 1000);
+        // In whole seconds: certificate times and request times have no fraction.
+        now.as_secs() >= due.as_secs()
     }
 
     /// Once rotation is due, makes the next issuer key (if none waits yet). The old issuer

@@ -7,6 +7,7 @@
 //! [`store::Storage`] trait.
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(
     test,
     allow(

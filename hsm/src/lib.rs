@@ -10,6 +10,7 @@
 //!   token, the raw `r‖s` turned into a low-S DER `Ecdsa-Sig-Value`. A cryptoki `Session` is
 //!   `Send` but not `Sync`, so the signer keeps a small pool of sessions, one per signing thread.
 //! - Every [`HsmError`] names the PKCS#11 function that failed, its return value, and what to do.
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::path::{Path, PathBuf};

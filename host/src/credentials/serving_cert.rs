@@ -79,10 +79,10 @@ impl ServingCert {
     }
 }
 
-/// Renewal at half the lifetime measured from NotBefore, as daprd and Sentry do.
+/// Renewal at half the lifetime measured from NotBefore, as daprd and Sentry do
+/// ([`warden_core::schedule::renewal_time`]).
 pub fn renewal_time(validity: Validity) -> UnixTime {
-    let lifetime = validity.not_before.until(validity.not_after);
-    validity.not_before.saturating_add(lifetime / 2)
+    warden_core::schedule::renewal_time(validity)
 }
 
 impl ResolvesServerCert for ServingCert {
@@ -146,18 +146,6 @@ fn issue(
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn renewal_is_at_half_life_from_not_before() {
-        let validity = Validity {
-            not_before: UnixTime::from_secs(1_000),
-            not_after: UnixTime::from_secs(1_000 + 24 * 3600),
-        };
-        assert_eq!(
-            renewal_time(validity),
-            UnixTime::from_secs(1_000 + 12 * 3600)
-        );
-    }
 
     #[test]
     fn serving_cert_carries_the_sentry_id_and_renews() {

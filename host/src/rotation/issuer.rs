@@ -18,6 +18,7 @@ use warden_core::bundle::{
 };
 use warden_core::crypto::{CaSigner, KeyAlgorithm};
 use warden_core::profile::{DEFAULT_CLOCK_SKEW, Validity};
+use warden_core::schedule;
 use warden_core::spiffe::{SpiffeId, TrustDomain};
 use warden_hsm::{Hsm, HsmConfig, HsmError};
 use x509_cert::Certificate;
@@ -576,28 +577,15 @@ pub fn replace_issuer(
     Ok(issuer)
 }
 
-/// When the issuer valid over `issuer` should be replaced: once less than a third of its life
-/// is left, or less than twice the workload TTL (when its life is longer than that, so that a
-/// short-lived issuer is not rotated without end). `clock_skew` is the backdating of NotBefore.
+/// When the issuer valid over `issuer` should be replaced
+/// ([`warden_core::schedule::issuer_rotation_due`]).
 pub fn rotation_due_at(issuer: Validity, clock_skew: Duration, workload_ttl: Duration) -> UnixTime {
-    let life = issuer
-        .not_before
-        .until(issuer.not_after)
-        .saturating_sub(clock_skew);
-    let mut left = life / 3;
-    if life > workload_ttl * 3 {
-        left = left.max(workload_ttl * 2);
-    }
-    issuer.not_after.saturating_sub(left)
+    schedule::issuer_rotation_due(issuer, clock_skew, workload_ttl)
 }
 
-/// The lifetime a replacement issuer gets: the current one's (without the backdating).
+/// The lifetime a replacement issuer gets ([`warden_core::schedule::issuer_lifetime`]).
 pub fn issuer_lifetime(issuer: Validity, clock_skew: Duration) -> Duration {
-    issuer
-        .not_before
-        .until(issuer.not_after)
-        .saturating_sub(clock_skew)
-        .max(Duration::from_secs(1))
+    schedule::issuer_lifetime(issuer, clock_skew)
 }
 
 /// First retry after a failed rotation; doubled up to [`MAX_BACKOFF`].
@@ -680,13 +668,6 @@ pub async fn auto_rotate(
 mod tests {
     use super::*;
 
-    fn validity(not_before: u64, not_after: u64) -> Validity {
-        Validity {
-            not_before: UnixTime::from_secs(not_before),
-            not_after: UnixTime::from_secs(not_after),
-        }
-    }
-
     #[test]
     fn delete_commands_quote_labels_for_the_shell() {
         assert_eq!(shell_quote("warden-root"), "warden-root");
@@ -768,35 +749,5 @@ mod tests {
         }
         assert!(commands > 5, "no commands found in docs/hsm.md");
         assert!(guide.contains("--hsm-pin-file hsm.pin"));
-    }
-
-    #[test]
-    fn due_with_a_third_of_the_life_left() {
-        // 365 days, skew 15 min, TTL 24 h: a third of the life wins.
-        let skew = Duration::from_secs(900);
-        let life = 365 * 86_400;
-        let v = validity(1_000_000 - 900, 1_000_000 + life);
-        let due = rotation_due_at(v, skew, Duration::from_secs(86_400));
-        assert_eq!(due.as_secs(), 1_000_000 + life - life / 3);
-    }
-
-    #[test]
-    fn due_with_twice_the_ttl_left_when_that_is_more() {
-        // 9 days, TTL 2 days: 4 days before the end rather than 3.
-        let v = validity(0, 9 * 86_400);
-        let due = rotation_due_at(v, Duration::ZERO, Duration::from_secs(2 * 86_400));
-        assert_eq!(due.as_secs(), 5 * 86_400);
-    }
-
-    #[test]
-    fn a_short_issuer_is_not_rotated_without_end() {
-        // 30 s issuer with a 24 h TTL: the TTL rule cannot apply, a third of the life does.
-        let v = validity(10_100 - 900, 10_130);
-        let due = rotation_due_at(v, Duration::from_secs(900), Duration::from_secs(86_400));
-        assert_eq!(due.as_secs(), 10_120);
-        assert_eq!(
-            issuer_lifetime(v, Duration::from_secs(900)),
-            Duration::from_secs(30)
-        );
     }
 }

@@ -35,6 +35,7 @@ use warden_core::bundle::{
 };
 use warden_core::crypto::{CaSigner, KeyAlgorithm};
 use warden_core::profile::{DEFAULT_CLOCK_SKEW, Validity};
+use warden_core::schedule;
 use warden_core::spiffe::{SpiffeId, TrustDomain};
 use warden_hsm::Hsm;
 use x509_cert::Certificate;
@@ -174,12 +175,15 @@ pub struct RotationState {
     pub finished_at: Option<u64>,
 }
 
-/// The earliest time the next phase may run: `since + ttl + skew + RELOAD_MARGIN`.
+/// The earliest time the next phase may run: `since + ttl + skew + RELOAD_MARGIN`
+/// ([`warden_core::schedule::phase_wait_until`]).
 pub fn wait_until(since: u64, workload_ttl: Duration, clock_skew: Duration) -> UnixTime {
-    UnixTime::from_secs(since)
-        .saturating_add(workload_ttl)
-        .saturating_add(clock_skew)
-        .saturating_add(RELOAD_MARGIN)
+    schedule::phase_wait_until(
+        UnixTime::from_secs(since),
+        workload_ttl,
+        clock_skew,
+        RELOAD_MARGIN,
+    )
 }
 
 /// The command the operator runs next, and from when (`None`: at once).
