@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 
 pub use request::{
     FetchError, Identity, RequestParams, ResponseError, VerifiedResponse, check_response,
-    fetch_once, new_key_and_csr, renewal_time,
+    fetch_once, new_key_and_csr,
 };
 pub use transport::{
     CONNECT_TIMEOUT, ClientConfigError, ConnectError, DialError, ServerIdentityError,

@@ -123,13 +123,8 @@ impl Identity {
     /// When to renew: half the leaf's lifetime after NotBefore, as daprd does (kit
     /// `renewalDivisor = 2`; the clock-skew backdating counts).
     pub fn renewal_time(&self) -> UnixTime {
-        renewal_time(self.validity)
+        warden_core::schedule::renewal_time(self.validity)
     }
-}
-
-/// Half of `validity` after its NotBefore.
-pub fn renewal_time(validity: Validity) -> UnixTime {
-    crate::credentials::serving_cert::renewal_time(validity)
 }
 
 /// The parts of a response that passed [`check_response`].
@@ -552,7 +547,7 @@ mod tests {
             Duration::from_secs(24 * 3600),
         );
         assert_eq!(
-            issued.until(renewal_time(validity)),
+            issued.until(warden_core::schedule::renewal_time(validity)),
             Duration::from_secs(11 * 3600 + 52 * 60 + 30)
         );
         let identity = Identity {

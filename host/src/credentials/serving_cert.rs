@@ -79,12 +79,6 @@ impl ServingCert {
     }
 }
 
-/// Renewal at half the lifetime measured from NotBefore, as daprd and Sentry do
-/// ([`warden_core::schedule::renewal_time`]).
-pub fn renewal_time(validity: Validity) -> UnixTime {
-    warden_core::schedule::renewal_time(validity)
-}
-
 impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())

@@ -577,17 +577,6 @@ pub fn replace_issuer(
     Ok(issuer)
 }
 
-/// When the issuer valid over `issuer` should be replaced
-/// ([`warden_core::schedule::issuer_rotation_due`]).
-pub fn rotation_due_at(issuer: Validity, clock_skew: Duration, workload_ttl: Duration) -> UnixTime {
-    schedule::issuer_rotation_due(issuer, clock_skew, workload_ttl)
-}
-
-/// The lifetime a replacement issuer gets ([`warden_core::schedule::issuer_lifetime`]).
-pub fn issuer_lifetime(issuer: Validity, clock_skew: Duration) -> Duration {
-    schedule::issuer_lifetime(issuer, clock_skew)
-}
-
 /// First retry after a failed rotation; doubled up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between rotation attempts after failures.
@@ -614,13 +603,13 @@ pub async fn auto_rotate(
     let mut backoff = FIRST_BACKOFF;
     loop {
         let validity = current().issuer_validity();
-        let due = rotation_due_at(validity, clock_skew, workload_ttl);
+        let due = schedule::issuer_rotation_due(validity, clock_skew, workload_ttl);
         let now = now();
         if now < due {
             tokio::time::sleep(now.until(due).min(CHECK_INTERVAL)).await;
             continue;
         }
-        let lifetime = issuer_lifetime(validity, clock_skew);
+        let lifetime = schedule::issuer_lifetime(validity, clock_skew);
         let attempt = {
             let config = Arc::clone(&config);
             let paths = paths.clone();

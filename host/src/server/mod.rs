@@ -695,7 +695,7 @@ impl tokio::io::AsyncWrite for SpokeFirst {
 /// Renews the server's own SVID at half its life; retries every 10 s on failure.
 async fn renew_serving_cert(state: Arc<CaState>, serving: Arc<ServingCert>, server_id: SpiffeId) {
     loop {
-        let due = serving_cert::renewal_time(serving.validity());
+        let due = warden_core::schedule::renewal_time(serving.validity());
         let wait = now().until(due).min(Duration::from_secs(60));
         tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
         if now() < due {
