@@ -118,38 +118,9 @@ impl SentryConfig {
     /// [`ConfigError::ValidatorOptions`] for a bad `tokenValidators` entry, checked in that
     /// order as Sentry does.
     pub fn from_yaml(text: &str, source: &Path) -> Result<Self, ConfigError> {
-        let path = || source.to_path_buf();
-        // No snippets: after expansion the text may hold environment values, and an error
-        // message ends up in logs. Line and column are enough to find the spot.
-        let options = serde_saphyr::options! { with_snippet: false };
-        let documents: Vec<RawConfiguration> =
-            serde_saphyr::from_multiple_with_options(text, options).map_err(|err| {
-                ConfigError::Yaml {
-                    path: path(),
-                    message: err.to_string(),
-                }
-            })?;
-        // Go's yaml.Unmarshal decodes only the first document; an empty file is all defaults.
-        let mtls = documents
-            .into_iter()
-            .next()
-            .and_then(|doc| doc.spec)
-            .and_then(|spec| spec.mtls)
-            .unwrap_or_default();
-
+        let mtls = decode_mtls(text, source)?;
         let mut config = Self::default();
-        if let Some(ttl) = parse_duration_field(
-            mtls.workload_cert_ttl.as_deref(),
-            TTL_FIELD,
-            "WorkloadCertTTL",
-            source,
-        )? {
-            if ttl.is_zero() {
-                return Err(ConfigError::ZeroWorkloadCertTtl {
-                    path: path(),
-                    value: mtls.workload_cert_ttl.unwrap_or_default(),
-                });
-            }
+        if let Some(ttl) = workload_cert_ttl(mtls.workload_cert_ttl, source)? {
             config.workload_cert_ttl = ttl;
         }
         if let Some(skew) = parse_duration_field(
@@ -160,57 +131,109 @@ impl SentryConfig {
         )? {
             config.allowed_clock_skew = skew;
         }
+        note_ignored_trust_domain(mtls.control_plane_trust_domain, source);
+        let options_index =
+            config.add_validators(mtls.token_validators.unwrap_or_default(), source)?;
+        config.check_validator_options(options_index, source)?;
+        Ok(config)
+    }
 
-        if let Some(td) = mtls.control_plane_trust_domain.filter(|td| !td.is_empty()) {
-            tracing::info!(
-                config = %source.display(),
-                control_plane_trust_domain = %td,
-                "spec.mtls.controlPlaneTrustDomain is ignored; --trust-domain decides the trust domain"
-            );
-        }
-
-        // Where each kept entry's options came from, for error messages.
+    /// Adds the `tokenValidators` entries in file order, each name checked as Sentry checks
+    /// it. A repeated name keeps its first position and takes its last options. Returns, for
+    /// each kept entry, the index its options came from (for error messages).
+    fn add_validators(
+        &mut self,
+        entries: Vec<RawValidator>,
+        source: &Path,
+    ) -> Result<Vec<usize>, ConfigError> {
         let mut options_index: Vec<usize> = Vec::new();
-        for (index, raw) in mtls
-            .token_validators
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
+        for (index, raw) in entries.into_iter().enumerate() {
             let validator = raw.validate(index, source)?;
-            match config
+            match self
                 .token_validators
                 .iter()
                 .position(|known| known.name == validator.name)
             {
                 Some(at) => {
-                    if let (Some(known), Some(from)) = (
-                        config.token_validators.get_mut(at),
-                        options_index.get_mut(at),
-                    ) {
+                    if let (Some(known), Some(from)) =
+                        (self.token_validators.get_mut(at), options_index.get_mut(at))
+                    {
                         known.options = validator.options;
                         *from = index;
                     }
                 }
                 None => {
-                    config.token_validators.push(validator);
+                    self.token_validators.push(validator);
                     options_index.push(index);
                 }
             }
         }
-        // Every name is valid (only `jwks` gets here). Its options are decoded now, after all
-        // names are checked, so a bad one stops the server before anything starts; the source
-        // itself is resolved when the validator starts.
-        for (validator, index) in config.token_validators.iter().zip(options_index) {
+        Ok(options_index)
+    }
+
+    /// Every name is valid (only `jwks` gets here). Its options are decoded now, after all
+    /// names are checked, so a bad one stops the server before anything starts; the source
+    /// itself is resolved when the validator starts.
+    fn check_validator_options(
+        &self,
+        options_index: Vec<usize>,
+        source: &Path,
+    ) -> Result<(), ConfigError> {
+        for (validator, index) in self.token_validators.iter().zip(options_index) {
             JwksOptions::parse(&validator.options).map_err(|error| {
                 ConfigError::ValidatorOption {
-                    path: path(),
+                    path: source.to_path_buf(),
                     index,
                     error,
                 }
             })?;
         }
-        Ok(config)
+        Ok(())
+    }
+}
+
+/// Decodes `spec.mtls` of the first YAML document; an empty file is all defaults.
+fn decode_mtls(text: &str, source: &Path) -> Result<RawMtls, ConfigError> {
+    // No snippets: after expansion the text may hold environment values, and an error
+    // message ends up in logs. Line and column are enough to find the spot.
+    let options = serde_saphyr::options! { with_snippet: false };
+    let documents: Vec<RawConfiguration> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|err| ConfigError::Yaml {
+            path: source.to_path_buf(),
+            message: err.to_string(),
+        })?;
+    // Go's yaml.Unmarshal decodes only the first document.
+    Ok(documents
+        .into_iter()
+        .next()
+        .and_then(|doc| doc.spec)
+        .and_then(|spec| spec.mtls)
+        .unwrap_or_default())
+}
+
+/// `workloadCertTTL`: a Go duration greater than zero, or `None` for Sentry's default.
+fn workload_cert_ttl(
+    value: Option<String>,
+    source: &Path,
+) -> Result<Option<Duration>, ConfigError> {
+    let ttl = parse_duration_field(value.as_deref(), TTL_FIELD, "WorkloadCertTTL", source)?;
+    if ttl.is_some_and(|ttl| ttl.is_zero()) {
+        return Err(ConfigError::ZeroWorkloadCertTtl {
+            path: source.to_path_buf(),
+            value: value.unwrap_or_default(),
+        });
+    }
+    Ok(ttl)
+}
+
+/// `controlPlaneTrustDomain` is read but not used: says so when the file sets it.
+fn note_ignored_trust_domain(trust_domain: Option<String>, source: &Path) {
+    if let Some(td) = trust_domain.filter(|td| !td.is_empty()) {
+        tracing::info!(
+            config = %source.display(),
+            control_plane_trust_domain = %td,
+            "spec.mtls.controlPlaneTrustDomain is ignored; --trust-domain decides the trust domain"
+        );
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::FutureExt as _;
 use tonic::{Request, Response, Status};
-use warden_core::bundle::{CaBundle, WorkloadRequest};
-use warden_core::csr;
+use warden_core::bundle::{CaBundle, IssuedSvid, WorkloadRequest};
+use warden_core::csr::{self, VerifiedCsr};
 use warden_core::sentry::{self, Refusal, SignRequest};
 use warden_core::spiffe::{SpiffeId, TrustDomain};
 
@@ -192,87 +192,24 @@ fn subject_key_id(cert: &x509_cert::Certificate) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// One SignCertificate request, in Sentry's order: check the request and its token, verify the
+/// CSR, issue the certificate (and the JWT-SVIDs), then answer. The audit line is written by
+/// the caller from the result.
 async fn sign(
     state: &CaState,
     req: &SignCertificateRequest,
 ) -> Result<(SignCertificateResponse, Option<IssuedFacts>), Status> {
-    // Every audience costs a signature: refuse a hostile list before any other work.
-    if state.jwt.is_some() {
-        crate::tokens::jwt::check_audiences(&req.jwt_audiences).map_err(|message| {
-            tracing::warn!(target: SCOPE_SERVER, "Refused request for app {}: {message}", req.id);
-            Status::invalid_argument(message)
-        })?;
-    }
-    let validator = state.validators.select(req.token_validator)?;
-    let trust_domain = validate(&state.validators, validator, req)
-        .await
-        .map_err(|message| {
-            tracing::warn!(target: SCOPE_SERVER, "Failed to validate request: {message}");
-            Status::permission_denied(message)
-        })?;
-    let verified = sentry::verify_csr(&req.certificate_signing_request, &NativeVerifier)
-        .map_err(|(refusal, error)| {
-            if let Some(e) = error {
-                tracing::warn!(target: SCOPE_SERVER, "Failed to verify CSR for app {}: {e}", req.id);
-            }
-            refusal_status(refusal)
-        })?;
-    let dns_names = control_plane_dns_names(state, &req.id, &req.namespace);
-    let failed = |what: &str| {
-        tracing::error!(target: SCOPE_SERVER, "Error signing identity certificate: {what}");
-        state.metrics.sign_failure("sign");
-        refusal_status(sentry::sign_failed())
-    };
-    let spiffe_id = sentry::workload_id(&trust_domain, &req.namespace, &req.id)
-        .map_err(|(_, e)| failed(&e.to_string()))?;
+    check_audiences(state, req)?;
+    let trust_domain = check_token(state, req).await?;
+    let verified = verify_csr(req)?;
     let bundle = state.bundle.load_full();
-    let issued = bundle
-        .issue_workload(
-            &WorkloadRequest {
-                public_key: &verified.public_key,
-                spiffe_id: &spiffe_id,
-                dns_names: &dns_names,
-                ttl: state.policy.ttl,
-                clock_skew: state.policy.clock_skew,
-            },
-            now(),
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
-        )
-        .map_err(|e| failed(&e.to_string()))?;
+    let (spiffe_id, issued) = issue(state, req, &trust_domain, &bundle, &verified.public_key)?;
     let valid_until = i64::try_from(issued.validity.not_after.as_secs())
-        .map_err(|_| failed("NotAfter out of range"))?;
-    let (jwt, per_audience_jwts) = match &state.jwt {
-        Some(issuer) => crate::tokens::jwt::mint_for_response_off_workers(
-            issuer,
-            spiffe_id.to_string(),
-            trust_domain.as_str().to_owned(),
-            req.jwt_audiences.clone(),
-            now().as_secs(),
-            state.policy.clock_skew,
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(target: SCOPE_SERVER, "Error generating JWT: {e}");
-            state.metrics.sign_failure("jwt");
-            Status::internal(format!("failed to generate JWT: {e}"))
-        })?,
-        None => (None, Default::default()),
-    };
+        .map_err(|_| sign_failed(state, "NotAfter out of range"))?;
+    let (jwt, per_audience_jwts) = mint_jwts(state, req, &spiffe_id, &trust_domain).await?;
     state.metrics.sign_success();
     tracing::debug!(target: SCOPE_SERVER, "Signed certificate for {spiffe_id}, valid until {}", issued.validity.not_after);
-    // Only the audit log reads these: do not format them for every request without one.
-    let facts = state.audit.is_some().then(|| IssuedFacts {
-        spiffe_id: spiffe_id.to_string(),
-        serial: base16ct::lower::encode_string(
-            issued
-                .certificate
-                .tbs_certificate()
-                .serial_number()
-                .as_bytes(),
-        ),
-        not_after: issued.validity.not_after.to_string(),
-        issuer_skid: base16ct::lower::encode_string(&subject_key_id(bundle.issuer())),
-    });
+    let facts = issued_facts(state, &spiffe_id, &issued, &bundle);
     let response = SignCertificateResponse {
         workload_certificate: issued.chain_pem.into_bytes(),
         trust_chain_certificates: vec![bundle.trust_anchors_pem().as_bytes().to_vec()],
@@ -284,6 +221,123 @@ async fn sign(
         per_audience_jwts,
     };
     Ok((response, facts))
+}
+
+/// Every audience costs a signature: refuse a hostile list before any other work.
+fn check_audiences(state: &CaState, req: &SignCertificateRequest) -> Result<(), Status> {
+    if state.jwt.is_some() {
+        crate::tokens::jwt::check_audiences(&req.jwt_audiences).map_err(|message| {
+            tracing::warn!(target: SCOPE_SERVER, "Refused request for app {}: {message}", req.id);
+            Status::invalid_argument(message)
+        })?;
+    }
+    Ok(())
+}
+
+/// Chooses the validator the request names (or the default) and runs its checks; the trust
+/// domain the certificate is issued in.
+async fn check_token(state: &CaState, req: &SignCertificateRequest) -> Result<TrustDomain, Status> {
+    let validator = state.validators.select(req.token_validator)?;
+    validate(&state.validators, validator, req)
+        .await
+        .map_err(|message| {
+            tracing::warn!(target: SCOPE_SERVER, "Failed to validate request: {message}");
+            Status::permission_denied(message)
+        })
+}
+
+/// Core's CSR checks (parse, signature, key type), with Sentry's refusals.
+fn verify_csr(req: &SignCertificateRequest) -> Result<VerifiedCsr, Status> {
+    sentry::verify_csr(&req.certificate_signing_request, &NativeVerifier).map_err(
+        |(refusal, error)| {
+            if let Some(e) = error {
+                tracing::warn!(target: SCOPE_SERVER, "Failed to verify CSR for app {}: {e}", req.id);
+            }
+            refusal_status(refusal)
+        },
+    )
+}
+
+/// A failure after the request was accepted: logged, counted, and Sentry's generic refusal.
+fn sign_failed(state: &CaState, what: &str) -> Status {
+    tracing::error!(target: SCOPE_SERVER, "Error signing identity certificate: {what}");
+    state.metrics.sign_failure("sign");
+    refusal_status(sentry::sign_failed())
+}
+
+/// Builds and signs the workload certificate with the issuer in use.
+fn issue(
+    state: &CaState,
+    req: &SignCertificateRequest,
+    trust_domain: &TrustDomain,
+    bundle: &CaBundle,
+    public_key: &spki::SubjectPublicKeyInfoOwned,
+) -> Result<(SpiffeId, IssuedSvid), Status> {
+    let dns_names = control_plane_dns_names(state, &req.id, &req.namespace);
+    let spiffe_id = sentry::workload_id(trust_domain, &req.namespace, &req.id)
+        .map_err(|(_, e)| sign_failed(state, &e.to_string()))?;
+    let issued = bundle
+        .issue_workload(
+            &WorkloadRequest {
+                public_key,
+                spiffe_id: &spiffe_id,
+                dns_names: &dns_names,
+                ttl: state.policy.ttl,
+                clock_skew: state.policy.clock_skew,
+            },
+            now(),
+            &mut rand_core::UnwrapErr(getrandom::SysRng),
+        )
+        .map_err(|e| sign_failed(state, &e.to_string()))?;
+    Ok((spiffe_id, issued))
+}
+
+/// `--jwt-enabled`: the JWT-SVIDs the response carries (none otherwise).
+async fn mint_jwts(
+    state: &CaState,
+    req: &SignCertificateRequest,
+    spiffe_id: &SpiffeId,
+    trust_domain: &TrustDomain,
+) -> Result<crate::tokens::jwt::ResponseTokens, Status> {
+    let Some(issuer) = &state.jwt else {
+        return Ok((None, Default::default()));
+    };
+    crate::tokens::jwt::mint_for_response_off_workers(
+        issuer,
+        spiffe_id.to_string(),
+        trust_domain.as_str().to_owned(),
+        req.jwt_audiences.clone(),
+        now().as_secs(),
+        state.policy.clock_skew,
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(target: SCOPE_SERVER, "Error generating JWT: {e}");
+        state.metrics.sign_failure("jwt");
+        Status::internal(format!("failed to generate JWT: {e}"))
+    })
+}
+
+/// What the audit line records of an issued certificate. Only the audit log reads these: do
+/// not format them for every request without one.
+fn issued_facts(
+    state: &CaState,
+    spiffe_id: &SpiffeId,
+    issued: &IssuedSvid,
+    bundle: &CaBundle,
+) -> Option<IssuedFacts> {
+    state.audit.is_some().then(|| IssuedFacts {
+        spiffe_id: spiffe_id.to_string(),
+        serial: base16ct::lower::encode_string(
+            issued
+                .certificate
+                .tbs_certificate()
+                .serial_number()
+                .as_bytes(),
+        ),
+        not_after: issued.validity.not_after.to_string(),
+        issuer_skid: base16ct::lower::encode_string(&subject_key_id(bundle.issuer())),
+    })
 }
 
 /// The validator's checks. `insecure` has only the common rules. `jwks` (Sentry's
