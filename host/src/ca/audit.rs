@@ -536,13 +536,161 @@ fn check_against(checkpoint: &Checkpoint, file: &Scan, log: &Path) -> Result<(),
     Ok(())
 }
 
+/// Where [`AuditLog::open`] continues the chain.
+#[derive(Debug)]
+struct Resume {
+    seq: u64,
+    lines: u64,
+    last: String,
+    /// Length of the whole lines already in the file.
+    good_len: u64,
+    /// The log is missing after a rotation that stopped between its renames: the next file
+    /// must be started first.
+    finish_rotation: bool,
+}
+
+impl Resume {
+    /// A first start: file number 1, empty, from the genesis link.
+    fn new_chain() -> Self {
+        Self {
+            seq: 1,
+            lines: 0,
+            last: GENESIS.to_owned(),
+            good_len: 0,
+            finish_rotation: false,
+        }
+    }
+}
+
+/// Creates the chain key on first use. A keyed log without its key must not silently get a
+/// new one (it would never verify again, and would hide that the key was removed).
+fn create_key(
+    log: &Path,
+    key_file: &Path,
+    checkpoint_exists: bool,
+    log_exists: bool,
+) -> Result<AuditKey, AuditError> {
+    let keyed = checkpoint_exists || (log_exists && has_keyed_line(log)?);
+    if keyed {
+        return Err(AuditError::Key {
+            path: key_file.to_path_buf(),
+            reason: format!(
+                "missing, but {} was written with a key: restore the key (or move the log, its checkpoint and its rotated files aside to start a new chain)",
+                log.display()
+            ),
+        });
+    }
+    tracing::info!(target: SCOPE_SERVER, "Created the audit log key {}", key_file.display());
+    AuditKey::create(key_file)
+}
+
+/// A checkpoint or file that does not match: the log is kept as evidence, never extended.
+fn refuse(log: &Path, reason: String) -> AuditError {
+    AuditError::Checkpoint {
+        path: log.to_path_buf(),
+        reason: format!(
+            "{reason}; refusing to extend it (keep it as evidence, run `warden audit verify`, and move the log, its checkpoint and its rotated files aside to start a new chain)"
+        ),
+    }
+}
+
+/// An existing log: verified against its checkpoint, with what a crash can leave accepted (one
+/// whole line after the checkpoint, the first line of a new file after a rotation) or repaired
+/// (an incomplete last line, noted in `notes`).
+fn resume_file(
+    path: &Path,
+    key: &AuditKey,
+    checkpoint: Option<&Checkpoint>,
+    notes: &mut Vec<String>,
+) -> Result<Resume, AuditError> {
+    let file = scan(path, Some(key))?;
+    match checkpoint {
+        None if file.keyed => {
+            return Err(refuse(
+                path,
+                format!(
+                    "the checkpoint {} is missing",
+                    checkpoint_path(path).display()
+                ),
+            ));
+        }
+        None => {}
+        Some(c) => {
+            let one_behind =
+                c.seq == file.seq && c.lines + 1 == file.lines && c.last == file.before_last;
+            let rotation_cut = file.lines == 1
+                && c.seq + 1 == file.seq
+                && file.header.as_ref() == Some(&(c.lines, c.last.clone()));
+            if one_behind {
+                tracing::warn!(target: SCOPE_SERVER, "Audit log {}: its last line was written but not checkpointed (a crash between the two); accepted", path.display());
+            } else if !rotation_cut {
+                check_against(c, &file, path).map_err(|reason| refuse(path, reason))?;
+            }
+        }
+    }
+    if file.fragment_len > 0 {
+        // Only whole lines are checkpointed, so a fragment is always after the last
+        // checkpointed line: cutting it loses nothing that was vouched for.
+        let io_err = AuditError::io(path);
+        let f = OpenOptions::new().write(true).open(path).map_err(&io_err)?;
+        f.set_len(file.complete_len).map_err(&io_err)?;
+        let note = format!(
+            "removed an incomplete last line ({} bytes at offset {}) left by an interrupted write",
+            file.fragment_len, file.complete_len
+        );
+        tracing::warn!(target: SCOPE_SERVER, "Audit log {}: {note}", path.display());
+        notes.push(note);
+    }
+    Ok(Resume {
+        seq: file.seq,
+        lines: file.lines,
+        last: file.last,
+        good_len: file.complete_len,
+        finish_rotation: false,
+    })
+}
+
+/// The log is gone but its checkpoint is not: either a rotation stopped between its renames
+/// (the archive matches the checkpoint), or the log was deleted.
+fn resume_after_rotation(
+    path: &Path,
+    key: &AuditKey,
+    c: &Checkpoint,
+) -> Result<Resume, AuditError> {
+    let archive = archive_path(path, c.seq);
+    let previous = archive
+        .exists()
+        .then(|| scan(&archive, Some(key)))
+        .transpose()?;
+    match previous {
+        Some(file) if check_against(c, &file, &archive).is_ok() => {
+            tracing::warn!(target: SCOPE_SERVER, "Audit log {} is missing after a rotation to {}; starting the next file", path.display(), archive.display());
+            Ok(Resume {
+                seq: c.seq,
+                lines: c.lines,
+                last: c.last.clone(),
+                good_len: 0,
+                finish_rotation: true,
+            })
+        }
+        _ => Err(refuse(
+            path,
+            format!(
+                "the log is missing but its checkpoint {} records {} lines in file number {}: it was deleted",
+                checkpoint_path(path).display(),
+                c.lines,
+                c.seq
+            ),
+        )),
+    }
+}
+
 impl AuditLog {
     /// Opens (or creates, 0600) the log for appending. An existing log is verified first
     /// (chain and checkpoint), so new lines continue an intact chain. What a crash can leave is
     /// repaired with a warning: an incomplete last line, one whole line written after the
     /// checkpoint, a rotation cut between its renames. Anything else is refused.
     pub fn open(path: &Path, options: AuditOptions) -> Result<Self, AuditError> {
-        let io_err = AuditError::io(path);
         let checkpoint_file = checkpoint_path(path);
         let log_exists = path.exists();
         // An empty checkpoint is what a crash right after creating it leaves on a first start;
@@ -552,105 +700,45 @@ impl AuditLog {
         let key = if key_existed {
             AuditKey::load(&options.key)?
         } else {
-            // A keyed log without its key must not silently get a new one (it would never
-            // verify again, and would hide that the key was removed).
-            let keyed = checkpoint_exists || (log_exists && has_keyed_line(path)?);
-            if keyed {
-                return Err(AuditError::Key {
-                    path: options.key.clone(),
-                    reason: format!(
-                        "missing, but {} was written with a key: restore the key (or move the log, its checkpoint and its rotated files aside to start a new chain)",
-                        path.display()
-                    ),
-                });
-            }
-            tracing::info!(target: SCOPE_SERVER, "Created the audit log key {}", options.key.display());
-            AuditKey::create(&options.key)?
+            create_key(path, &options.key, checkpoint_exists, log_exists)?
         };
         let checkpoint = checkpoint_exists
             .then(|| read_checkpoint(&checkpoint_file, path, &key))
             .transpose()?;
-        let refuse = |reason: String| AuditError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!(
-                "{reason}; refusing to extend it (keep it as evidence, run `warden audit verify`, and move the log, its checkpoint and its rotated files aside to start a new chain)"
-            ),
-        };
         let _ = fs::remove_file(rotation_temp_path(path));
         let mut notes = Vec::new();
-        let (seq, lines, last, good_len) = if log_exists {
-            let file = scan(path, Some(&key))?;
-            match &checkpoint {
-                None if file.keyed => {
-                    return Err(refuse(format!(
-                        "the checkpoint {} is missing",
-                        checkpoint_file.display()
-                    )));
-                }
-                None => {}
-                Some(c) => {
-                    let one_behind = c.seq == file.seq
-                        && c.lines + 1 == file.lines
-                        && c.last == file.before_last;
-                    let rotation_cut = file.lines == 1
-                        && c.seq + 1 == file.seq
-                        && file.header.as_ref() == Some(&(c.lines, c.last.clone()));
-                    if one_behind {
-                        tracing::warn!(target: SCOPE_SERVER, "Audit log {}: its last line was written but not checkpointed (a crash between the two); accepted", path.display());
-                    } else if !rotation_cut {
-                        check_against(c, &file, path).map_err(refuse)?;
-                    }
-                }
-            }
-            if file.fragment_len > 0 {
-                // Only whole lines are checkpointed, so a fragment is always after the last
-                // checkpointed line: cutting it loses nothing that was vouched for.
-                let f = OpenOptions::new().write(true).open(path).map_err(&io_err)?;
-                f.set_len(file.complete_len).map_err(&io_err)?;
-                let note = format!(
-                    "removed an incomplete last line ({} bytes at offset {}) left by an interrupted write",
-                    file.fragment_len, file.complete_len
-                );
-                tracing::warn!(target: SCOPE_SERVER, "Audit log {}: {note}", path.display());
-                notes.push(note);
-            }
-            (file.seq, file.lines, file.last, file.complete_len)
+        let resume = if log_exists {
+            resume_file(path, &key, checkpoint.as_ref(), &mut notes)?
         } else if let Some(c) = &checkpoint {
-            // The log is gone but its checkpoint is not: either a rotation stopped between its
-            // renames (the archive matches the checkpoint), or the log was deleted.
-            let archive = archive_path(path, c.seq);
-            let previous = archive
-                .exists()
-                .then(|| scan(&archive, Some(&key)))
-                .transpose()?;
-            match previous {
-                Some(file) if check_against(c, &file, &archive).is_ok() => {
-                    tracing::warn!(target: SCOPE_SERVER, "Audit log {} is missing after a rotation to {}; starting the next file", path.display(), archive.display());
-                    (c.seq, c.lines, c.last.clone(), u64::MAX)
-                }
-                _ => {
-                    return Err(refuse(format!(
-                        "the log is missing but its checkpoint {} records {} lines in file number {}: it was deleted",
-                        checkpoint_file.display(),
-                        c.lines,
-                        c.seq
-                    )));
-                }
-            }
+            resume_after_rotation(path, &key, c)?
         } else {
             if key_existed {
                 // Legitimate after moving a log aside on purpose; otherwise someone deleted the
                 // log together with its checkpoint, which nothing on this host can prove.
                 tracing::warn!(target: SCOPE_SERVER, "Audit log {} and its checkpoint do not exist but the key {} does: starting a new chain (if the old log was not moved aside on purpose, it was deleted)", path.display(), options.key.display());
             }
-            (1, 0, GENESIS.to_owned(), 0)
+            Resume::new_chain()
         };
+        let log = Self::open_files(path, key, options, &resume)?;
+        log.finish_opening(resume.finish_rotation, notes)?;
+        Ok(log)
+    }
+
+    /// Opens (or creates, 0600) the log for appending and its checkpoint, continuing at
+    /// `resume`.
+    fn open_files(
+        path: &Path,
+        key: AuditKey,
+        options: AuditOptions,
+        resume: &Resume,
+    ) -> Result<Self, AuditError> {
+        let checkpoint_file = checkpoint_path(path);
         let file = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
             .open(path)
-            .map_err(&io_err)?;
+            .map_err(AuditError::io(path))?;
         let checkpoint = OpenOptions::new()
             .read(true)
             .write(true)
@@ -659,7 +747,7 @@ impl AuditLog {
             .mode(0o600)
             .open(&checkpoint_file)
             .map_err(AuditError::io(&checkpoint_file))?;
-        let log = Self {
+        Ok(Self {
             path: path.to_path_buf(),
             key,
             max_bytes: options.max_bytes,
@@ -669,32 +757,36 @@ impl AuditLog {
             inner: Mutex::new(Tail {
                 file,
                 checkpoint,
-                seq,
-                lines,
-                good_len,
-                last,
+                seq: resume.seq,
+                lines: resume.lines,
+                good_len: resume.good_len,
+                last: resume.last.clone(),
                 failures: 0,
             }),
-        };
+        })
+    }
+
+    /// Finishes an interrupted rotation, writes the checkpoint, records what was repaired,
+    /// and reports the log ready.
+    fn finish_opening(&self, finish_rotation: bool, notes: Vec<String>) -> Result<(), AuditError> {
         {
-            let mut tail = log.lock();
-            if tail.good_len == u64::MAX {
+            let mut tail = self.lock();
+            if finish_rotation {
                 // Finish the interrupted rotation: the new file starts after the archive.
-                tail.good_len = 0;
-                log.start_next_file(&mut tail, false)?;
+                self.start_next_file(&mut tail, false)?;
             }
-            log.write_checkpoint(&tail, tail.seq, tail.lines, &tail.last.clone())?;
+            self.write_checkpoint(&tail, tail.seq, tail.lines, &tail.last.clone())?;
         }
         for note in notes {
-            log.record_own("recovered", note)?;
+            self.record_own("recovered", note)?;
         }
-        if let Some(health) = &log.health {
+        if let Some(health) = &self.health {
             health.ready();
         }
-        if let Some(metrics) = &log.metrics {
+        if let Some(metrics) = &self.metrics {
             metrics.set_audit_log_writable(true);
         }
-        Ok(log)
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tail> {
