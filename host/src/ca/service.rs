@@ -88,37 +88,55 @@ impl ca_server::Ca for CaService {
         state.metrics.sign_request_received();
         let peer = request.remote_addr();
         let req = request.into_inner();
-        if let Some(audit) = &state.audit {
-            // While the log cannot be written nothing is issued: do not even do the work (the
-            // audit log logs the error and counts it; the `resumed` line counts the refusals).
-            if audit.ensure_writable().is_err() {
-                return Err(audit_unavailable());
-            }
-        }
-        // A bug in the handler must cost one request, never the server or the connection.
-        let outcome = AssertUnwindSafe(sign(&state, &req)).catch_unwind().await;
-        let result = match outcome {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::error!(target: SCOPE_SERVER, "Request handler panicked; request failed");
-                self.state.metrics.sign_failure("sign");
-                Err(Status::internal("failed to sign certificate"))
-            }
-        };
-        if let Some(audit) = &self.state.audit {
-            // The validator actually used (the server default for UNKNOWN), or the raw request.
-            let validator = self.state.validators.select(req.token_validator).ok();
-            let entry = audit_entry(&req, validator, peer, &result);
-            if audit.record(entry).is_err() {
-                // No certificate leaves without its audit line (record logged why).
-                if result.is_ok() {
-                    self.state.metrics.sign_failure("sign");
-                }
-                return Err(audit_unavailable());
-            }
-        }
+        check_audit_log(&state)?;
+        let result = sign_catching_panics(&state, &req).await;
+        audit(&state, &req, peer, &result)?;
         result.map(|(response, _)| Response::new(response))
     }
+}
+
+/// While the audit log cannot be written nothing is issued: do not even do the work (the audit
+/// log logs the error and counts it; the `resumed` line counts the refusals).
+fn check_audit_log(state: &CaState) -> Result<(), Status> {
+    match &state.audit {
+        Some(audit) if audit.ensure_writable().is_err() => Err(audit_unavailable()),
+        _ => Ok(()),
+    }
+}
+
+/// [`sign`]; a bug in the handler must cost one request, never the server or the connection.
+async fn sign_catching_panics(state: &CaState, req: &SignCertificateRequest) -> SignResult {
+    match AssertUnwindSafe(sign(state, req)).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!(target: SCOPE_SERVER, "Request handler panicked; request failed");
+            state.metrics.sign_failure("sign");
+            Err(Status::internal("failed to sign certificate"))
+        }
+    }
+}
+
+/// Writes the request's audit line. No certificate leaves without its audit line: when it
+/// cannot be written (record logged why), the answer is [`audit_unavailable`].
+fn audit(
+    state: &CaState,
+    req: &SignCertificateRequest,
+    peer: Option<std::net::SocketAddr>,
+    result: &SignResult,
+) -> Result<(), Status> {
+    let Some(audit) = &state.audit else {
+        return Ok(());
+    };
+    // The validator actually used (the server default for UNKNOWN), or the raw request.
+    let validator = state.validators.select(req.token_validator).ok();
+    let entry = audit_entry(req, validator, peer, result);
+    if audit.record(entry).is_err() {
+        if result.is_ok() {
+            state.metrics.sign_failure("sign");
+        }
+        return Err(audit_unavailable());
+    }
+    Ok(())
 }
 
 /// The answer while the audit log cannot be written. Unavailable, not Internal: the fault is
@@ -128,6 +146,9 @@ impl ca_server::Ca for CaService {
 fn audit_unavailable() -> Status {
     Status::unavailable("the audit log cannot be written; certificate not issued, try again later")
 }
+
+/// The answer to one request, with what the audit line records of an issued certificate.
+type SignResult = Result<(SignCertificateResponse, Option<IssuedFacts>), Status>;
 
 /// What the audit log needs to know about an issued certificate.
 #[derive(Debug)]
@@ -142,7 +163,7 @@ fn audit_entry(
     req: &SignCertificateRequest,
     validator: Option<TokenValidator>,
     peer: Option<std::net::SocketAddr>,
-    result: &Result<(SignCertificateResponse, Option<IssuedFacts>), Status>,
+    result: &SignResult,
 ) -> AuditEntry {
     let validator = validator
         .or_else(|| TokenValidator::try_from(req.token_validator).ok())
@@ -195,10 +216,7 @@ fn subject_key_id(cert: &x509_cert::Certificate) -> Vec<u8> {
 /// One SignCertificate request, in Sentry's order: check the request and its token, verify the
 /// CSR, issue the certificate (and the JWT-SVIDs), then answer. The audit line is written by
 /// the caller from the result.
-async fn sign(
-    state: &CaState,
-    req: &SignCertificateRequest,
-) -> Result<(SignCertificateResponse, Option<IssuedFacts>), Status> {
+async fn sign(state: &CaState, req: &SignCertificateRequest) -> SignResult {
     check_audiences(state, req)?;
     let trust_domain = check_token(state, req).await?;
     let verified = verify_csr(req)?;

@@ -1599,198 +1599,78 @@ mod tests {
             .collect()
     }
 
-    /// The Host × X-Forwarded-Host matrix of `select_host` (issue 15, defect 3).
+    /// The Host × X-Forwarded-Host matrix of `select_host` (issue 15, defect 3): one row a
+    /// case, (Host headers, request-target authority, X-Forwarded-Host headers, allow-list,
+    /// answer).
     #[test]
     fn select_host_uses_exactly_the_host_it_checked() {
         use HostRefusal::{Ambiguous, Malformed, NotAllowed};
+        const BAD_HOST: HostRefusal = Malformed("the Host header is not a host name[:port]");
+        const BAD_FORWARDED: HostRefusal = Malformed("X-Forwarded-Host is not a host name[:port]");
+        const SEVERAL_HOSTS: HostRefusal = Ambiguous("several Host headers");
+        const SEVERAL_FORWARDED: HostRefusal = Ambiguous("several X-Forwarded-Host values");
+        const HOST_NOT_TARGET: HostRefusal =
+            Ambiguous("the Host header differs from the request target");
+        type Row<'a> = (
+            &'a [&'a str],
+            Option<&'a str>,
+            &'a [&'a str],
+            &'a [AllowedHost],
+            Result<&'a str, HostRefusal>,
+        );
         let good = allowed(&["Good.Example", "pinned.example:8443", "[::1]"]);
         let none: Vec<AllowedHost> = Vec::new();
         let any = allowed(&["*"]);
-        #[allow(clippy::type_complexity)]
-        let cases: &[(
-            &[&str],
-            Option<&str>,
-            &[&str],
-            &[AllowedHost],
-            Result<&str, HostRefusal>,
-        )] = &[
+        #[rustfmt::skip]
+        let cases: &[Row<'_>] = &[
             // The reported attack: an allowed X-Forwarded-Host must not let Host through.
-            (
-                &["evil.example"],
-                None,
-                &["good.example"],
-                &good,
-                Ok("Good.Example"),
-            ),
+            (&["evil.example"], None, &["good.example"], &good, Ok("Good.Example")),
             // X-Forwarded-Host allowed / not allowed / absent.
-            (
-                &["10.0.0.1:9080"],
-                None,
-                &["good.example"],
-                &good,
-                Ok("Good.Example"),
-            ),
-            (
-                &["good.example"],
-                None,
-                &["evil.example"],
-                &good,
-                Err(NotAllowed),
-            ),
+            (&["10.0.0.1:9080"], None, &["good.example"], &good, Ok("Good.Example")),
+            (&["good.example"], None, &["evil.example"], &good, Err(NotAllowed)),
             (&["good.example"], None, &[], &good, Ok("Good.Example")),
             (&["evil.example"], None, &[], &good, Err(NotAllowed)),
             // Several values: several headers, a comma list, an empty value.
-            (
-                &["good.example"],
-                None,
-                &["good.example", "good.example"],
-                &good,
-                Err(Ambiguous("several X-Forwarded-Host values")),
-            ),
-            (
-                &["good.example"],
-                None,
-                &["evil.example, good.example"],
-                &good,
-                Err(Ambiguous("several X-Forwarded-Host values")),
-            ),
-            (
-                &["good.example"],
-                None,
-                &["good.example,"],
-                &good,
-                Err(Ambiguous("several X-Forwarded-Host values")),
-            ),
-            (
-                &["good.example"],
-                None,
-                &[""],
-                &good,
-                Err(Malformed("X-Forwarded-Host is not a host name[:port]")),
-            ),
+            (&["good.example"], None, &["good.example", "good.example"],
+                &good, Err(SEVERAL_FORWARDED)),
+            (&["good.example"], None, &["evil.example, good.example"],
+                &good, Err(SEVERAL_FORWARDED)),
+            (&["good.example"], None, &["good.example,"], &good, Err(SEVERAL_FORWARDED)),
+            (&["good.example"], None, &[""], &good, Err(BAD_FORWARDED)),
             // Ports: an entry without a port allows any and the request's port is kept; a
             // pinned entry allows only its port.
-            (
-                &["good.example:8443"],
-                None,
-                &[],
-                &good,
-                Ok("Good.Example:8443"),
-            ),
-            (
-                &["x"],
-                None,
-                &["good.example:443"],
-                &good,
-                Ok("Good.Example:443"),
-            ),
-            (
-                &["pinned.example:8443"],
-                None,
-                &[],
-                &good,
-                Ok("pinned.example:8443"),
-            ),
+            (&["good.example:8443"], None, &[], &good, Ok("Good.Example:8443")),
+            (&["x"], None, &["good.example:443"], &good, Ok("Good.Example:443")),
+            (&["pinned.example:8443"], None, &[], &good, Ok("pinned.example:8443")),
             (&["pinned.example:9443"], None, &[], &good, Err(NotAllowed)),
             (&["pinned.example"], None, &[], &good, Err(NotAllowed)),
-            (
-                &["good.example:99999"],
-                None,
-                &[],
-                &good,
-                Err(Malformed("the Host header is not a host name[:port]")),
-            ),
-            (
-                &["good.example:"],
-                None,
-                &[],
-                &good,
-                Err(Malformed("the Host header is not a host name[:port]")),
-            ),
+            (&["good.example:99999"], None, &[], &good, Err(BAD_HOST)),
+            (&["good.example:"], None, &[], &good, Err(BAD_HOST)),
             // Upper case compares equal and the configured spelling is echoed.
             (&["GOOD.EXAMPLE"], None, &[], &good, Ok("Good.Example")),
-            (
-                &["x"],
-                None,
-                &["GoOd.ExAmPlE:80"],
-                &good,
-                Ok("Good.Example:80"),
-            ),
+            (&["x"], None, &["GoOd.ExAmPlE:80"], &good, Ok("Good.Example:80")),
             // IPv6 literals.
             (&["[::1]:9080"], None, &[], &good, Ok("[::1]:9080")),
             (&["[::2]"], None, &[], &good, Err(NotAllowed)),
             // Smuggling attempts never reach a URL.
-            (
-                &["good.example/evil"],
-                None,
-                &[],
-                &good,
-                Err(Malformed("the Host header is not a host name[:port]")),
-            ),
-            (
-                &["x"],
-                None,
-                &["good.example@evil.example"],
-                &good,
-                Err(Malformed("X-Forwarded-Host is not a host name[:port]")),
-            ),
-            (
-                &["x"],
-                None,
-                &["good.example\"}"],
-                &good,
-                Err(Malformed("X-Forwarded-Host is not a host name[:port]")),
-            ),
-            (
-                &["evil.example/#"],
-                None,
-                &[],
-                &none,
-                Err(Malformed("the Host header is not a host name[:port]")),
-            ),
+            (&["good.example/evil"], None, &[], &good, Err(BAD_HOST)),
+            (&["x"], None, &["good.example@evil.example"], &good, Err(BAD_FORWARDED)),
+            (&["x"], None, &["good.example\"}"], &good, Err(BAD_FORWARDED)),
+            (&["evil.example/#"], None, &[], &none, Err(BAD_HOST)),
             // Host itself: missing, repeated, or contradicted by the request target.
             (&[], None, &[], &good, Err(Malformed("no Host header"))),
-            (
-                &["good.example", "evil.example"],
-                None,
-                &[],
-                &good,
-                Err(Ambiguous("several Host headers")),
-            ),
-            (
-                &["good.example"],
-                Some("evil.example"),
-                &[],
-                &good,
-                Err(Ambiguous("the Host header differs from the request target")),
-            ),
+            (&["good.example", "evil.example"], None, &[], &good, Err(SEVERAL_HOSTS)),
+            (&["good.example"], Some("evil.example"), &[], &good, Err(HOST_NOT_TARGET)),
             (&[], Some("good.example"), &[], &good, Ok("Good.Example")),
-            (
-                &["GOOD.example"],
-                Some("good.example"),
-                &[],
-                &good,
-                Ok("Good.Example"),
-            ),
+            (&["GOOD.example"], Some("good.example"), &[], &good, Ok("Good.Example")),
             // No allow-list: X-Forwarded-Host is ignored, Host is echoed lower-cased.
-            (
-                &["Some.Host:9080"],
-                None,
-                &["good.example"],
-                &none,
-                Ok("some.host:9080"),
-            ),
+            (&["Some.Host:9080"], None, &["good.example"], &none, Ok("some.host:9080")),
             (&["some.host"], None, &["a, b"], &none, Ok("some.host")),
             // `*`: any valid host, X-Forwarded-Host honoured, lower-cased.
             (&["x"], None, &["Proxy.Example"], &any, Ok("proxy.example")),
-            (
-                &["x"],
-                None,
-                &["a", "b"],
-                &any,
-                Err(Ambiguous("several X-Forwarded-Host values")),
-            ),
+            (&["x"], None, &["a", "b"], &any, Err(SEVERAL_FORWARDED)),
         ];
+        assert_eq!(cases.len(), 33);
         for (i, (host, authority, forwarded, list, want)) in cases.iter().enumerate() {
             let got = select_host(host, *authority, forwarded, list);
             assert_eq!(
