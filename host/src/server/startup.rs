@@ -58,6 +58,7 @@ pub(super) struct Settings {
 }
 
 impl Settings {
+    /// Reads the config file and checks the flags; nothing is started or written yet.
     pub(super) fn read(args: &ServeArgs) -> anyhow::Result<Self> {
         let config = match &args.config {
             Some(path) => SentryConfig::load(path)?,
@@ -96,6 +97,7 @@ pub(super) struct Probes {
 }
 
 impl Probes {
+    /// A fresh metrics registry, and the servers' readiness targets, none ready yet.
     pub(super) fn register(enable_metrics: bool) -> Self {
         let metrics = Metrics::new();
         let health = Health::default();
