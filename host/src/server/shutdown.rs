@@ -76,7 +76,7 @@ impl Shutdown {
     /// and exits 0 regardless).
     pub(super) async fn finish(
         self,
-        mut grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+        grpc: JoinHandle<Result<(), tonic::transport::Error>>,
         in_flight: &InFlight,
         healthz: ServerTask,
         metrics: Option<ServerTask>,
@@ -86,18 +86,8 @@ impl Shutdown {
         let _ = self.tx.send(true);
         let deadline = tokio::time::Instant::now() + grace;
         let mut failures = Vec::new();
-        match tokio::time::timeout_at(deadline, &mut grpc).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => failures.push(format!("gRPC server error: {e}")),
-            Ok(Err(e)) => failures.push(format!("gRPC server task failed: {e}")),
-            Err(_) => {
-                let cut = in_flight.count();
-                grpc.abort();
-                tracing::error!(target: SCOPE_SERVER, "Shutdown grace period of {grace:?} ran out: cutting {cut} in-flight request(s)");
-                failures.push(format!(
-                    "{cut} in-flight request(s) did not finish within the {grace:?} grace period and were cut"
-                ));
-            }
+        if let Err(failure) = stop_grpc(grpc, in_flight, deadline, grace).await {
+            failures.push(failure);
         }
         let others = [
             ("healthz", Some(healthz)),
@@ -105,17 +95,9 @@ impl Shutdown {
             ("OIDC", oidc),
         ];
         for (name, task) in others {
-            let Some(mut task) = task else { continue };
-            match tokio::time::timeout_at(deadline, &mut task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => failures.push(format!("{name} server error: {e}")),
-                Ok(Err(e)) => failures.push(format!("{name} server task failed: {e}")),
-                Err(_) => {
-                    task.abort();
-                    failures.push(format!(
-                        "the {name} server did not stop within the {grace:?} grace period; its connections were cut"
-                    ));
-                }
+            let Some(task) = task else { continue };
+            if let Err(failure) = stop_server(name, task, deadline, grace).await {
+                failures.push(failure);
             }
         }
         if !failures.is_empty() {
@@ -126,6 +108,48 @@ impl Shutdown {
         }
         tracing::info!(target: SCOPE_SENTRY, "Sentry shut down gracefully");
         Ok(())
+    }
+}
+
+/// Waits for the gRPC server to finish its in-flight requests; past the deadline they are cut.
+async fn stop_grpc(
+    mut grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    in_flight: &InFlight,
+    deadline: tokio::time::Instant,
+    grace: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout_at(deadline, &mut grpc).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(format!("gRPC server error: {e}")),
+        Ok(Err(e)) => Err(format!("gRPC server task failed: {e}")),
+        Err(_) => {
+            let cut = in_flight.count();
+            grpc.abort();
+            tracing::error!(target: SCOPE_SERVER, "Shutdown grace period of {grace:?} ran out: cutting {cut} in-flight request(s)");
+            Err(format!(
+                "{cut} in-flight request(s) did not finish within the {grace:?} grace period and were cut"
+            ))
+        }
+    }
+}
+
+/// Waits for one of the other servers to stop; past the deadline its connections are cut.
+async fn stop_server(
+    name: &str,
+    mut task: ServerTask,
+    deadline: tokio::time::Instant,
+    grace: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(format!("{name} server error: {e}")),
+        Ok(Err(e)) => Err(format!("{name} server task failed: {e}")),
+        Err(_) => {
+            task.abort();
+            Err(format!(
+                "the {name} server did not stop within the {grace:?} grace period; its connections were cut"
+            ))
+        }
     }
 }
 
