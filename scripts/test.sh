@@ -28,7 +28,7 @@ fi
 if ! command -v python3 >/dev/null 2>&1; then
     need_apt+=(python3 python3-pip)
 fi
-# SoftHSM2: the PKCS#11 token the hsm tests (warden-hsm, server_hsm) run against.
+# SoftHSM2: the PKCS#11 token the hsm tests (warden-hsm, warden-tests' server::hsm) run against.
 if ! command -v softhsm2-util >/dev/null 2>&1 || [[ ! -e /usr/lib/softhsm/libsofthsm2.so ]]; then
     need_apt+=(softhsm2)
 fi
@@ -37,7 +37,7 @@ fi
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
-# Go's crypto/x509 (daprd's verifier) checks chains in server_lifecycle: a stdlib-only program
+# Go's crypto/x509 (daprd's verifier) checks chains in server::lifecycle: a stdlib-only program
 # (tests/go/verify_chains) built by the test, with module downloads off.
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 # The edge sentry firmware runs in QEMU's mps2-an386 (Cortex-M4F) in edge_device.

@@ -9,24 +9,19 @@
 //! packages of `tests/browser` (`npm ci` is run when missing) and the wasm package, built here
 //! with `scripts/wasm.sh build`. A missing tool fails the test with what to install; nothing
 //! is skipped.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
+// The whole binary is test code: this lets clippy.toml's `allow-*-in-tests` settings cover the
+// helpers outside `#[test]` functions too.
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
-use common::{openssl, read_file, run, tempdir, try_run, verified_csr};
 use der::Decode;
 use serde_json::Value;
 use warden_core::crypto::KeyType;
+use warden_tests::common::{openssl, read_file, run, tempdir, try_run, verified_csr};
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::request::{CertReq, ExtensionReq};

@@ -10,16 +10,9 @@
 //! packages (`npm ci` is run when they are missing) and the wasm package, built here with
 //! `scripts/wasm.sh build`. A missing tool fails the test with what to install; nothing is
 //! skipped.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
+// The whole binary is test code: this lets clippy.toml's `allow-*-in-tests` settings cover the
+// helpers outside `#[test]` functions too.
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,16 +20,16 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use common::{
-    OPENSSL_KEYS, openssl_csr, openssl_genpkey, openssl_key, read_file, run, tempdir, try_run,
-    write_file,
-};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
-use server_support::{Options, Warden, check_response, csr_spki_der, sign};
 use warden_host::proto::SignCertificateRequest;
 use warden_host::proto::sign_certificate_request::TokenValidator;
+use warden_tests::common::{
+    OPENSSL_KEYS, openssl_csr, openssl_genpkey, openssl_key, read_file, run, tempdir, try_run,
+    write_file,
+};
+use warden_tests::server::{Options, Warden, check_response, csr_spki_der, sign};
 
 /// The audience every token must name: the server's SPIFFE ID (harness defaults).
 const AUD: &str = "spiffe://localhost/ns/default/dapr-sentry";

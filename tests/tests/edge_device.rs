@@ -8,18 +8,9 @@
 //! `WARDEN_EDGE_FIRMWARE` names the ELF. The footprint and instruction counts measured here are
 //! written to `edge-measurements.txt` in the test's temporary directory, which scripts/test.sh
 //! prints.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod sentry_table;
-mod server_support;
-mod softhsm;
-mod support;
+// The whole binary is test code: this lets clippy.toml's `allow-*-in-tests` settings cover the
+// helpers outside `#[test]` functions too.
+#![cfg(test)]
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -29,15 +20,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{
-    OPENSSL_KEYS, data_path, openssl_csr, openssl_verify_ok, read_file, run, tempdir, write_file,
-};
 use der::Encode as _;
-use server_support::{Warden, ders, sign};
-use softhsm::Token;
 use warden_core::bundle::parse_certificates;
 use warden_edge::frame::{self, Event, FrameDecoder};
 use warden_edge::message::{Reply, Request, State, Status};
+use warden_tests::common::{
+    OPENSSL_KEYS, data_path, go_csr_pem, openssl_csr, openssl_verify_ok, read_file, run, tempdir,
+    write_file,
+};
+use warden_tests::server::{Warden, ders, sign};
+use warden_tests::softhsm::Token;
+use warden_tests::{common, sentry_table, server, support};
 use x509_cert::Certificate;
 
 /// Peak heap during one P-256 issuance plus the deepest stack since boot (issue 16's budget).
@@ -402,7 +395,7 @@ struct HsmRoot {
 
 impl HsmRoot {
     fn new() -> Self {
-        let token = Token::new();
+        let token = Token::init();
         let creds = tempdir();
         token.init_root(creds.path());
         Self { token, creds }
@@ -467,7 +460,7 @@ fn go_csrs() -> Vec<(&'static str, Vec<u8>)> {
         "csr-p256-legacy-block-type.pem",
     ]
     .into_iter()
-    .map(|file| (file, read_file(&data_path(&format!("go-csr/{file}")))))
+    .map(|file| (file, go_csr_pem(file)))
     .collect()
 }
 
@@ -551,12 +544,9 @@ async fn provisioned_from_softhsm_it_issues_leaves_verifiers_accept_in_the_serve
     let warden = Warden::start(root.creds.path());
     let mut client = warden.client().await;
     let csr = go_csrs()[0].1.clone();
-    let response = sign(
-        &mut client,
-        server_support::request("app", "default", "", &csr),
-    )
-    .await
-    .unwrap();
+    let response = sign(&mut client, server::request("app", "default", "", &csr))
+        .await
+        .unwrap();
     let server_leaf = parse_certificates(&response.workload_certificate)
         .unwrap()
         .remove(0);

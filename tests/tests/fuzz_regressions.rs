@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 //! Replays the fuzz inputs in the normal `cargo test`, through the very code the fuzz targets
 //! run: `fuzz/src/lib.rs` is compiled into this test as a module.
 //!
@@ -15,6 +9,9 @@
 //! * inputs with a known meaning get their exact error asserted.
 //!
 //! See docs/fuzzing.md.
+// The whole binary is test code: this lets clippy.toml's `allow-*-in-tests` settings cover the
+// helpers outside `#[test]` functions too.
+#![cfg(test)]
 
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../fuzz/src/lib.rs"]

@@ -96,8 +96,6 @@ pub(crate) fn generate_key_and_csr(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
     use super::*;
     use alloc::vec;
     use warden_core::crypto::{CaSigner as _, KeyType, RustCryptoVerifier};

@@ -189,8 +189,6 @@ fn verify_error(e: &VerifyError) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
     use super::*;
     use alloc::string::ToString;
     use std::str::FromStr;

@@ -1,13 +1,10 @@
 //! warden-wasm in a real browser (headless Chromium through chromedriver):
 //! `scripts/wasm.sh test`. Native builds compile this file to nothing.
 #![cfg(target_arch = "wasm32")]
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    missing_docs
-)]
+// The whole binary is test code: this lets clippy.toml's `allow-*-in-tests` settings cover the
+// helpers outside `#[test]` functions too.
+#![cfg(test)]
+#![allow(missing_docs)]
 
 use core::time::Duration;
 

@@ -1,22 +1,13 @@
 //! Time-driven behaviour of the `warden` server: Sentry's expiry warning texts at start-up for
 //! an issuer inside the 30-day window, and the server's own TLS certificate renewed in-process
 //! at half its life.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::time::Duration;
 
-use common::{run, tempdir, write_file};
-use server_support::{Options, OwnCa, Warden, field, seconds_ago};
 use warden_core::profile::Validity;
+use warden_tests::common;
+use warden_tests::common::{run, tempdir, write_file};
+use warden_tests::server::{Options, OwnCa, Warden, field, seconds_ago};
 
 #[test]
 fn issuer_inside_the_warning_window_is_reported_with_sentrys_text() {

@@ -1,16 +1,5 @@
 //! The HSM-held root on a real SoftHSM2 token: `warden hsm init-root`, `warden issuer rotate`
 //! under client load, the server's automatic rotation, and serving on when the HSM goes away.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod softhsm;
-mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -18,11 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{OPENSSL_KEYS, openssl, openssl_csr, run, tempdir};
-use server_support::{Options, WARDEN, Warden, check_response, ders, mode, request, sign};
-use softhsm::{KEY, MODULE, PIN, TOKEN, Token};
 use warden_core::bundle::parse_certificates;
 use warden_core::profile::Validity;
+use warden_tests::common::{OPENSSL_KEYS, openssl, openssl_csr, run, tempdir};
+use warden_tests::server::{
+    Options, Warden, check_response, ders, mode, request, sign, warden_binary,
+};
+use warden_tests::softhsm::{KEY, MODULE, PIN, TOKEN, Token};
+use warden_tests::{common, server};
 
 fn issuer_der(creds: &Path) -> Vec<u8> {
     let certs = parse_certificates(&std::fs::read(creds.join("issuer.crt")).unwrap()).unwrap();
@@ -119,7 +111,7 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_root_in_the_hsm_then_rotate_the_issuer_under_load_without_a_failed_request() {
-    let token = Token::new();
+    let token = Token::init();
     let creds = tempdir();
     let work = tempdir();
     token.init_root(creds.path());
@@ -183,7 +175,7 @@ async fn init_root_in_the_hsm_then_rotate_the_issuer_under_load_without_a_failed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_rotates_its_issuer_on_its_own_and_serves_on_when_the_hsm_is_gone() {
-    let token = Token::new();
+    let token = Token::init();
     let creds = tempdir();
     let work = tempdir();
     token.init_root(creds.path());
@@ -224,7 +216,7 @@ async fn server_rotates_its_issuer_on_its_own_and_serves_on_when_the_hsm_is_gone
     // The token goes away: the next rotation fails, is logged, and serving goes on.
     let gone = token.dir.path().join("tokens-gone");
     std::fs::rename(token.tokens(), &gone).unwrap();
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     warden
         .output
         .wait_for(
@@ -241,7 +233,7 @@ async fn server_rotates_its_issuer_on_its_own_and_serves_on_when_the_hsm_is_gone
 
     // The token comes back: the retry (with backoff) rotates before the issuer runs out.
     std::fs::rename(&gone, token.tokens()).unwrap();
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     warden
         .output
         .wait_for(
@@ -270,12 +262,12 @@ fn failing(mut cmd: Command) -> String {
 
 #[test]
 fn rotate_refuses_a_wrong_pin_a_missing_module_or_no_pin_and_leaves_the_files() {
-    let token = Token::new();
+    let token = Token::init();
     let creds = tempdir();
     token.init_root(creds.path());
-    let before = server_support::snapshot(creds.path());
+    let before = server::snapshot(creds.path());
     let rotate = |pin: Option<&str>, module: &str| {
-        let mut cmd = Command::new(WARDEN);
+        let mut cmd = Command::new(warden_binary());
         cmd.args(["issuer", "rotate", "--issuer-credentials"])
             .arg(creds.path())
             .args(["--hsm-module", module, "--hsm-token-label", TOKEN])
@@ -311,7 +303,7 @@ fn rotate_refuses_a_wrong_pin_a_missing_module_or_no_pin_and_leaves_the_files() 
         "{text}"
     );
     assert_eq!(text.matches("C_FindObjects").count(), 1, "{text}");
-    assert_eq!(server_support::snapshot(creds.path()), before);
+    assert_eq!(server::snapshot(creds.path()), before);
 }
 
 #[test]
@@ -361,7 +353,7 @@ fn rotate_with_a_root_key_file() {
     let first = issuer_der(dir);
     let first_subject = issuer.tbs_certificate().subject().clone();
 
-    let mut cmd = Command::new(WARDEN);
+    let mut cmd = Command::new(warden_binary());
     cmd.args(["issuer", "rotate", "--issuer-credentials"])
         .arg(dir)
         .arg("--root-key")
@@ -377,8 +369,8 @@ fn rotate_with_a_root_key_file() {
     // A root key that matches nothing in ca.crt is refused and nothing changes.
     let other = SoftwareKey::generate(KeyAlgorithm::P256, &mut rng);
     std::fs::write(&root_file, other.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
-    let before = server_support::snapshot(dir);
-    let mut cmd = Command::new(WARDEN);
+    let before = server::snapshot(dir);
+    let mut cmd = Command::new(warden_binary());
     cmd.args(["issuer", "rotate", "--issuer-credentials"])
         .arg(dir)
         .arg("--root-key")
@@ -388,7 +380,7 @@ fn rotate_with_a_root_key_file() {
         text.contains("the root key does not match any certificate in ca.crt"),
         "{text}"
     );
-    assert_eq!(server_support::snapshot(dir), before);
+    assert_eq!(server::snapshot(dir), before);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,12 +393,12 @@ fn read(path: &Path) -> Vec<u8> {
 
 /// The server's credential files and root-rotation.json, by name.
 fn files(creds: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    server_support::snapshot(creds)
+    server::snapshot(creds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_issuer_with_hsm_flags_gets_a_new_issuer_from_the_same_hsm_root() {
-    let token = Token::new();
+    let token = Token::init();
     let creds = tempdir();
     let work = tempdir();
     token.init_root(creds.path());
@@ -451,7 +443,7 @@ async fn a_deleted_issuer_with_hsm_flags_gets_a_new_issuer_from_the_same_hsm_roo
 
 #[test]
 fn a_deleted_issuer_key_without_hsm_flags_is_refused_and_ca_crt_is_untouched() {
-    let token = Token::new();
+    let token = Token::init();
     let creds = tempdir();
     token.init_root(creds.path());
     std::fs::remove_file(creds.path().join("issuer.key")).unwrap();
@@ -505,7 +497,7 @@ fn a_deleted_issuer_key_without_hsm_flags_is_refused_and_ca_crt_is_untouched() {
 
 #[test]
 fn a_missing_file_during_a_root_rotation_is_refused_with_or_without_hsm_flags() {
-    let token = Token::new();
+    let token = Token::init();
     let creds = tempdir();
     token.init_root(creds.path());
     let mut prepare = token.warden(&["root", "rotate", "prepare", "--issuer-credentials"]);
@@ -536,7 +528,7 @@ fn a_missing_file_during_a_root_rotation_is_refused_with_or_without_hsm_flags() 
 
 #[test]
 fn no_ca_crt_with_hsm_flags_is_refused_and_an_empty_directory_without_them_generates() {
-    let token = Token::new();
+    let token = Token::init();
     let creds = tempdir();
     token.init_root(creds.path());
     std::fs::remove_file(creds.path().join("ca.crt")).unwrap();
@@ -601,7 +593,7 @@ fn init_root_command(token: &Token, creds: &Path, extra: &[&str]) -> Command {
 
 #[test]
 fn init_root_that_fails_before_writing_leaves_no_key_in_the_token() {
-    let token = Token::new();
+    let token = Token::init();
     let parent = tempdir();
     // A file where the directory should be, and an invalid lifetime: both used to fail after
     // the key was made.
@@ -621,8 +613,8 @@ fn init_root_that_fails_before_writing_leaves_no_key_in_the_token() {
 
 #[test]
 fn init_root_that_cannot_write_its_files_removes_its_key_again() {
-    let token = Token::new();
-    let Some(read_only) = server_support::Tmpfs::mount("64k") else {
+    let token = Token::init();
+    let Some(read_only) = server::Tmpfs::mount("64k") else {
         return;
     };
     read_only.remount_read_only();
@@ -644,7 +636,7 @@ fn init_root_that_cannot_write_its_files_removes_its_key_again() {
 
 #[test]
 fn a_key_left_in_the_token_is_explained_and_can_be_reused_on_request() {
-    let token = Token::new();
+    let token = Token::init();
     // A key with no credential files: what a kill -9 between key generation and writing leaves.
     let lost = tempdir();
     token.init_root(lost.path());
@@ -693,7 +685,7 @@ fn sign_csr_command(token: &Token, creds: &Path, csr: &Path, out: &Path) -> Comm
 #[test]
 fn sign_csr_with_the_hsm_root_makes_an_issuer_for_the_csr_key_and_refuses_bad_input() {
     use der::Encode as _;
-    let token = Token::new();
+    let token = Token::init();
     let creds = tempdir();
     token.init_root(creds.path());
     let work = tempdir();
@@ -793,12 +785,12 @@ fn sign_csr_with_the_hsm_root_makes_an_issuer_for_the_csr_key_and_refuses_bad_in
         (no_root.path(), &csr_file, &["cannot read", "ca.crt"]),
     ];
     for (creds_dir, csr_path, needles) in cases {
-        let before = server_support::snapshot(dir);
+        let before = server::snapshot(dir);
         let text = failing(sign_csr_command(&token, creds_dir, csr_path, &fresh));
         for needle in needles {
             assert!(text.contains(needle), "{needle:?} not in {text}");
         }
-        assert_eq!(server_support::snapshot(dir), before, "{text}");
+        assert_eq!(server::snapshot(dir), before, "{text}");
         assert!(!fresh.exists());
     }
     assert_eq!(read(&creds.path().join("ca.crt")), ca_before);

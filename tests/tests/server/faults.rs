@@ -2,31 +2,22 @@
 //! a full disk during generation (a 16 KiB tmpfs), and the directory deleted under a running
 //! server. The invariant everywhere: a complete valid set or no `ca.crt` at all, never a mix, no
 //! truncated file, and a running server keeps serving what it loaded.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tempdir;
-use server_support::{
-    Options, OwnCa, Tmpfs, WARDEN, Warden, check_response, replace_file, snapshot,
-};
 use warden_core::bundle::parse_certificates;
 use warden_core::crypto::KeyAlgorithm;
 use warden_host::client::{RequestParams, new_key_and_csr};
 use warden_host::credentials::store::{CredentialPaths, GENERATION_MARKER, load};
 use warden_host::native::NativeKey;
+use warden_tests::common::tempdir;
+use warden_tests::server::{
+    Options, OwnCa, Tmpfs, Warden, check_response, replace_file, snapshot, warden_binary,
+};
+use warden_tests::{common, server};
 
 const FILES: [&str; 3] = ["ca.crt", "issuer.crt", "issuer.key"];
 
@@ -36,7 +27,7 @@ fn paths(dir: &Path) -> CredentialPaths {
 
 /// Issues one leaf over a fresh connection that trusts `anchors` and checks it.
 async fn issue_one(warden: &Warden, anchors: &Path, app: &str) {
-    let mut client = server_support::connect_client(&warden.address(), anchors, &warden.server_id)
+    let mut client = server::connect_client(&warden.address(), anchors, &warden.server_id)
         .await
         .unwrap_or_else(|e| panic!("{e}; output:\n{}", warden.output.text()));
     issue_on(&mut client, warden, anchors, app).await;
@@ -50,7 +41,7 @@ async fn issue_on(
 ) {
     let (_, csr) = new_key_and_csr(KeyAlgorithm::P256).unwrap();
     let request = RequestParams::insecure(app, "default").to_request(&csr);
-    let response = server_support::sign(client, request)
+    let response = server::sign(client, request)
         .await
         .unwrap_or_else(|s| panic!("{app}: {s:?}; output:\n{}", warden.output.text()));
     check_response(
@@ -130,7 +121,7 @@ fn spawn_raw(dir: &Path) -> std::process::Child {
                 .port()
         })
         .collect();
-    Command::new(WARDEN)
+    Command::new(warden_binary())
         .arg("--issuer-credentials")
         .arg(dir)
         .args(["--listen-address", "127.0.0.1", "--port"])
@@ -337,12 +328,12 @@ async fn credentials_directory_deleted_while_running_keeps_serving() {
     ca.write(&dir, &first);
     let anchors = common::write_file(parent.path(), "anchors.pem", ca.root_pem());
     let warden = Warden::start_with(&dir, &Options::new().args(["--log-level", "debug"]));
-    let mut open = server_support::connect_client(&warden.address(), &anchors, &warden.server_id)
+    let mut open = server::connect_client(&warden.address(), &anchors, &warden.server_id)
         .await
         .unwrap();
     issue_on(&mut open, &warden, &anchors, "before").await;
 
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     fs::remove_dir_all(&dir).unwrap();
     for needle in [
         "Failed to reload issuer credentials",
@@ -361,7 +352,7 @@ async fn credentials_directory_deleted_while_running_keeps_serving() {
     // The directory comes back with a new issuer: the server serves, and picks the new issuer up.
     let second = ca.issuer();
     fs::create_dir(&dir).unwrap();
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     ca.write(&dir, &second);
     replace_file(&dir, "issuer.crt", second.certificate_pem());
     issue_one(&warden, &anchors, "restored").await;
@@ -385,7 +376,7 @@ async fn credentials_directory_deleted_while_running_keeps_serving() {
         warden.output.text()
     );
     let (_, csr) = new_key_and_csr(KeyAlgorithm::P256).unwrap();
-    let response = server_support::sign(
+    let response = server::sign(
         &mut open,
         RequestParams::insecure("newissuer", "default").to_request(&csr),
     )

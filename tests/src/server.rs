@@ -1,16 +1,13 @@
-//! A real `warden` server for the `server_*` tests: the `warden-under-test` binary started as a
+//! A real `warden` server for the `server` tests: the `warden-under-test` binary started as a
 //! child process on loopback ports, talked to over real TLS and gRPC, with its log lines captured.
-//!
-//! Test crates that include this module (`mod server_support;`) also declare `mod common;` and
-//! `mod support;`: it reuses their openssl, PEM and verifier helpers instead of copying them.
-#![allow(dead_code)]
+//! It reuses the openssl, PEM and verifier helpers of [`common`] and [`support`].
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,24 +27,44 @@ use x509_cert::Certificate;
 
 use crate::{common, support};
 
-/// The server binary: `warden_host::cli::main` built by this package.
-pub(crate) const WARDEN: &str = env!("CARGO_BIN_EXE_warden-under-test");
+/// The server binary: this package's `warden-under-test` (`warden_host::cli::main`).
+///
+/// A library has no `CARGO_BIN_EXE_*`, so it is found at run time: cargo puts test executables
+/// in `<target>/<profile>/deps/` and the package's binaries, which it builds for the integration
+/// tests, one level up in `<target>/<profile>/`, whatever `CARGO_TARGET_DIR` is.
+pub fn warden_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let mut dir = exe.parent().expect("the test executable is in a directory");
+        if dir.ends_with("deps") {
+            dir = dir.parent().expect("deps/ is in the profile directory");
+        }
+        let binary = dir.join(format!("warden-under-test{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            binary.is_file(),
+            "no server binary at {}: run the tests with `cargo test -p warden-tests`, which builds it",
+            binary.display()
+        );
+        binary
+    })
+}
 
 /// How long a start may take before the test gives up (a debug build on a busy 2-core box).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stopping server may take; the server's own grace period is 15 s.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The namespace the server runs in unless a test sets `NAMESPACE`.
-pub(crate) const DEFAULT_NAMESPACE: &str = "default";
+pub const DEFAULT_NAMESPACE: &str = "default";
 /// `--trust-domain` unless a test sets it.
-pub(crate) const DEFAULT_TRUST_DOMAIN: &str = "localhost";
+pub const DEFAULT_TRUST_DOMAIN: &str = "localhost";
 
 // ---------------------------------------------------------------------------------------------
 // Captured output.
 
 /// Every line the child printed (stdout and stderr interleaved as they arrived).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Output(Arc<Mutex<Vec<String>>>);
+pub struct Output(Arc<Mutex<Vec<String>>>);
 
 impl Output {
     fn push(&self, line: String) {
@@ -55,22 +72,22 @@ impl Output {
     }
 
     /// A copy of every line so far.
-    pub(crate) fn lines(&self) -> Vec<String> {
+    pub fn lines(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
 
     /// How many lines so far: a mark for [`Output::json_since`] and [`Output::wait_for`].
-    pub(crate) fn len(&self) -> usize {
+    pub fn mark(&self) -> usize {
         self.0.lock().unwrap().len()
     }
 
     /// Everything printed, for failure messages.
-    pub(crate) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         self.lines().join("\n")
     }
 
     /// The lines from index `from` on that are JSON objects (log lines with `--log-as-json`).
-    pub(crate) fn json_since(&self, from: usize) -> Vec<Map<String, Value>> {
+    pub fn json_since(&self, from: usize) -> Vec<Map<String, Value>> {
         self.lines()
             .iter()
             .skip(from)
@@ -82,25 +99,20 @@ impl Output {
     }
 
     /// Every JSON log line.
-    pub(crate) fn json(&self) -> Vec<Map<String, Value>> {
+    pub fn json(&self) -> Vec<Map<String, Value>> {
         self.json_since(0)
     }
 
     /// The first JSON log line from index `from` on with this `level` whose `msg` contains
     /// `needle`.
-    pub(crate) fn find(
-        &self,
-        from: usize,
-        level: &str,
-        needle: &str,
-    ) -> Option<Map<String, Value>> {
+    pub fn find(&self, from: usize, level: &str, needle: &str) -> Option<Map<String, Value>> {
         self.json_since(from)
             .into_iter()
             .find(|l| field(l, "level") == level && field(l, "msg").contains(needle))
     }
 
     /// Waits (without blocking the async runtime) until [`Output::find`] succeeds.
-    pub(crate) async fn wait_for(
+    pub async fn wait_for(
         &self,
         from: usize,
         level: &str,
@@ -123,7 +135,7 @@ impl Output {
 }
 
 /// A string field of a JSON log line, or "" when absent.
-pub(crate) fn field<'a>(line: &'a Map<String, Value>, key: &str) -> &'a str {
+pub fn field<'a>(line: &'a Map<String, Value>, key: &str) -> &'a str {
     line.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
@@ -143,7 +155,7 @@ fn capture(stream: impl std::io::Read + Send + 'static, output: Output) -> JoinH
 
 /// Extra flags and environment for one start.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Options {
+pub struct Options {
     args: Vec<String>,
     env: Vec<(String, String)>,
     namespace: Option<String>,
@@ -153,12 +165,13 @@ pub(crate) struct Options {
 }
 
 impl Options {
-    pub(crate) fn new() -> Self {
+    /// No extra flags or environment.
+    pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds command-line arguments after the harness's own.
-    pub(crate) fn args<I, S>(mut self, args: I) -> Self
+    pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -168,25 +181,25 @@ impl Options {
     }
 
     /// Sets an environment variable of the child.
-    pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
     }
 
     /// Sets `NAMESPACE` (Sentry's namespace), which is also in the server's SPIFFE ID.
-    pub(crate) fn namespace(mut self, namespace: &str) -> Self {
+    pub fn namespace(mut self, namespace: &str) -> Self {
         self.namespace = Some(namespace.into());
         self
     }
 
     /// Passes `--trust-domain`, which is also in the server's SPIFFE ID.
-    pub(crate) fn trust_domain(mut self, trust_domain: &str) -> Self {
+    pub fn trust_domain(mut self, trust_domain: &str) -> Self {
         self.trust_domain = Some(trust_domain.into());
         self
     }
 
     /// Lets the start return as soon as `/healthz` answers, even 503 (not ready).
-    pub(crate) fn unready_ok(mut self) -> Self {
+    pub fn unready_ok(mut self) -> Self {
         self.unready_ok = true;
         self
     }
@@ -194,16 +207,16 @@ impl Options {
 
 /// A server process that ended (start-up failure or stop).
 #[derive(Debug)]
-pub(crate) struct Exited {
+pub struct Exited {
     /// Exit code (`None` when killed by a signal).
-    pub(crate) code: Option<i32>,
+    pub code: Option<i32>,
     /// What it printed.
-    pub(crate) output: Output,
+    pub output: Output,
 }
 
 impl Exited {
     /// The log lines at level `fatal`.
-    pub(crate) fn fatal_lines(&self) -> Vec<Map<String, Value>> {
+    pub fn fatal_lines(&self) -> Vec<Map<String, Value>> {
         self.output
             .json()
             .into_iter()
@@ -213,7 +226,7 @@ impl Exited {
 
     /// Asserts a non-zero exit and exactly one `fatal` line whose message contains every
     /// needle; returns that message.
-    pub(crate) fn assert_fatal(&self, needles: &[&str]) -> String {
+    pub fn assert_fatal(&self, needles: &[&str]) -> String {
         assert!(
             self.code.is_some_and(|c| c != 0),
             "expected a non-zero exit code, got {:?}; output:\n{}",
@@ -245,21 +258,21 @@ impl Exited {
 
 /// A running `warden`, killed when dropped.
 #[derive(Debug)]
-pub(crate) struct Warden {
+pub struct Warden {
     child: Child,
     readers: Vec<JoinHandle<()>>,
     /// `--issuer-credentials`.
-    pub(crate) dir: PathBuf,
+    pub dir: PathBuf,
     /// gRPC port.
-    pub(crate) port: u16,
+    pub port: u16,
     /// healthz port.
-    pub(crate) healthz_port: u16,
+    pub healthz_port: u16,
     /// metrics port.
-    pub(crate) metrics_port: u16,
+    pub metrics_port: u16,
     /// `spiffe://<trust domain>/ns/<NAMESPACE>/dapr-sentry`.
-    pub(crate) server_id: String,
+    pub server_id: String,
     /// What it printed so far.
-    pub(crate) output: Output,
+    pub output: Output,
 }
 
 /// Three distinct free loopback ports (held together while picking, so they differ).
@@ -277,12 +290,12 @@ fn free_ports() -> [u16; 3] {
 impl Warden {
     /// Starts with `--issuer-credentials dir` and waits until `/healthz` is 200; panics with the
     /// output if the process exits instead.
-    pub(crate) fn start(dir: &Path) -> Self {
+    pub fn start(dir: &Path) -> Self {
         Self::start_with(dir, &Options::new())
     }
 
     /// [`Warden::start`] with extra flags and environment.
-    pub(crate) fn start_with(dir: &Path, options: &Options) -> Self {
+    pub fn start_with(dir: &Path, options: &Options) -> Self {
         match Self::launch(dir, options) {
             Ok(w) => w,
             Err(e) => panic!(
@@ -294,7 +307,7 @@ impl Warden {
     }
 
     /// Starts a server that must fail to start; returns how it ended.
-    pub(crate) fn start_failure(dir: &Path, options: &Options) -> Exited {
+    pub fn start_failure(dir: &Path, options: &Options) -> Exited {
         match Self::launch(dir, options) {
             Ok(w) => panic!(
                 "warden started although it should have refused to; output:\n{}",
@@ -306,7 +319,7 @@ impl Warden {
 
     /// Starts and waits until healthy (`Ok`) or exited (`Err`). A lost race for a free port is
     /// retried with new ports.
-    pub(crate) fn launch(dir: &Path, options: &Options) -> Result<Self, Exited> {
+    pub fn launch(dir: &Path, options: &Options) -> Result<Self, Exited> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -324,7 +337,7 @@ impl Warden {
             .trust_domain
             .as_deref()
             .unwrap_or(DEFAULT_TRUST_DOMAIN);
-        let mut cmd = Command::new(WARDEN);
+        let mut cmd = Command::new(warden_binary());
         cmd.arg("--issuer-credentials")
             .arg(dir)
             .args(["--listen-address", "127.0.0.1", "--port"])
@@ -347,7 +360,7 @@ impl Warden {
             .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {WARDEN}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", warden_binary().display()));
         let output = Output::default();
         let readers = vec![
             capture(child.stdout.take().unwrap(), output.clone()),
@@ -393,22 +406,22 @@ impl Warden {
     }
 
     /// The process id.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// `127.0.0.1:<gRPC port>`.
-    pub(crate) fn address(&self) -> String {
+    pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// `ca.crt` in the credentials directory.
-    pub(crate) fn trust_anchors_path(&self) -> PathBuf {
+    pub fn trust_anchors_path(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }
 
     /// Sends SIGTERM (through `kill(1)`; the tests forbid unsafe code).
-    pub(crate) fn send_sigterm(&self) {
+    pub fn send_sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
@@ -417,7 +430,7 @@ impl Warden {
     }
 
     /// Waits for the process to end (after [`Warden::send_sigterm`]); panics after 30 s.
-    pub(crate) fn wait_exit(&mut self) -> Exited {
+    pub fn wait_exit(&mut self) -> Exited {
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -437,23 +450,23 @@ impl Warden {
     }
 
     /// SIGTERM, then waits for the exit.
-    pub(crate) fn stop_gracefully(mut self) -> Exited {
+    pub fn stop_gracefully(mut self) -> Exited {
         self.send_sigterm();
         self.wait_exit()
     }
 
     /// `GET path` on the healthz port.
-    pub(crate) fn healthz(&self) -> (u16, String) {
+    pub fn healthz(&self) -> (u16, String) {
         http_get(self.healthz_port, "/healthz").expect("GET /healthz")
     }
 
     /// `GET path` on the metrics port.
-    pub(crate) fn metrics(&self, path: &str) -> (u16, String) {
+    pub fn metrics(&self, path: &str) -> (u16, String) {
         http_get(self.metrics_port, path).unwrap_or_else(|e| panic!("GET {path} on metrics: {e}"))
     }
 
     /// A gRPC client that trusts `ca.crt` (as read now) and expects the server's SPIFFE ID.
-    pub(crate) async fn client(&self) -> CaClient<Channel> {
+    pub async fn client(&self) -> CaClient<Channel> {
         connect_client(&self.address(), &self.trust_anchors_path(), &self.server_id)
             .await
             .unwrap_or_else(|e| panic!("connect to warden: {e}; output:\n{}", self.output.text()))
@@ -469,7 +482,7 @@ impl Drop for Warden {
 
 /// A client as daprd builds one: trust anchors from `anchors_file`, server authorized by
 /// SPIFFE ID, TLS with ALPN h2.
-pub(crate) async fn connect_client(
+pub async fn connect_client(
     address: &str,
     anchors_file: &Path,
     server_id: &str,
@@ -488,7 +501,7 @@ pub(crate) async fn connect_client(
 // HTTP/1.1 by hand, for healthz and metrics.
 
 /// `GET path` on `127.0.0.1:port`; returns the status and the body.
-pub(crate) fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -532,7 +545,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// The value of the unlabelled sample `name` in Prometheus text, if present.
-pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
+pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -542,7 +555,7 @@ pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
 // Requests and responses.
 
 /// A `SignCertificateRequest` with the default (insecure) validator.
-pub(crate) fn request(
+pub fn request(
     id: &str,
     namespace: &str,
     trust_domain: &str,
@@ -558,7 +571,7 @@ pub(crate) fn request(
 }
 
 /// One call.
-pub(crate) async fn sign(
+pub async fn sign(
     client: &mut CaClient<Channel>,
     req: SignCertificateRequest,
 ) -> Result<SignCertificateResponse, tonic::Status> {
@@ -570,18 +583,18 @@ pub(crate) async fn sign(
 
 /// A response taken apart.
 #[derive(Debug)]
-pub(crate) struct Issued {
+pub struct Issued {
     /// The leaf.
-    pub(crate) leaf: Certificate,
+    pub leaf: Certificate,
     /// The certificates after the leaf in `workload_certificate`.
-    pub(crate) intermediates: Vec<Certificate>,
+    pub intermediates: Vec<Certificate>,
     /// `workload_certificate` as text.
-    pub(crate) chain_pem: String,
+    pub chain_pem: String,
 }
 
 impl Issued {
     /// The leaf's SubjectPublicKeyInfo DER.
-    pub(crate) fn leaf_spki_der(&self) -> Vec<u8> {
+    pub fn leaf_spki_der(&self) -> Vec<u8> {
         self.leaf
             .tbs_certificate()
             .subject_public_key_info()
@@ -590,19 +603,19 @@ impl Issued {
     }
 
     /// The leaf's validity.
-    pub(crate) fn validity(&self) -> Validity {
+    pub fn validity(&self) -> Validity {
         Validity::of(&self.leaf)
     }
 
     /// The leaf's authority key identifier.
-    pub(crate) fn akid(&self) -> Vec<u8> {
+    pub fn akid(&self) -> Vec<u8> {
         support::akid_of(&self.leaf)
     }
 
     /// Writes the leaf and the intermediates to `dir/<tag>-leaf.pem` and
     /// `dir/<tag>-chain.pem` and runs `openssl verify -x509_strict` for sslclient and
     /// sslserver against `anchors_file`.
-    pub(crate) fn openssl_verify(&self, dir: &Path, anchors_file: &Path, tag: &str) {
+    pub fn openssl_verify(&self, dir: &Path, anchors_file: &Path, tag: &str) {
         let leaf = format!("{tag}-leaf.pem");
         let untrusted = format!("{tag}-chain.pem");
         common::write_file(dir, &leaf, common::certificate_pem(&self.leaf));
@@ -621,7 +634,7 @@ impl Issued {
 /// - `trust_chain_certificates` is one element holding exactly the certificates of `ca.crt`;
 /// - `valid_until` is the leaf's NotAfter;
 /// - the leaf's only URI SAN is `expected_id`.
-pub(crate) fn check_response(
+pub fn check_response(
     response: &SignCertificateResponse,
     anchors_file: &Path,
     expected_id: &str,
@@ -677,12 +690,12 @@ pub(crate) fn check_response(
 }
 
 /// The DER of each certificate.
-pub(crate) fn ders(certs: &[Certificate]) -> Vec<Vec<u8>> {
+pub fn ders(certs: &[Certificate]) -> Vec<Vec<u8>> {
     certs.iter().map(|c| c.to_der().unwrap()).collect()
 }
 
 /// The SubjectPublicKeyInfo DER of a PEM CSR (either PEM label), read with x509-cert.
-pub(crate) fn csr_spki_der(csr_pem: &[u8]) -> Vec<u8> {
+pub fn csr_spki_der(csr_pem: &[u8]) -> Vec<u8> {
     use der::Decode as _;
     let text = std::str::from_utf8(csr_pem).unwrap();
     let (_, der) = support::pem_blocks(text).remove(0);
@@ -694,11 +707,11 @@ pub(crate) fn csr_spki_der(csr_pem: &[u8]) -> Vec<u8> {
 // Credentials the test holds the root key of.
 
 /// A root CA whose key the test keeps, so it can sign further issuers (rotation, expiry).
-pub(crate) struct OwnCa {
+pub struct OwnCa {
     trust_domain: TrustDomain,
     root_key: SoftwareKey,
     /// The self-signed root.
-    pub(crate) root: Certificate,
+    pub root: Certificate,
 }
 
 impl std::fmt::Debug for OwnCa {
@@ -708,9 +721,9 @@ impl std::fmt::Debug for OwnCa {
 }
 
 /// An issuer certificate and its key.
-pub(crate) struct OwnIssuer {
+pub struct OwnIssuer {
     /// The certificate.
-    pub(crate) certificate: Certificate,
+    pub certificate: Certificate,
     key: SoftwareKey,
 }
 
@@ -722,17 +735,17 @@ impl std::fmt::Debug for OwnIssuer {
 
 impl OwnIssuer {
     /// `issuer.crt` text.
-    pub(crate) fn certificate_pem(&self) -> String {
+    pub fn certificate_pem(&self) -> String {
         common::certificate_pem(&self.certificate)
     }
 
     /// `issuer.key` text (PKCS#8).
-    pub(crate) fn key_pem(&self) -> String {
+    pub fn key_pem(&self) -> String {
         self.key.to_pkcs8_pem().unwrap().to_string()
     }
 
     /// The issuer's subject key identifier (what a leaf's AKID must equal).
-    pub(crate) fn skid(&self) -> Vec<u8> {
+    pub fn skid(&self) -> Vec<u8> {
         support::skid_of(&self.certificate)
     }
 }
@@ -740,7 +753,7 @@ impl OwnIssuer {
 impl OwnCa {
     /// A P-256 root for `localhost` (the server's default trust domain), valid from 15 minutes
     /// ago for a year.
-    pub(crate) fn generate() -> Self {
+    pub fn generate() -> Self {
         let trust_domain = TrustDomain::new(DEFAULT_TRUST_DOMAIN).unwrap();
         let root_key = SoftwareKey::generate(KeyAlgorithm::P256, &mut common::rng());
         let validity = Validity::backdated(common::now(), DEFAULT_CLOCK_SKEW, DEFAULT_CA_TTL);
@@ -753,7 +766,7 @@ impl OwnCa {
     }
 
     /// A new issuer (fresh key) signed by this root, valid from 15 minutes ago for a year.
-    pub(crate) fn issuer(&self) -> OwnIssuer {
+    pub fn issuer(&self) -> OwnIssuer {
         self.issuer_valid(Validity::backdated(
             common::now(),
             DEFAULT_CLOCK_SKEW,
@@ -762,7 +775,7 @@ impl OwnCa {
     }
 
     /// A new issuer with the given validity.
-    pub(crate) fn issuer_valid(&self, validity: Validity) -> OwnIssuer {
+    pub fn issuer_valid(&self, validity: Validity) -> OwnIssuer {
         let key = SoftwareKey::generate(KeyAlgorithm::P256, &mut common::rng());
         let sentry_id = SpiffeId::sentry(&self.trust_domain, DEFAULT_NAMESPACE).unwrap();
         let certificate = create_issuer(
@@ -778,12 +791,12 @@ impl OwnCa {
     }
 
     /// `ca.crt` text.
-    pub(crate) fn root_pem(&self) -> String {
+    pub fn root_pem(&self) -> String {
         common::certificate_pem(&self.root)
     }
 
     /// Writes `ca.crt`, `issuer.crt` and `issuer.key` into `dir`.
-    pub(crate) fn write(&self, dir: &Path, issuer: &OwnIssuer) {
+    pub fn write(&self, dir: &Path, issuer: &OwnIssuer) {
         common::write_file(dir, "ca.crt", self.root_pem());
         common::write_file(dir, "issuer.crt", issuer.certificate_pem());
         common::write_file(dir, "issuer.key", issuer.key_pem());
@@ -791,13 +804,13 @@ impl OwnCa {
 }
 
 /// A past instant: `now − secs`.
-pub(crate) fn seconds_ago(secs: u64) -> UnixTime {
+pub fn seconds_ago(secs: u64) -> UnixTime {
     common::now().saturating_sub(Duration::from_secs(secs))
 }
 
 /// Every regular file in `dir` by name, with its bytes: to prove a failed start changed
 /// nothing.
-pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
@@ -812,7 +825,7 @@ pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// The permission bits of a path.
-pub(crate) fn mode(path: &Path) -> u32 {
+pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
@@ -823,7 +836,7 @@ pub(crate) fn mode(path: &Path) -> u32 {
 
 /// Writes `contents` to `dir/name` by writing a temporary file and renaming it over, as
 /// operators and Kubernetes volume updates replace files.
-pub(crate) fn replace_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) {
+pub fn replace_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, contents).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
@@ -831,16 +844,18 @@ pub(crate) fn replace_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) {
 
 /// A small tmpfs mounted on a fresh directory, unmounted when dropped: the disk-full and
 /// read-only faults. Mounting needs root or CAP_SYS_ADMIN.
-pub(crate) struct Tmpfs {
+#[derive(Debug)]
+pub struct Tmpfs {
     _parent: tempfile::TempDir,
-    pub(crate) mount_point: PathBuf,
+    /// Where it is mounted.
+    pub mount_point: PathBuf,
 }
 
 impl Tmpfs {
     /// A tmpfs of `size` (mount's syntax, e.g. `16k`). `None` (with the reason printed) when
     /// this machine cannot mount and `WARDEN_SKIP_TMPFS` says that is known: a skip must be
     /// asked for, or a machine that silently cannot run the fault tests would pass them.
-    pub(crate) fn mount(size: &str) -> Option<Self> {
+    pub fn mount(size: &str) -> Option<Self> {
         let parent = common::tempdir();
         let mount_point = parent.path().join("small");
         std::fs::create_dir(&mount_point).unwrap();
@@ -872,7 +887,7 @@ impl Tmpfs {
     }
 
     /// Remounts it read-only.
-    pub(crate) fn remount_read_only(&self) {
+    pub fn remount_read_only(&self) {
         let out = Command::new("mount")
             .args(["-o", "remount,ro"])
             .arg(&self.mount_point)
@@ -886,12 +901,12 @@ impl Tmpfs {
     }
 
     /// Fills the file system to the last byte with the file `filler`.
-    pub(crate) fn fill(&self) {
+    pub fn fill(&self) {
         self.fill_leaving(0);
     }
 
     /// Fills the file system, then frees `free` bytes (whole pages) of `filler` again.
-    pub(crate) fn fill_leaving(&self, free: u64) {
+    pub fn fill_leaving(&self, free: u64) {
         let mut f = std::fs::File::create(self.mount_point.join("filler")).unwrap();
         let chunk = [0u8; 512];
         loop {

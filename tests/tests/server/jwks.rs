@@ -2,16 +2,6 @@
 //! `tokenValidators: [{name: jwks}]`, a real HTTPS JWKS server on loopback (certificate from a
 //! test CA made with openssl, passed as `caCertificate`), tokens signed with jsonwebtoken over
 //! keys made by openssl (P-256, RSA 2048, Ed25519).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,16 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
-use common::{OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir, write_file};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use server_support::{Options, WARDEN, Warden, check_response, request, sign};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 use warden_core::bundle::parse_certificates;
 use warden_host::proto::SignCertificateRequest;
 use warden_host::proto::sign_certificate_request::TokenValidator;
+use warden_tests::common::{
+    OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir, write_file,
+};
+use warden_tests::server::{Options, Warden, check_response, request, sign, warden_binary};
+use warden_tests::{common, server, support};
 
 /// The audience every token must name: the server's SPIFFE ID (harness defaults).
 const AUD: &str = "spiffe://localhost/ns/default/dapr-sentry";
@@ -133,13 +126,13 @@ fn b64url(bytes: &[u8]) -> String {
 // A test CA and an HTTPS JWKS server.
 
 /// A CA and a server certificate for 127.0.0.1 and localhost, made by openssl.
-struct TestCa {
+struct JwksServerCa {
     ca_pem: PathBuf,
     cert_pem: PathBuf,
     key_pem: PathBuf,
 }
 
-impl TestCa {
+impl JwksServerCa {
     fn generate(dir: &Path) -> Self {
         run(openssl(
             dir,
@@ -232,7 +225,7 @@ struct JwksServer {
 }
 
 impl JwksServer {
-    async fn start(ca: &TestCa, body: String, down: bool) -> Self {
+    async fn start(ca: &JwksServerCa, body: String, down: bool) -> Self {
         use rustls_pki_types::pem::PemObject as _;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca.cert_pem)
@@ -367,7 +360,7 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
     let work = tempdir();
     let creds = tempdir();
     let dir = work.path();
-    let ca = TestCa::generate(dir);
+    let ca = JwksServerCa::generate(dir);
     let es = SigningKey::generate(dir, Algorithm::ES256, "es");
     let rs = SigningKey::generate(dir, Algorithm::RS256, "rs");
     let ed = SigningKey::generate(dir, Algorithm::EdDSA, "ed");
@@ -600,7 +593,7 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
         ),
     ];
     assert!(cases.len() >= 15);
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     for (name, token, want) in &cases {
         assert_status(
             sign(&mut client, jwks_request("app", "default", "", &csr, token)).await,
@@ -662,7 +655,7 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
         ed.token(&claims("public", "default", "myapp")),
     );
     let out = dir.join("svid");
-    let mut cmd = Command::new(WARDEN);
+    let mut cmd = Command::new(warden_binary());
     cmd.args(["identity", "fetch", "--sentry-address"])
         .arg(warden.address())
         .arg("--trust-anchors")
@@ -692,7 +685,7 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
     let work = tempdir();
     let creds = tempdir();
     let dir = work.path();
-    let ca = TestCa::generate(dir);
+    let ca = JwksServerCa::generate(dir);
     let k1 = SigningKey::generate(dir, Algorithm::ES256, "k1");
     let k2 = SigningKey::generate(dir, Algorithm::EdDSA, "k2");
     let server = JwksServer::start(&ca, jwks_json(&[&k1]), true).await;
@@ -765,7 +758,7 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
         assert_eq!(server.hits(), hits, "rate-limited");
     }
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(ready_at.elapsed())).await;
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     let response = sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
         .await
         .unwrap_or_else(|e| panic!("rotated key refused: {e:?}\n{}", warden.output.text()));
@@ -818,7 +811,7 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
 
     // A source that answers more than 1 MiB (hostile, or a wrong URL) is cut off at the limit
     // and the last good set keeps serving.
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     server.set_body(format!(
         "{{\"keys\":[],\"padding\":\"{}\"}}",
         "x".repeat(2 << 20)
@@ -870,7 +863,7 @@ async fn file_source_reloads_and_inline_and_base64_sources_work() {
     sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
         .await
         .unwrap();
-    server_support::replace_file(jwks_dir.path(), "jwks.json", jwks_json(&[&k2]));
+    server::replace_file(jwks_dir.path(), "jwks.json", jwks_json(&[&k2]));
     let deadline = Instant::now() + Duration::from_secs(10);
     while sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
         .await
@@ -883,8 +876,8 @@ async fn file_source_reloads_and_inline_and_base64_sources_work() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mark = warden.output.len();
-    server_support::replace_file(jwks_dir.path(), "jwks.json", "{not json");
+    let mark = warden.output.mark();
+    server::replace_file(jwks_dir.path(), "jwks.json", "{not json");
     warden
         .output
         .wait_for(
@@ -975,8 +968,8 @@ async fn jwks_server_outside_ca_certificate_is_never_trusted() {
     let work = tempdir();
     let creds = tempdir();
     let dir = work.path();
-    let served_by = TestCa::generate(&mkdir(&dir.join("a")));
-    let configured = TestCa::generate(&mkdir(&dir.join("b")));
+    let served_by = JwksServerCa::generate(&mkdir(&dir.join("a")));
+    let configured = JwksServerCa::generate(&mkdir(&dir.join("b")));
     let key = SigningKey::generate(dir, Algorithm::ES256, "k1");
     let server = JwksServer::start(&served_by, jwks_json(&[&key]), false).await;
     let config = write_config(
@@ -991,7 +984,7 @@ async fn jwks_server_outside_ca_certificate_is_never_trusted() {
         .output
         .wait_for(0, "warning", "not ready yet", Duration::from_secs(10))
         .await;
-    let msg = server_support::field(&failure, "msg");
+    let msg = server::field(&failure, "msg");
     assert!(msg.contains("certificate"), "{msg}");
     assert_eq!(warden.healthz().0, 503);
     let mut client = warden.client().await;

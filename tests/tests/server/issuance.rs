@@ -2,21 +2,14 @@
 //! control plane send (openssl-made and Go-made, including the legacy `CERTIFICATE` label) get
 //! Sentry-shaped responses whose chains openssl and rustls-webpki accept; the config file's TTL
 //! and skew (with `${VAR}` expansion); control-plane DNS SANs.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::time::Duration;
 
-use common::{OPENSSL_KEYS, data_path, now, openssl_csr, read_file, tempdir, write_file};
-use server_support::{Options, Warden, check_response, csr_spki_der, request, sign};
+use warden_tests::common::{
+    OPENSSL_KEYS, data_path, now, openssl_csr, read_file, tempdir, write_file,
+};
+use warden_tests::server::{Options, Warden, check_response, csr_spki_der, request, sign};
+use warden_tests::support;
 
 /// Requests from openssl-made CSRs (Ed25519, P-256, P-384, RSA-2048), the same relabelled as
 /// legacy `CERTIFICATE` blocks, and daprd-shaped Go CSRs; every response is checked for

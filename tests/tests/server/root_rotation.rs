@@ -4,16 +4,6 @@
 //! leaf under the old root and a leaf under the new one complete an mTLS handshake with each
 //! other (openssl s_server / s_client trusting the published ca.crt); each phase is refused
 //! until its wait has passed; a crash between or inside phases is finished by re-running.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -22,15 +12,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir, try_run};
-use server_support::{Options, WARDEN, Warden, check_response, ders, mode, request, sign};
 use warden_core::bundle::parse_certificates;
 use warden_core::spiffe::SpiffeId;
+use warden_tests::common::{OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir, try_run};
+use warden_tests::server::{
+    Options, Warden, check_response, ders, mode, request, sign, warden_binary,
+};
+use warden_tests::{common, server};
 use x509_cert::Certificate;
 
 /// `warden-under-test root rotate <step> --issuer-credentials dir <extra>`.
 fn rotate(step: &str, dir: &Path, extra: &[&str]) -> common::CmdOutput {
-    let mut cmd = Command::new(WARDEN);
+    let mut cmd = Command::new(warden_binary());
     cmd.args(["root", "rotate", step, "--issuer-credentials"])
         .arg(dir)
         .args(extra)
@@ -39,7 +32,7 @@ fn rotate(step: &str, dir: &Path, extra: &[&str]) -> common::CmdOutput {
 }
 
 fn status(dir: &Path, json: bool) -> common::CmdOutput {
-    let mut cmd = Command::new(WARDEN);
+    let mut cmd = Command::new(warden_binary());
     cmd.args(["status", "--issuer-credentials"]).arg(dir);
     if json {
         cmd.args(["--output", "json"]);
@@ -419,7 +412,7 @@ async fn full_root_rotation_under_client_loops_without_a_failure() {
         old_issuer[..1]
     );
 
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     ok(rotate("activate", dir, &activate_flags), "activate");
     let activated_at = Instant::now();
     let new_issuer = ders(&parse_certificates(&read_file(&dir.join("issuer.crt"))).unwrap());
@@ -464,7 +457,7 @@ async fn full_root_rotation_under_client_loops_without_a_failure() {
     assert!(status(dir, false).stdout.contains("Root rotation: active"));
 
     tokio::time::sleep(WAIT.saturating_sub(activated_at.elapsed())).await;
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     ok(rotate("finish", dir, &["--config", &config_flag]), "finish");
     assert_eq!(anchors_in(dir), vec![both[1].clone()]);
     warden
@@ -522,7 +515,7 @@ async fn full_root_rotation_under_client_loops_without_a_failure() {
 
 /// Puts back `name` in `dir` as it was (as if the crash came before it was replaced).
 fn restore(dir: &Path, name: &str, bytes: &[u8]) {
-    server_support::replace_file(dir, name, bytes);
+    server::replace_file(dir, name, bytes);
 }
 
 #[test]
@@ -530,14 +523,14 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
     let work = tempdir();
     let creds = tempdir();
     let dir = creds.path();
-    let ca = server_support::OwnCa::generate();
+    let ca = server::OwnCa::generate();
     ca.write(dir, &ca.issuer());
     let key = work.path().join("new-root.key");
     let key_flag = key.to_str().unwrap();
     let ca_before = read_file(&dir.join("ca.crt"));
 
     // A process killed with SIGKILL right after prepare: status shows the phase.
-    let mut child = Command::new(WARDEN)
+    let mut child = Command::new(warden_binary())
         .args(["root", "rotate", "prepare", "--issuer-credentials"])
         .arg(dir)
         .args(["--root-key-out", key_flag])
@@ -676,7 +669,7 @@ fn root_rotation_with_the_new_key_in_an_hsm() {
         .to_vec()
     };
     let warden = |args: Vec<String>| {
-        let mut cmd = Command::new(WARDEN);
+        let mut cmd = Command::new(warden_binary());
         cmd.args(args)
             .env("SOFTHSM2_CONF", &conf)
             .env("WARDEN_HSM_PIN", PIN)

@@ -2,24 +2,17 @@
 //! to one; `warden audit verify` accepts the log and names the first edited or deleted line,
 //! including the last ones (checkpoint); a full disk refuses issuance without breaking the
 //! chain; rotated files verify as a sequence.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{OPENSSL_KEYS, openssl_csr, tempdir, try_run};
-use server_support::{Options, Tmpfs, WARDEN, Warden, check_response, metric, request, sign};
 use warden_core::profile::Validity;
+use warden_tests::common::{OPENSSL_KEYS, openssl_csr, tempdir, try_run};
+use warden_tests::server::{
+    Options, Tmpfs, Warden, check_response, metric, request, sign, warden_binary,
+};
+use warden_tests::{common, server, support};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -27,7 +20,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `warden audit verify --key KEY FILES...` (extra args before the files).
 fn verify_with(key: &Path, extra: &[&str], files: &[&Path]) -> (bool, String) {
-    let mut cmd = Command::new(WARDEN);
+    let mut cmd = Command::new(warden_binary());
     cmd.args(["audit", "verify", "--key"]).arg(key).args(extra);
     cmd.args(files);
     let out = try_run(cmd);
@@ -128,7 +121,7 @@ async fn audit_lines_match_issued_certificates_and_tampering_is_found() {
     );
 
     let key = creds.path().join("audit.key");
-    assert_eq!(server_support::mode(&key), 0o600);
+    assert_eq!(server::mode(&key), 0o600);
     let (ok, output) = verify(&key, &log);
     assert!(
         ok && output.contains("4 records, chain intact; ends where its checkpoint says"),

@@ -2,16 +2,6 @@
 //! never send a request: both are cut after 10 s), 10 MiB frames and messages sent again and again, and 1,000 idle TLS
 //! connections. During each, another client's requests keep succeeding with bounded latency, and
 //! the server's RSS stays bounded. The numbers are printed (`--nocapture`) for the report.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -19,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use server_support::{Warden, connect_client};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -29,6 +18,8 @@ use warden_core::bundle::parse_certificates;
 use warden_core::crypto::KeyAlgorithm;
 use warden_core::spiffe::SpiffeId;
 use warden_host::client::{RequestParams, new_key_and_csr, spiffe_client_config};
+use warden_tests::server::{Warden, connect_client};
+use warden_tests::{common, server};
 
 /// The server's RSS must stay below this during every attack (generous: the debug build).
 const RSS_BOUND_KIB: u64 = 64 * 1024;
@@ -122,7 +113,7 @@ impl Probe {
                     let (_, csr) = new_key_and_csr(KeyAlgorithm::P256).unwrap();
                     let request = RequestParams::insecure("probe", "default").to_request(&csr);
                     let sent = Instant::now();
-                    let response = server_support::sign(&mut client, request)
+                    let response = server::sign(&mut client, request)
                         .await
                         .unwrap_or_else(|s| {
                             panic!(
@@ -192,7 +183,7 @@ async fn conclude(warden: &Warden, what: &str, probe: Probe, sampler: RssSampler
         .await
         .unwrap();
     let (_, csr) = new_key_and_csr(KeyAlgorithm::P256).unwrap();
-    server_support::sign(
+    server::sign(
         &mut client,
         RequestParams::insecure("newcomer", "default").to_request(&csr),
     )
@@ -364,11 +355,7 @@ async fn ten_mib_frames_and_messages_are_refused_without_memory_growth() {
             let mut client = warden.client().await.max_encoding_message_size(usize::MAX);
             let csr = ten_mib.clone();
             calls.push(tokio::spawn(async move {
-                server_support::sign(
-                    &mut client,
-                    server_support::request("big", "default", "", &csr),
-                )
-                .await
+                server::sign(&mut client, server::request("big", "default", "", &csr)).await
             }));
         }
         for call in calls {
@@ -463,7 +450,7 @@ async fn many_stalled_downloads_of_the_largest_ui_file_do_not_each_hold_a_copy()
     let content: Vec<u8> = (0..UI_MAX_FILE).map(|i| (i % 251) as u8).collect();
     std::fs::write(ui.join("big.wasm"), &content).unwrap();
     std::fs::write(ui.join("index.html"), "<!doctype html>").unwrap();
-    let options = server_support::Options::new().args([
+    let options = server::Options::new().args([
         "--grpc-web".to_owned(),
         "--ui".to_owned(),
         ui.to_str().unwrap().to_owned(),

@@ -1,21 +1,11 @@
 //! Bad `SignCertificate` requests over real gRPC: each gets Sentry's exact status code and
 //! message (spec §2), and an oversized request is refused by the transport without hurting the
 //! server.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
-mod common;
-mod sentry_table;
-mod server_support;
-mod support;
-
-use common::{OPENSSL_KEYS, openssl_csr, tempdir};
-use server_support::{Warden, check_response, field, request, sign};
 use tonic::Code;
+use warden_tests::common::{OPENSSL_KEYS, openssl_csr, tempdir};
+use warden_tests::sentry_table;
+use warden_tests::server::{Warden, check_response, field, request, sign};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_sentrys_codes_and_messages() {

@@ -1,16 +1,6 @@
 //! The `warden` server over its life: hot reload of the issuer under continuous load (and a
 //! corrupt issuer refused while serving goes on), metrics and healthz, JSON start-up logs,
 //! graceful shutdown with requests in flight, and the `identity fetch` client against it.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,18 +9,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{
-    OPENSSL_KEYS, openssl, openssl_csr, openssl_genpkey, read_file, run, run_seed_recipe, tempdir,
-    write_file,
-};
-use server_support::{
-    Options, OwnCa, WARDEN, Warden, check_response, connect_client, ders, field, metric, mode,
-    replace_file, request, sign, snapshot,
-};
 use tonic::Code;
 use warden_core::bundle::parse_certificates;
 use warden_core::certificate::CertificateRef;
 use warden_core::profile::Validity;
+use warden_tests::common::{
+    OPENSSL_KEYS, openssl, openssl_csr, openssl_genpkey, read_file, run, run_seed_recipe, tempdir,
+    write_file,
+};
+use warden_tests::server::{
+    Options, OwnCa, Warden, check_response, connect_client, ders, field, metric, mode,
+    replace_file, request, sign, snapshot, warden_binary,
+};
+use warden_tests::{common, support};
 
 // ---------------------------------------------------------------------------------------------
 // Continuous load for the reload test.
@@ -235,7 +226,7 @@ async fn hot_reload_swaps_the_issuer_without_a_failed_request_and_ignores_a_corr
     // Rotate: a new issuer key and certificate under the same root.
     let second = ca.issuer();
     let second_der = ders(std::slice::from_ref(&second.certificate)).remove(0);
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     replace_file(creds.path(), "issuer.key", second.key_pem());
     replace_file(creds.path(), "issuer.crt", second.certificate_pem());
     warden
@@ -270,7 +261,7 @@ async fn hot_reload_swaps_the_issuer_without_a_failed_request_and_ignores_a_corr
     issued.openssl_verify(work.path(), &warden.trust_anchors_path(), "rotated");
 
     // A corrupt issuer.crt is refused; the second issuer keeps signing.
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     replace_file(
         creds.path(),
         "issuer.crt",
@@ -409,7 +400,7 @@ async fn sigterm_with_requests_in_flight_shuts_down_gracefully() {
     }
 
     let started = Instant::now();
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     warden.send_sigterm();
     let (warden, exited) = tokio::task::spawn_blocking(move || {
         let mut warden = warden;
@@ -511,7 +502,7 @@ async fn sigterm_with_a_stalled_request_cuts_it_after_the_grace_period_and_exits
     // The stream is open once the server has the headers; give it a moment to call the handler.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     warden.send_sigterm();
     let exited = tokio::task::spawn_blocking(move || {
         let mut warden = warden;
@@ -584,7 +575,7 @@ async fn sigterm_with_the_short_test_grace_and_no_stalled_request_exits_zero() {
     sign(&mut client, request("app", "default", "", &csr))
         .await
         .unwrap();
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     let exited = tokio::task::spawn_blocking(move || warden.stop_gracefully())
         .await
         .unwrap();
@@ -655,7 +646,7 @@ fn json_start_up_logs_carry_dapr_keys() {
 
 /// Runs `warden-under-test identity fetch` against the server.
 fn fetch(warden: &Warden, out: &Path, extra: &[&str]) -> common::CmdOutput {
-    let mut cmd = Command::new(WARDEN);
+    let mut cmd = Command::new(warden_binary());
     cmd.args(["identity", "fetch", "--sentry-address"])
         .arg(warden.address())
         .arg("--trust-anchors")
@@ -762,7 +753,7 @@ fn identity_fetch_writes_a_verified_svid_and_checks_the_server_id() {
 
 /// Runs `warden ARGS` (a subcommand) to completion.
 fn warden_cli(args: &[&str]) -> common::CmdOutput {
-    common::try_run(Command::new(WARDEN).args(args))
+    common::try_run(Command::new(warden_binary()).args(args))
 }
 
 /// Installs the recipe's `root.pem`, `issuer.pem` and `issuer.key` (made in `work`) as the
@@ -858,7 +849,7 @@ async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_l
     .await;
 
     // The renewal runs while the clients keep calling; the server then hot-reloads.
-    let mark = warden.output.len();
+    let mark = warden.output.mark();
     let dir = creds.path().display().to_string();
     let key = work.path().join("root.key").display().to_string();
     let renewal = tokio::task::spawn_blocking(move || {

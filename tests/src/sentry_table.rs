@@ -1,10 +1,6 @@
 //! Bad `SignCertificate` requests and Sentry's exact answer to each (spec §2): one table for
-//! the server (`server_requests`) and the edge firmware (`edge_device`), so both are held to
+//! the server (`server::requests`) and the edge firmware (`edge_device`), so both are held to
 //! the same codes and messages.
-//!
-//! Test crates that include this module also declare `mod common;`, `mod server_support;` and
-//! `mod support;`.
-#![allow(dead_code)]
 
 use std::path::Path;
 
@@ -13,26 +9,34 @@ use warden_host::proto::SignCertificateRequest;
 use warden_host::proto::sign_certificate_request::TokenValidator;
 
 use crate::common::{OPENSSL_KEYS, openssl_csr};
-use crate::server_support::request;
+use crate::server::request;
 use crate::support;
 
 /// What the status message must be.
-pub(crate) enum Message {
+#[derive(Debug)]
+pub enum Message {
+    /// Exactly this text.
     Exact(String),
+    /// This text and then something more (a detail that varies).
     Prefix(&'static str),
 }
 
 /// One bad request and Sentry's answer.
-pub(crate) struct Case {
-    pub(crate) name: &'static str,
-    pub(crate) request: SignCertificateRequest,
-    pub(crate) code: Code,
-    pub(crate) message: Message,
+#[derive(Debug)]
+pub struct Case {
+    /// What the case is, for failure messages.
+    pub name: &'static str,
+    /// The bad request.
+    pub request: SignCertificateRequest,
+    /// Sentry's status code for it.
+    pub code: Code,
+    /// Sentry's status message for it.
+    pub message: Message,
 }
 
 impl Case {
     /// A description of how `(code, message)` differs from Sentry's answer, if it does.
-    pub(crate) fn mismatch(&self, code: Code, message: &str) -> Option<String> {
+    pub fn mismatch(&self, code: Code, message: &str) -> Option<String> {
         let message_ok = match &self.message {
             Message::Exact(m) => message == m,
             Message::Prefix(p) => message.starts_with(p) && message.len() > p.len(),
@@ -51,7 +55,7 @@ impl Case {
     }
 
     /// Whether the case names a token validator, which only the gRPC request has.
-    pub(crate) fn selects_a_validator(&self) -> bool {
+    pub fn selects_a_validator(&self) -> bool {
         self.request.token_validator != TokenValidator::Unknown as i32
     }
 }
@@ -72,7 +76,7 @@ fn pem(label: &str, der: &[u8]) -> Vec<u8> {
 
 /// Requests Sentry refuses, built around an openssl-made P-256 CSR written into `work`. For
 /// the requests it accepts at the limits, see [`accepted_at_the_limits`].
-pub(crate) fn refused_requests(work: &Path) -> Vec<Case> {
+pub fn refused_requests(work: &Path) -> Vec<Case> {
     let made = openssl_csr(work, &OPENSSL_KEYS[0]);
     let csr = made.pem.clone();
     let csr_der = made.der.clone();
@@ -219,9 +223,7 @@ pub(crate) fn refused_requests(work: &Path) -> Vec<Case> {
 }
 
 /// Requests at the limits that Sentry accepts: (name, request, the SPIFFE ID of the leaf).
-pub(crate) fn accepted_at_the_limits(
-    csr: &[u8],
-) -> Vec<(&'static str, SignCertificateRequest, String)> {
+pub fn accepted_at_the_limits(csr: &[u8]) -> Vec<(&'static str, SignCertificateRequest, String)> {
     let id_64 = "a".repeat(64);
     vec![
         (

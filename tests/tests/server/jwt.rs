@@ -3,16 +3,6 @@
 //! (jsonwebtoken's JWK path) and, independently, with the openssl CLI against the public key
 //! openssl derives from `jwt.key`, for RS256, ES256 and EdDSA; claims exact; discovery document,
 //! host allow-list, method and path restrictions, HTTPS; key rotation keeps old tokens valid.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{
-    OPENSSL_KEYS, openssl, openssl_csr, openssl_genpkey, run, tempdir, try_run, write_file,
-};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
-use server_support::{Options, Warden, request, sign};
 use warden_host::proto::SignCertificateRequest;
+use warden_tests::common::{
+    OPENSSL_KEYS, openssl, openssl_csr, openssl_genpkey, run, tempdir, try_run, write_file,
+};
+use warden_tests::server::{Options, Warden, request, sign};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

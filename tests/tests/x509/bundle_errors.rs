@@ -1,15 +1,7 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 //! One test per way `CaBundle::from_pem` / `from_parts` refuses a credential set
 //! (`ca.crt`, `issuer.crt`, `issuer.key`), with the exact `BundleError`, its Display text
 //! (Sentry's wording where Sentry has one) and the file it blames; plus the shapes Sentry
 //! accepts (a trailing root in issuer.crt, several anchors).
-
-mod support;
 
 use std::time::Duration;
 
@@ -28,7 +20,7 @@ use warden_core::profile::Validity;
 use warden_core::spiffe::SpiffeId;
 use x509_cert::Certificate;
 
-use support::*;
+use warden_tests::support::*;
 
 const TD: &str = "example.org";
 const LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -80,9 +72,9 @@ fn openssl_key(args: &[&str], traditional: bool) -> String {
     let mut genpkey = vec!["genpkey"];
     genpkey.extend_from_slice(args);
     genpkey.extend_from_slice(&["-out", "key.pem"]);
-    openssl(dir.path(), &genpkey);
+    openssl_stdout(dir.path(), &genpkey);
     if traditional {
-        openssl(
+        openssl_stdout(
             dir.path(),
             &[
                 "pkey",

@@ -1,15 +1,7 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 //! Every field and critical flag of every certificate kind warden-core makes (root, issuer,
 //! workload SVID, Sentry's serving SVID), decoded with x509-cert and compared byte for byte with
 //! DER written out by hand; validity math; issuance windows; the response encoding; and each leaf
 //! checked as an X509-SVID by core, by independent assertions and by rustls-webpki.
-
-mod support;
 
 use std::time::Duration;
 
@@ -26,7 +18,7 @@ use warden_core::spiffe::{SpiffeId, TrustDomain};
 use x509_cert::time::Time;
 use x509_cert::{Certificate, Version};
 
-use support::*;
+use warden_tests::support::*;
 
 /// CA settings as an operator might configure them (not the defaults).
 const CA_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);

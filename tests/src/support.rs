@@ -1,19 +1,16 @@
-//! Helpers for `profiles.rs`, `csr_rejections.rs` and `bundle_errors.rs`.
+//! Helpers for the `x509` tests (`profiles`, `csr_rejections`, `bundle_errors`).
 //!
 //! Everything here is deliberately independent of `warden-core`'s own checks: DER is compared
 //! byte for byte against values written out by hand, base64/PEM are re-implemented, SHA-256
 //! comes from the openssl CLI and chains are cross-checked with rustls-webpki.
-#![allow(dead_code)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use const_oid::ObjectIdentifier;
 use der::Encode;
-use getrandom::SysRng;
-use rand_core::UnwrapErr;
 use rustls_pki_types::CertificateDer;
 use warden_core::UnixTime;
 use warden_core::bundle::{CaBundle, CaParams, CredentialFiles};
@@ -21,66 +18,78 @@ use warden_core::crypto::{KeyAlgorithm, SoftwareKey};
 use warden_core::spiffe::TrustDomain;
 use x509_cert::Certificate;
 
-/// OS randomness, as the server uses.
-pub(crate) type Rng = UnwrapErr<SysRng>;
-
-pub(crate) fn rng() -> Rng {
-    UnwrapErr(SysRng)
-}
+pub use crate::common::{data_path, go_csr_pem, rng};
 
 /// 2026-03-01T12:00:00Z: a fixed "now" so every date in these tests is reproducible.
-pub(crate) const NOW: UnixTime = UnixTime::from_secs(1_772_366_400);
+pub const NOW: UnixTime = UnixTime::from_secs(1_772_366_400);
 
-pub(crate) const MINUTE: Duration = Duration::from_secs(60);
-pub(crate) const HOUR: Duration = Duration::from_secs(3600);
-pub(crate) const DAY: Duration = Duration::from_secs(24 * 3600);
+/// One minute.
+pub const MINUTE: Duration = Duration::from_secs(60);
+/// One hour.
+pub const HOUR: Duration = Duration::from_secs(3600);
+/// One day.
+pub const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Namespace used for Sentry in these tests.
-pub(crate) const NAMESPACE: &str = "dapr-system";
+pub const NAMESPACE: &str = "dapr-system";
 
 // OIDs written out here rather than taken from core.
-pub(crate) const OID_ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
-pub(crate) const OID_BASIC_CONSTRAINTS: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("2.5.29.19");
-pub(crate) const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
-pub(crate) const OID_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
-pub(crate) const OID_SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
-pub(crate) const OID_AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
-pub(crate) const OID_SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
-pub(crate) const OID_ECDSA_WITH_SHA256: ObjectIdentifier =
+/// organizationName (2.5.4.10).
+pub const OID_ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
+/// basicConstraints.
+pub const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+/// keyUsage.
+pub const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+/// extKeyUsage.
+pub const OID_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+/// subjectKeyIdentifier.
+pub const OID_SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
+/// authorityKeyIdentifier.
+pub const OID_AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
+/// subjectAltName.
+pub const OID_SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+/// ecdsa-with-SHA256.
+pub const OID_ECDSA_WITH_SHA256: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-pub(crate) const OID_ECDSA_WITH_SHA1: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.10045.4.1");
-pub(crate) const OID_SHA256_WITH_RSA: ObjectIdentifier =
+/// ecdsa-with-SHA1.
+pub const OID_ECDSA_WITH_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.1");
+/// sha256WithRSAEncryption.
+pub const OID_SHA256_WITH_RSA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
-pub(crate) const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
-pub(crate) const OID_X25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.110");
-pub(crate) const OID_EC_PUBLIC_KEY: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-pub(crate) const OID_DSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10040.4.1");
-pub(crate) const OID_SECP521R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
+/// id-Ed25519.
+pub const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+/// id-X25519.
+pub const OID_X25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.110");
+/// id-ecPublicKey.
+pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// id-dsa.
+pub const OID_DSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10040.4.1");
+/// secp521r1 (P-521).
+pub const OID_SECP521R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
 
 /// basicConstraints `SEQUENCE { cA TRUE }`.
-pub(crate) const BC_CA_NO_PATHLEN: &[u8] = &[0x30, 0x03, 0x01, 0x01, 0xff];
+pub const BC_CA_NO_PATHLEN: &[u8] = &[0x30, 0x03, 0x01, 0x01, 0xff];
 /// basicConstraints `SEQUENCE { cA TRUE, pathLenConstraint 0 }`.
-pub(crate) const BC_CA_PATHLEN_0: &[u8] = &[0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0x00];
+pub const BC_CA_PATHLEN_0: &[u8] = &[0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0x00];
 /// basicConstraints `SEQUENCE {}`: cA FALSE is the DEFAULT, so DER omits it.
-pub(crate) const BC_NOT_CA: &[u8] = &[0x30, 0x00];
+pub const BC_NOT_CA: &[u8] = &[0x30, 0x00];
 /// keyUsage BIT STRING with keyCertSign (bit 5) and cRLSign (bit 6) only: 1 unused bit, 0x06.
-pub(crate) const KU_CERT_SIGN_CRL_SIGN: &[u8] = &[0x03, 0x02, 0x01, 0x06];
+pub const KU_CERT_SIGN_CRL_SIGN: &[u8] = &[0x03, 0x02, 0x01, 0x06];
 /// keyUsage BIT STRING with digitalSignature (bit 0) only: 7 unused bits, 0x80.
-pub(crate) const KU_DIGITAL_SIGNATURE: &[u8] = &[0x03, 0x02, 0x07, 0x80];
+pub const KU_DIGITAL_SIGNATURE: &[u8] = &[0x03, 0x02, 0x07, 0x80];
 /// extKeyUsage `SEQUENCE { id-kp-serverAuth, id-kp-clientAuth }`.
-pub(crate) const EKU_SERVER_CLIENT: &[u8] = &[
+pub const EKU_SERVER_CLIENT: &[u8] = &[
     0x30, 0x14, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01, 0x06, 0x08, 0x2b, 0x06,
     0x01, 0x05, 0x05, 0x07, 0x03, 0x02,
 ];
 
-pub(crate) fn td(name: &str) -> TrustDomain {
+/// A trust domain that must be valid.
+pub fn td(name: &str) -> TrustDomain {
     TrustDomain::new(name).unwrap()
 }
 
-pub(crate) fn ca_params<'a>(
+/// CA parameters with [`NAMESPACE`] as Sentry's namespace.
+pub fn ca_params<'a>(
     trust_domain: &'a TrustDomain,
     key_algorithm: KeyAlgorithm,
     lifetime: Duration,
@@ -96,7 +105,7 @@ pub(crate) fn ca_params<'a>(
 }
 
 /// A fresh self-signed CA (root + issuer) as Sentry makes on first start.
-pub(crate) fn generate(
+pub fn generate(
     trust_domain: &TrustDomain,
     key_algorithm: KeyAlgorithm,
     lifetime: Duration,
@@ -112,12 +121,12 @@ pub(crate) fn generate(
 }
 
 /// The issuer key of a generated credential set.
-pub(crate) fn issuer_key(files: &CredentialFiles) -> SoftwareKey {
+pub fn issuer_key(files: &CredentialFiles) -> SoftwareKey {
     SoftwareKey::from_pem(files.issuer_key.as_bytes()).unwrap()
 }
 
 /// A time as a Duration since the epoch offset by `delta` seconds (may be negative).
-pub(crate) fn shift(t: UnixTime, delta: i64) -> UnixTime {
+pub fn shift(t: UnixTime, delta: i64) -> UnixTime {
     if delta >= 0 {
         t.saturating_add(Duration::from_secs(delta.unsigned_abs()))
     } else {
@@ -130,7 +139,8 @@ pub(crate) fn shift(t: UnixTime, delta: i64) -> UnixTime {
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-pub(crate) fn base64_encode(bytes: &[u8]) -> String {
+/// Standard base64 with padding.
+pub fn base64_encode(bytes: &[u8]) -> String {
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let b = [
@@ -153,7 +163,8 @@ pub(crate) fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
-pub(crate) fn base64_decode(text: &str) -> Vec<u8> {
+/// Standard base64, ignoring whitespace and padding; panics on other characters.
+pub fn base64_decode(text: &str) -> Vec<u8> {
     let mut bits = 0u32;
     let mut nbits = 0;
     let mut out = Vec::new();
@@ -176,7 +187,7 @@ pub(crate) fn base64_decode(text: &str) -> Vec<u8> {
 }
 
 /// A PEM block with `label`: 64-column base64, LF line endings (as Go writes).
-pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+pub fn pem(label: &str, der: &[u8]) -> String {
     let b64 = base64_encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
@@ -188,7 +199,7 @@ pub(crate) fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// Every PEM block in `text` as (label, DER), in order.
-pub(crate) fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
+pub fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
     let mut blocks = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("-----BEGIN ") {
@@ -205,7 +216,7 @@ pub(crate) fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The DER of the only PEM block in `text`, checking its label.
-pub(crate) fn pem_der(text: &str, label: &str) -> Vec<u8> {
+pub fn pem_der(text: &str, label: &str) -> Vec<u8> {
     let blocks = pem_blocks(text);
     assert_eq!(blocks.len(), 1, "expected one PEM block in {text}");
     assert_eq!(blocks[0].0, label);
@@ -216,7 +227,7 @@ pub(crate) fn pem_der(text: &str, label: &str) -> Vec<u8> {
 // DER helpers.
 
 /// A definite DER length.
-pub(crate) fn der_len(len: usize) -> Vec<u8> {
+pub fn der_len(len: usize) -> Vec<u8> {
     if len < 0x80 {
         vec![len as u8]
     } else {
@@ -233,7 +244,7 @@ pub(crate) fn der_len(len: usize) -> Vec<u8> {
 }
 
 /// `tag || length || content`.
-pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     out.extend(der_len(content.len()));
     out.extend_from_slice(content);
@@ -241,14 +252,14 @@ pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// The DER of `Name ::= SEQUENCE { SET { SEQUENCE { id-at-organizationName, UTF8String } } }`.
-pub(crate) fn organization_name_der(value: &str) -> Vec<u8> {
+pub fn organization_name_der(value: &str) -> Vec<u8> {
     let mut atv = tlv(0x06, &[0x55, 0x04, 0x0a]);
     atv.extend(tlv(0x0c, value.as_bytes()));
     tlv(0x30, &tlv(0x31, &tlv(0x30, &atv)))
 }
 
 /// The DER of a SubjectAltName with one URI followed by DNS names.
-pub(crate) fn san_der(uri: &str, dns: &[&str]) -> Vec<u8> {
+pub fn san_der(uri: &str, dns: &[&str]) -> Vec<u8> {
     let mut names = tlv(0x86, uri.as_bytes());
     for d in dns {
         names.extend(tlv(0x82, d.as_bytes()));
@@ -258,14 +269,17 @@ pub(crate) fn san_der(uri: &str, dns: &[&str]) -> Vec<u8> {
 
 /// One extension as seen on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Ext {
-    pub(crate) oid: ObjectIdentifier,
-    pub(crate) critical: bool,
-    pub(crate) value: Vec<u8>,
+pub struct Ext {
+    /// extnID.
+    pub oid: ObjectIdentifier,
+    /// The critical flag.
+    pub critical: bool,
+    /// The extnValue OCTET STRING's content.
+    pub value: Vec<u8>,
 }
 
 /// Every extension of `cert`, in order.
-pub(crate) fn extensions(cert: &Certificate) -> Vec<Ext> {
+pub fn extensions(cert: &Certificate) -> Vec<Ext> {
     cert.tbs_certificate()
         .extensions()
         .map(|exts| {
@@ -281,7 +295,7 @@ pub(crate) fn extensions(cert: &Certificate) -> Vec<Ext> {
 }
 
 /// The one extension with `oid` (asserting it is not duplicated), if any.
-pub(crate) fn extension(cert: &Certificate, oid: ObjectIdentifier) -> Option<Ext> {
+pub fn extension(cert: &Certificate, oid: ObjectIdentifier) -> Option<Ext> {
     let found: Vec<Ext> = extensions(cert)
         .into_iter()
         .filter(|e| e.oid == oid)
@@ -295,14 +309,14 @@ pub(crate) fn extension(cert: &Certificate, oid: ObjectIdentifier) -> Option<Ext
 }
 
 /// The sorted OIDs of every extension (to compare sets exactly).
-pub(crate) fn extension_oids(cert: &Certificate) -> Vec<ObjectIdentifier> {
+pub fn extension_oids(cert: &Certificate) -> Vec<ObjectIdentifier> {
     let mut oids: Vec<ObjectIdentifier> = extensions(cert).iter().map(|e| e.oid).collect();
     oids.sort();
     oids
 }
 
 /// The 20-byte key identifier inside an SKID extension value (`OCTET STRING`).
-pub(crate) fn skid_of(cert: &Certificate) -> Vec<u8> {
+pub fn skid_of(cert: &Certificate) -> Vec<u8> {
     let ext = extension(cert, OID_SUBJECT_KEY_ID).expect("SKID present");
     assert!(
         !ext.critical,
@@ -314,7 +328,7 @@ pub(crate) fn skid_of(cert: &Certificate) -> Vec<u8> {
 }
 
 /// The keyIdentifier of an AKID that holds nothing else (`SEQUENCE { [0] keyIdentifier }`).
-pub(crate) fn akid_of(cert: &Certificate) -> Vec<u8> {
+pub fn akid_of(cert: &Certificate) -> Vec<u8> {
     let ext = extension(cert, OID_AUTHORITY_KEY_ID).expect("AKID present");
     assert!(
         !ext.critical,
@@ -329,12 +343,12 @@ pub(crate) fn akid_of(cert: &Certificate) -> Vec<u8> {
 }
 
 /// The DER of a certificate's serial number INTEGER (tag, length, content).
-pub(crate) fn serial_der(cert: &Certificate) -> Vec<u8> {
+pub fn serial_der(cert: &Certificate) -> Vec<u8> {
     cert.tbs_certificate().serial_number().to_der().unwrap()
 }
 
 /// The DER of a certificate.
-pub(crate) fn der_of(cert: &Certificate) -> Vec<u8> {
+pub fn der_of(cert: &Certificate) -> Vec<u8> {
     cert.to_der().unwrap()
 }
 
@@ -342,7 +356,7 @@ pub(crate) fn der_of(cert: &Certificate) -> Vec<u8> {
 // Independent X509-SVID checks (spiffe.md "X509-SVID"), not using core's `chain` module.
 
 /// The URI SANs and DNS SANs of `cert`, decoded from the raw extension bytes.
-pub(crate) fn san_names(cert: &Certificate) -> (bool, Vec<String>, Vec<String>) {
+pub fn san_names(cert: &Certificate) -> (bool, Vec<String>, Vec<String>) {
     let ext = extension(cert, OID_SUBJECT_ALT_NAME).expect("SAN present");
     let v = &ext.value;
     assert_eq!(v[0], 0x30, "SAN is a SEQUENCE");
@@ -380,7 +394,7 @@ fn read_len(v: &[u8], at: usize) -> (usize, usize) {
 
 /// SPIFFE-ID.md rules, written out: scheme, lowercase trust domain, non-empty path of clean
 /// segments. Returns (trust domain, path).
-pub(crate) fn split_spiffe_id(uri: &str) -> (String, String) {
+pub fn split_spiffe_id(uri: &str) -> (String, String) {
     let rest = uri.strip_prefix("spiffe://").expect("scheme spiffe://");
     let (td, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -411,7 +425,7 @@ pub(crate) fn split_spiffe_id(uri: &str) -> (String, String) {
 
 /// Asserts the X509-SVID leaf rules on `leaf` by reading raw extension bytes, and that its one
 /// URI SAN is `expected_id`.
-pub(crate) fn assert_x509_svid_leaf(leaf: &Certificate, expected_id: &str) {
+pub fn assert_x509_svid_leaf(leaf: &Certificate, expected_id: &str) {
     // 1 + 8: exactly one URI SAN, a SPIFFE ID with a non-root path.
     let (san_critical, uris, _) = san_names(leaf);
     assert_eq!(uris, [expected_id], "exactly one URI SAN");
@@ -448,7 +462,7 @@ pub(crate) fn assert_x509_svid_leaf(leaf: &Certificate, expected_id: &str) {
 
 /// Asserts the X509-SVID signing-certificate rules on `ca` (keyCertSign, cA=true, keyUsage
 /// critical, and Appendix A: no digitalSignature on a CA).
-pub(crate) fn assert_x509_svid_signing_cert(ca: &Certificate) {
+pub fn assert_x509_svid_signing_cert(ca: &Certificate) {
     let bc = extension(ca, OID_BASIC_CONSTRAINTS).expect("CA basicConstraints present");
     assert!(bc.value.starts_with(&[0x30]) && bc.value.len() >= 5);
     assert_eq!(&bc.value[2..5], &[0x01, 0x01, 0xff], "cA TRUE");
@@ -470,7 +484,7 @@ pub(crate) fn assert_x509_svid_signing_cert(ca: &Certificate) {
 }
 
 /// The keyUsage bits with bit 0 = digitalSignature, and the unused-bit count.
-pub(crate) fn key_usage_bits(value: &[u8]) -> (u16, u8) {
+pub fn key_usage_bits(value: &[u8]) -> (u16, u8) {
     assert_eq!(value[0], 0x03, "keyUsage is a BIT STRING");
     let len = usize::from(value[1]);
     assert_eq!(len + 2, value.len());
@@ -491,7 +505,7 @@ pub(crate) fn key_usage_bits(value: &[u8]) -> (u16, u8) {
 
 /// Verifies `leaf` to `anchors` through `intermediates` with rustls-webpki, for both server and
 /// client auth, at `now`.
-pub(crate) fn webpki_verify(
+pub fn webpki_verify(
     leaf: &Certificate,
     intermediates: &[Certificate],
     anchors: &[Certificate],
@@ -532,11 +546,12 @@ pub(crate) fn webpki_verify(
 // ---------------------------------------------------------------------------------------------
 // openssl CLI and fixtures.
 
-pub(crate) const OPENSSL: &str = "/usr/bin/openssl";
+/// The openssl CLI the independent checks run.
+pub const OPENSSL: &str = "/usr/bin/openssl";
 
 /// Runs `openssl args...` in `dir`, feeding `stdin`; returns stdout, panicking with stderr on
 /// failure.
-pub(crate) fn openssl_in(dir: &Path, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+pub fn openssl_in(dir: &Path, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let mut child = Command::new(OPENSSL)
         .args(args)
         .current_dir(dir)
@@ -555,29 +570,19 @@ pub(crate) fn openssl_in(dir: &Path, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// Runs `openssl args...` in `dir`.
-pub(crate) fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+/// Runs `openssl args...` in `dir`; returns stdout.
+pub fn openssl_stdout(dir: &Path, args: &[&str]) -> Vec<u8> {
     openssl_in(dir, args, &[])
 }
 
 /// SHA-256 by the openssl CLI (an implementation independent of core's sha2).
-pub(crate) fn sha256(data: &[u8]) -> Vec<u8> {
+pub fn sha256(data: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     openssl_in(dir.path(), &["dgst", "-sha256", "-binary"], data)
 }
 
-/// Path of a file in `tests/data`.
-pub(crate) fn data_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
-}
-
-/// A Go-made CSR fixture (PEM text).
-pub(crate) fn go_csr(name: &str) -> Vec<u8> {
-    std::fs::read(data_path(&format!("go-csr/{name}"))).unwrap()
-}
-
 /// Whether rustls-webpki accepts `leaf` for the DNS name `name` (SAN dNSName matching).
-pub(crate) fn webpki_valid_for_dns(leaf: &Certificate, name: &str) -> bool {
+pub fn webpki_valid_for_dns(leaf: &Certificate, name: &str) -> bool {
     let leaf_der = CertificateDer::from(der_of(leaf));
     let end_entity = webpki::EndEntityCert::try_from(&leaf_der).unwrap();
     let server_name = rustls_pki_types::ServerName::try_from(name).unwrap();
@@ -610,7 +615,7 @@ fn core_read_pair<R>(
 }
 
 /// Core's `chain::verify_svid` with the RustCrypto verifier.
-pub(crate) fn core_verify_svid(
+pub fn core_verify_svid(
     chain: &[Certificate],
     anchors: &[Certificate],
     at: UnixTime,
@@ -626,7 +631,7 @@ pub(crate) fn core_verify_svid(
 }
 
 /// Core's `chain::verify_chain` with the RustCrypto verifier.
-pub(crate) fn core_verify_chain(
+pub fn core_verify_chain(
     chain: &[Certificate],
     anchors: &[Certificate],
     at: UnixTime,
@@ -642,7 +647,7 @@ pub(crate) fn core_verify_chain(
 }
 
 /// Core's `chain::svid_id`.
-pub(crate) fn core_svid_id(
+pub fn core_svid_id(
     leaf: &Certificate,
 ) -> Result<warden_core::spiffe::SpiffeId, warden_core::chain::SvidError> {
     core_read(std::slice::from_ref(leaf), |certs| {
@@ -651,7 +656,7 @@ pub(crate) fn core_svid_id(
 }
 
 /// Core's `chain::is_self_signed` with the RustCrypto verifier.
-pub(crate) fn core_is_self_signed(cert: &Certificate) -> bool {
+pub fn core_is_self_signed(cert: &Certificate) -> bool {
     core_read(std::slice::from_ref(cert), |certs| {
         warden_core::chain::is_self_signed(&certs[0], &warden_core::crypto::RustCryptoVerifier)
     })

@@ -5,24 +5,17 @@
 //!
 //! webpki has no API for URI SANs, so each accepted chain is also run through core's own
 //! `chain::verify_svid`, which must return the exact SPIFFE ID.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{TestCa, go_csr, now, verify_svid_pem, workload_id};
 use der::Encode;
 use rustls_pki_types::{CertificateDer, UnixTime as PkiTime};
 use warden_core::UnixTime;
 use warden_core::bundle::IssuedSvid;
 use warden_core::chain::{ChainError, SvidError};
 use warden_core::crypto::{CaSigner as _, KeyAlgorithm, KeyType, SoftwareKey};
+use warden_tests::common;
+use warden_tests::common::{TestCa, now, verified_go_csr, verify_svid_pem, workload_id};
 use webpki::{EndEntityCert, KeyUsage, anchor_from_trusted_cert};
 use x509_cert::Certificate;
 
@@ -78,7 +71,7 @@ fn leaf_keys() -> Vec<(&'static str, spki::SubjectPublicKeyInfoOwned)> {
         ("ed25519", "csr-ed25519.pem", KeyType::Ed25519),
         ("rsa2048", "csr-rsa2048.pem", KeyType::Rsa { bits: 2048 }),
     ] {
-        let csr = go_csr(file);
+        let csr = verified_go_csr(file);
         assert_eq!(csr.key_type, expected, "{file}");
         keys.push((name, csr.public_key));
     }

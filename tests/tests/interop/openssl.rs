@@ -4,26 +4,19 @@
 //!
 //! Needs `openssl` on `PATH`; without it every test fails and says to
 //! run `scripts/test.sh`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
 
 use std::path::Path;
 
-use common::{
-    OPENSSL_KEYS, TestCa, certificate_pem, data_path, issue_leaf, now, openssl, openssl_csr,
-    openssl_verify_ok, parse_chain, read_file, run, run_seed_recipe, tempdir, try_run,
-    verified_csr, verify_svid_pem, workload_id, write_file,
-};
 use der::{Decode, Encode};
 use warden_core::bundle::{BundleError, CaBundle};
 use warden_core::crypto::{CaSigner as _, KeyAlgorithm, KeyType, RustCryptoVerifier, SoftwareKey};
 use warden_core::csr::{self, CsrTemplate};
+use warden_tests::common;
+use warden_tests::common::{
+    OPENSSL_KEYS, TestCa, certificate_pem, data_path, issue_leaf, now, openssl, openssl_csr,
+    openssl_verify_ok, parse_chain, read_file, run, run_seed_recipe, tempdir, try_run,
+    verified_csr, verify_svid_pem, workload_id, write_file,
+};
 use x509_cert::Certificate;
 use x509_cert::request::CertReq;
 

@@ -2,22 +2,13 @@
 //! every anchor of ca.crt as one x509-svid JWK, and bump `spiffe_sequence` when the anchors
 //! change (here: a second root published while the server runs), writing nothing next to the
 //! credentials.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{read_file, run, tempdir};
-use server_support::{OwnCa, WARDEN, Warden, http_get, replace_file};
 use warden_core::bundle::parse_certificates;
+use warden_tests::common::{read_file, run, tempdir};
+use warden_tests::server::{OwnCa, Warden, http_get, replace_file, warden_binary};
+use warden_tests::{server, support};
 
 fn bundle_of(warden: &Warden) -> serde_json::Value {
     let (status, body) = http_get(warden.healthz_port, "/bundle").unwrap();
@@ -45,11 +36,11 @@ fn bundle_endpoint_and_cli_follow_the_anchors() {
     let warden = Warden::start(creds.path());
     let first = bundle_of(&warden);
     let anchors = parse_certificates(&read_file(&warden.trust_anchors_path())).unwrap();
-    assert_eq!(x5c_ders(&first), server_support::ders(&anchors));
+    assert_eq!(x5c_ders(&first), server::ders(&anchors));
     assert_eq!(first["spiffe_refresh_hint"], 300);
     let sequence = first["spiffe_sequence"].as_u64().unwrap();
 
-    let cli = run(std::process::Command::new(WARDEN).args([
+    let cli = run(std::process::Command::new(warden_binary()).args([
         "bundle",
         "--issuer-credentials",
         creds.path().to_str().unwrap(),

@@ -3,26 +3,19 @@
 //!
 //! Needs `python3` with `cryptography` >= 43. When either is missing the tests FAIL and say to
 //! run `scripts/test.sh`; they never pass silently.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{
-    CmdOutput, INSTALL_HINT, TestCa, certificate_pem, data_path, go_csr, run, tempdir, try_run,
-    workload_id, write_file,
-};
 use warden_core::UnixTime;
 use warden_core::bundle::IssuedSvid;
 use warden_core::crypto::{CaSigner as _, KeyAlgorithm, KeyType, SoftwareKey};
+use warden_tests::common;
+use warden_tests::common::{
+    CmdOutput, INSTALL_HINT, TestCa, certificate_pem, data_path, run, tempdir, try_run,
+    verified_go_csr, workload_id, write_file,
+};
 
 fn python() -> Command {
     Command::new(std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
@@ -93,11 +86,11 @@ fn verify_with_python(
 /// Leaf keys: daprd's Ed25519 and P-256 CSRs, the injector's RSA CSR (Go-made fixtures), and
 /// keys core generates.
 fn leaf_keys() -> Vec<(&'static str, spki::SubjectPublicKeyInfoOwned)> {
-    let ed = go_csr("csr-ed25519.pem");
+    let ed = verified_go_csr("csr-ed25519.pem");
     assert_eq!(ed.key_type, KeyType::Ed25519);
-    let p256 = go_csr("csr-p256.pem");
+    let p256 = verified_go_csr("csr-p256.pem");
     assert_eq!(p256.key_type, KeyType::EcdsaP256);
-    let rsa = go_csr("csr-rsa2048.pem");
+    let rsa = verified_go_csr("csr-rsa2048.pem");
     assert_eq!(rsa.key_type, KeyType::Rsa { bits: 2048 });
     vec![
         ("ed25519", ed.public_key),

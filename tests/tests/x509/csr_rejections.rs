@@ -1,15 +1,7 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 //! One test per way `csr::parse_and_verify` refuses a CSR: the exact `CsrError` variant, its
 //! Display text, and whether it is a framing error (Sentry's "invalid certificate signing
 //! request") or a parse/verify error. Key types core does not accept are made at test time
 //! with the openssl CLI or by editing a Go-made CSR; the Go fixtures are the accepted baseline.
-
-mod support;
 
 use der::asn1::BitString;
 use der::{Decode, Encode};
@@ -21,7 +13,7 @@ use warden_core::csr::{self, CsrError, MAX_CSR_LEN, VerifiedCsr};
 use warden_core::pem::PemError;
 use x509_cert::request::CertReq;
 
-use support::*;
+use warden_tests::support::*;
 
 fn parse(input: &[u8]) -> Result<VerifiedCsr, CsrError> {
     csr::parse_and_verify(input, &RustCryptoVerifier)
@@ -37,7 +29,7 @@ fn expect(input: &[u8], expected: &CsrError, text: &str, framing: bool) {
 
 fn fixture_der(name: &str) -> Vec<u8> {
     pem_der(
-        std::str::from_utf8(&go_csr(name)).unwrap(),
+        std::str::from_utf8(&go_csr_pem(name)).unwrap(),
         "CERTIFICATE REQUEST",
     )
 }
@@ -59,8 +51,8 @@ fn openssl_csr(genpkey_args: &[&str]) -> Vec<u8> {
     let mut args = vec!["genpkey"];
     args.extend_from_slice(genpkey_args);
     args.extend_from_slice(&["-out", "key.pem"]);
-    openssl(dir.path(), &args);
-    openssl(
+    openssl_stdout(dir.path(), &args);
+    openssl_stdout(
         dir.path(),
         &[
             "req", "-new", "-key", "key.pem", "-subj", "/", "-out", "csr.pem",
@@ -84,7 +76,7 @@ fn go_fixtures_are_accepted_with_their_key_type() {
         ("csr-p384.pem", KeyType::EcdsaP384),
         ("csr-rsa2048.pem", KeyType::Rsa { bits: 2048 }),
     ] {
-        let pem_text = go_csr(name);
+        let pem_text = go_csr_pem(name);
         let der = fixture_der(name);
         let spki = CertReq::from_der(&der).unwrap().info.public_key;
         // PEM, and the same CSR as bare DER.
@@ -95,7 +87,7 @@ fn go_fixtures_are_accepted_with_their_key_type() {
         }
     }
     // daprd < 1.12 labelled its CSR "CERTIFICATE".
-    let legacy = go_csr("csr-p256-legacy-block-type.pem");
+    let legacy = go_csr_pem("csr-p256-legacy-block-type.pem");
     assert!(
         std::str::from_utf8(&legacy)
             .unwrap()
@@ -106,7 +98,7 @@ fn go_fixtures_are_accepted_with_their_key_type() {
 
 #[test]
 fn text_around_the_block_and_line_endings_are_tolerated() {
-    let pem_text = String::from_utf8(go_csr("csr-ed25519.pem")).unwrap();
+    let pem_text = String::from_utf8(go_csr_pem("csr-ed25519.pem")).unwrap();
     // Go's pem.Decode skips text before the block; trailing whitespace is not data.
     let with_comment = format!("# daprd CSR\n{pem_text}\n\n  \t\n");
     assert_eq!(
@@ -140,7 +132,7 @@ fn larger_than_64_kib() {
         false,
     );
     // The limit applies before anything else: a valid CSR padded past it is refused too.
-    let mut padded = go_csr("csr-p256.pem");
+    let mut padded = go_csr_pem("csr-p256.pem");
     padded.resize(MAX_CSR_LEN + 1, b'\n');
     expect(
         &padded,
@@ -219,7 +211,7 @@ fn wrong_pem_block_type_openssl_new_certificate_request() {
 
 #[test]
 fn trailing_data_after_the_pem_block() {
-    let pem_text = String::from_utf8(go_csr("csr-ed25519.pem")).unwrap();
+    let pem_text = String::from_utf8(go_csr_pem("csr-ed25519.pem")).unwrap();
     for input in [
         format!("{pem_text}junk"),
         format!("{pem_text}\n# trailing comment\n"),
@@ -283,7 +275,7 @@ fn bad_der_inside_a_valid_pem_frame() {
 
 #[test]
 fn broken_base64() {
-    let pem_text = String::from_utf8(go_csr("csr-p256.pem")).unwrap();
+    let pem_text = String::from_utf8(go_csr_pem("csr-p256.pem")).unwrap();
     // Replace one base64 character of the body with a character outside the alphabet.
     let body_start = pem_text.find('\n').unwrap() + 1;
     let mut broken = pem_text.clone().into_bytes();
@@ -302,7 +294,7 @@ fn broken_base64() {
 
 #[test]
 fn unterminated_pem_block() {
-    let pem_text = String::from_utf8(go_csr("csr-p256.pem")).unwrap();
+    let pem_text = String::from_utf8(go_csr_pem("csr-p256.pem")).unwrap();
     let cut = &pem_text[..pem_text.len() / 2];
     expect(
         cut.as_bytes(),
@@ -314,7 +306,7 @@ fn unterminated_pem_block() {
 
 #[test]
 fn mismatched_end_label() {
-    let pem_text = String::from_utf8(go_csr("csr-p256.pem")).unwrap();
+    let pem_text = String::from_utf8(go_csr_pem("csr-p256.pem")).unwrap();
     let input = pem_text.replace(
         "-----END CERTIFICATE REQUEST-----",
         "-----END CERTIFICATE-----",
@@ -338,7 +330,7 @@ fn mismatched_end_label() {
 fn dsa_key_is_unsupported() {
     // OpenSSL 3 generates DSA parameters and the key in two steps.
     let dir = tempfile::tempdir().unwrap();
-    openssl(
+    openssl_stdout(
         dir.path(),
         &[
             "genpkey",
@@ -351,11 +343,11 @@ fn dsa_key_is_unsupported() {
             "params.pem",
         ],
     );
-    openssl(
+    openssl_stdout(
         dir.path(),
         &["genpkey", "-paramfile", "params.pem", "-out", "key.pem"],
     );
-    openssl(
+    openssl_stdout(
         dir.path(),
         &[
             "req", "-new", "-key", "key.pem", "-subj", "/", "-out", "csr.pem",

@@ -2,30 +2,23 @@
 //! (private modes), byte-identical reuse on restart, the Dapr docs' OpenSSL BYO recipe, and
 //! start-up refusals (a `fatal` log line naming the file and the problem, a non-zero exit,
 //! nothing on disk changed) for invalid credential sets, flags and config files.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-mod server_support;
-mod support;
 
 use std::path::Path;
 
-use common::{OPENSSL_KEYS, openssl_csr, read_file, run_seed_recipe, tempdir, write_file};
-use server_support::{
-    Options, OwnCa, Warden, check_response, ders, field, mode, request, seconds_ago, sign, snapshot,
-};
 use warden_core::bundle::parse_certificates;
 use warden_core::profile::Validity;
+use warden_tests::common::{
+    OPENSSL_KEYS, openssl_csr, read_file, run_seed_recipe, tempdir, write_file,
+};
+use warden_tests::server;
+use warden_tests::server::{
+    Options, OwnCa, Warden, check_response, ders, field, mode, request, seconds_ago, sign, snapshot,
+};
 
 const DAY: u64 = 24 * 3600;
 
 /// Issues one leaf for an openssl Ed25519 CSR and checks it against `ca.crt` of the server.
-async fn issue_one(warden: &Warden, work: &Path, tag: &str) -> server_support::Issued {
+async fn issue_one(warden: &Warden, work: &Path, tag: &str) -> server::Issued {
     let csr = openssl_csr(work, &OPENSSL_KEYS[2]).pem;
     let mut client = warden.client().await;
     let response = sign(&mut client, request(tag, "default", "", &csr))

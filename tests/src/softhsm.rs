@@ -1,29 +1,33 @@
-//! A SoftHSM2 token for the tests that keep the root key in an HSM (`server_hsm`,
+//! A SoftHSM2 token for the tests that keep the root key in an HSM (`server::hsm`,
 //! `edge_device`), and the `warden` commands that use it.
-//!
-//! Test crates that include this module also declare `mod common;`, `mod server_support;` and
-//! `mod support;`.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{run, tempdir};
-use crate::server_support::{Options, WARDEN};
+use crate::server::{Options, warden_binary};
 
-pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-pub(crate) const TOKEN: &str = "warden-e2e";
-pub(crate) const KEY: &str = "warden-root";
-pub(crate) const PIN: &str = "e2e-user-pin";
+/// The SoftHSM2 PKCS#11 module (Debian's path).
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The label of the token [`Token::init`] initialises.
+pub const TOKEN: &str = "warden-e2e";
+/// The label of the root key in the token.
+pub const KEY: &str = "warden-root";
+/// The token's user PIN.
+pub const PIN: &str = "e2e-user-pin";
 
 /// A SoftHSM2 token in its own directory, reached through `SOFTHSM2_CONF`.
-pub(crate) struct Token {
-    pub(crate) dir: tempfile::TempDir,
-    pub(crate) conf: PathBuf,
+#[derive(Debug)]
+pub struct Token {
+    /// The directory holding the configuration and the token files.
+    pub dir: tempfile::TempDir,
+    /// The `softhsm2.conf` to put in `SOFTHSM2_CONF`.
+    pub conf: PathBuf,
 }
 
 impl Token {
-    pub(crate) fn new() -> Self {
+    /// A fresh token labelled [`TOKEN`] with user PIN [`PIN`], in a new temporary directory.
+    pub fn init() -> Self {
         let dir = tempdir();
         let tokens = dir.path().join("tokens");
         std::fs::create_dir_all(&tokens).unwrap();
@@ -44,11 +48,13 @@ impl Token {
         Self { dir, conf }
     }
 
-    pub(crate) fn tokens(&self) -> PathBuf {
+    /// The token directory (`directories.tokendir`).
+    pub fn tokens(&self) -> PathBuf {
         self.dir.path().join("tokens")
     }
 
-    pub(crate) fn hsm_flags() -> Vec<String> {
+    /// The `--hsm-module`, `--hsm-token-label` and `--hsm-key-label` flags for this token's key.
+    pub fn hsm_flags() -> Vec<String> {
         [
             "--hsm-module",
             MODULE,
@@ -62,15 +68,16 @@ impl Token {
     }
 
     /// `warden <args>` with this token and the PIN in the environment.
-    pub(crate) fn warden(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(WARDEN);
+    pub fn warden(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(warden_binary());
         cmd.args(args)
             .env("SOFTHSM2_CONF", &self.conf)
             .env("WARDEN_HSM_PIN", PIN);
         cmd
     }
 
-    pub(crate) fn init_root(&self, creds: &Path) {
+    /// `warden hsm init-root` for trust domain `public`, writing its files into `creds`.
+    pub fn init_root(&self, creds: &Path) {
         let mut cmd = self.warden(&["hsm", "init-root", "--trust-domain", "public"]);
         cmd.args(Self::hsm_flags())
             .arg("--issuer-credentials")
@@ -78,7 +85,8 @@ impl Token {
         run(cmd);
     }
 
-    pub(crate) fn rotate(&self, creds: &Path, extra: &[&str]) {
+    /// `warden issuer rotate` in `creds` with the HSM root and `extra` flags.
+    pub fn rotate(&self, creds: &Path, extra: &[&str]) {
         let mut cmd = self.warden(&["issuer", "rotate"]);
         cmd.args(Self::hsm_flags())
             .arg("--issuer-credentials")
@@ -87,7 +95,8 @@ impl Token {
         run(cmd);
     }
 
-    pub(crate) fn server_options(&self) -> Options {
+    /// Server [`Options`] that use this token's root key.
+    pub fn server_options(&self) -> Options {
         Options::new()
             .args(Self::hsm_flags())
             .env("SOFTHSM2_CONF", self.conf.to_str().unwrap())

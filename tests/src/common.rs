@@ -1,8 +1,5 @@
 //! Helpers shared by the integration tests: OS randomness, the clock, running external
 //! verifiers (openssl, python3), temporary files, test data, and a throwaway CA.
-//!
-//! Each test binary includes this module with `mod common;` and uses a different subset of it.
-#![allow(dead_code)]
 
 use std::borrow::BorrowMut;
 use std::ffi::OsStr;
@@ -25,23 +22,23 @@ use warden_core::spiffe::{SpiffeId, TrustDomain};
 use x509_cert::Certificate;
 
 /// The trust domain test CAs are made for (Sentry's `--trust-domain` in Kubernetes).
-pub(crate) const CA_TRUST_DOMAIN: &str = "cluster.local";
+pub const CA_TRUST_DOMAIN: &str = "cluster.local";
 /// Sentry's namespace, which goes into the issuer subject.
-pub(crate) const SENTRY_NAMESPACE: &str = "dapr-system";
+pub const SENTRY_NAMESPACE: &str = "dapr-system";
 /// The trust domain of workload IDs (Sentry's default for requests without one).
-pub(crate) const WORKLOAD_TRUST_DOMAIN: &str = "public";
+pub const WORKLOAD_TRUST_DOMAIN: &str = "public";
 
 /// What to tell someone whose machine lacks an external verifier.
-pub(crate) const INSTALL_HINT: &str =
+pub const INSTALL_HINT: &str =
     "run scripts/test.sh, which installs the external verifiers (openssl, python3-cryptography)";
 
 /// OS randomness, as the `warden` host passes it to core.
-pub(crate) fn rng() -> UnwrapErr<SysRng> {
+pub fn rng() -> UnwrapErr<SysRng> {
     UnwrapErr(SysRng)
 }
 
 /// The system clock as core's time type.
-pub(crate) fn now() -> UnixTime {
+pub fn now() -> UnixTime {
     UnixTime::from_duration(
         SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -51,26 +48,26 @@ pub(crate) fn now() -> UnixTime {
 
 /// What a finished command printed.
 #[derive(Debug)]
-pub(crate) struct CmdOutput {
+pub struct CmdOutput {
     /// Whether it exited with status 0.
-    pub(crate) success: bool,
+    pub success: bool,
     /// The exit code (`None` when killed by a signal).
-    pub(crate) code: Option<i32>,
+    pub code: Option<i32>,
     /// Standard output, lossily decoded.
-    pub(crate) stdout: String,
+    pub stdout: String,
     /// Standard error, lossily decoded.
-    pub(crate) stderr: String,
+    pub stderr: String,
 }
 
 impl CmdOutput {
     /// Standard output then standard error (openssl splits its messages between them).
-    pub(crate) fn combined(&self) -> String {
+    pub fn combined(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
     }
 }
 
 /// The command line, for messages.
-pub(crate) fn describe(cmd: &Command) -> String {
+pub fn describe(cmd: &Command) -> String {
     let mut out = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
         let _ = write!(out, " {}", arg.to_string_lossy());
@@ -83,7 +80,7 @@ pub(crate) fn describe(cmd: &Command) -> String {
 
 /// Runs `cmd` (owned or `&mut`) to completion whatever its exit status. Panics only when the program cannot be
 /// started, naming the program and how to install it.
-pub(crate) fn try_run(mut cmd: impl BorrowMut<Command>) -> CmdOutput {
+pub fn try_run(mut cmd: impl BorrowMut<Command>) -> CmdOutput {
     let cmd = cmd.borrow_mut();
     let output = cmd
         .output()
@@ -97,7 +94,7 @@ pub(crate) fn try_run(mut cmd: impl BorrowMut<Command>) -> CmdOutput {
 }
 
 /// Runs `cmd` and panics, showing its stderr and stdout, unless it exits with status 0.
-pub(crate) fn run(mut cmd: impl BorrowMut<Command>) -> CmdOutput {
+pub fn run(mut cmd: impl BorrowMut<Command>) -> CmdOutput {
     let cmd = cmd.borrow_mut();
     let out = try_run(&mut *cmd);
     assert!(
@@ -112,7 +109,7 @@ pub(crate) fn run(mut cmd: impl BorrowMut<Command>) -> CmdOutput {
 }
 
 /// An `openssl` (from `PATH`) command running in `dir` with `args`.
-pub(crate) fn openssl<I, S>(dir: &Path, args: I) -> Command
+pub fn openssl<I, S>(dir: &Path, args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -123,7 +120,7 @@ where
 }
 
 /// A fresh temporary directory, removed when dropped.
-pub(crate) fn tempdir() -> tempfile::TempDir {
+pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("warden-interop-")
         .tempdir()
@@ -131,54 +128,59 @@ pub(crate) fn tempdir() -> tempfile::TempDir {
 }
 
 /// Writes `contents` to `dir/name` and returns the path.
-pub(crate) fn write_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+pub fn write_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
 }
 
 /// Reads a file, panicking with its path on failure.
-pub(crate) fn read_file(path: &Path) -> Vec<u8> {
+pub fn read_file(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// A path under `tests/data`.
-pub(crate) fn data_path(relative: &str) -> PathBuf {
+pub fn data_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("data")
         .join(relative)
 }
 
 /// Parses and verifies a CSR with core, panicking with the reason if it is refused.
-pub(crate) fn verified_csr(what: &str, input: &[u8]) -> VerifiedCsr {
+pub fn verified_csr(what: &str, input: &[u8]) -> VerifiedCsr {
     csr::parse_and_verify(input, &RustCryptoVerifier)
         .unwrap_or_else(|e| panic!("core refused the CSR {what}: {e} ({e:?})"))
 }
 
+/// One of the Go-made daprd-shaped CSRs in `tests/data/go-csr`, as the PEM text daprd sends.
+pub fn go_csr_pem(file: &str) -> Vec<u8> {
+    read_file(&data_path(&format!("go-csr/{file}")))
+}
+
 /// One of the Go-made daprd-shaped CSRs in `tests/data/go-csr`, verified by core.
-pub(crate) fn go_csr(file: &str) -> VerifiedCsr {
+pub fn verified_go_csr(file: &str) -> VerifiedCsr {
     let path = data_path(&format!("go-csr/{file}"));
     verified_csr(&path.display().to_string(), &read_file(&path))
 }
 
 /// `spiffe://public/ns/<namespace>/<app>`.
-pub(crate) fn workload_id(namespace: &str, app: &str) -> SpiffeId {
+pub fn workload_id(namespace: &str, app: &str) -> SpiffeId {
     let td = TrustDomain::new(WORKLOAD_TRUST_DOMAIN).expect("valid trust domain");
     SpiffeId::workload(&td, namespace, app).expect("valid workload SPIFFE ID")
 }
 
 /// One certificate as PEM.
-pub(crate) fn certificate_pem(cert: &Certificate) -> String {
+pub fn certificate_pem(cert: &Certificate) -> String {
     certificates_to_pem([cert]).expect("encode certificate as PEM")
 }
 
 /// Every certificate in PEM text.
-pub(crate) fn parse_chain(pem: &str) -> Vec<Certificate> {
+pub fn parse_chain(pem: &str) -> Vec<Certificate> {
     parse_certificates(pem.as_bytes()).expect("parse PEM certificates")
 }
 
 /// Core's `verify_svid` for a PEM chain (leaf first) against x509-cert anchors.
-pub(crate) fn verify_svid_pem(
+pub fn verify_svid_pem(
     chain_pem: &str,
     anchors: &[Certificate],
     at: UnixTime,
@@ -192,7 +194,7 @@ pub(crate) fn verify_svid_pem(
 }
 
 /// Issues a workload SVID from `bundle` at `at` with Sentry's default TTL and skew.
-pub(crate) fn issue_leaf(
+pub fn issue_leaf(
     bundle: &CaBundle,
     public_key: &spki::SubjectPublicKeyInfoOwned,
     spiffe_id: &SpiffeId,
@@ -216,32 +218,32 @@ pub(crate) fn issue_leaf(
 
 /// A freshly generated root + issuer, as Sentry makes on first start.
 #[derive(Debug)]
-pub(crate) struct TestCa {
+pub struct TestCa {
     /// The loaded bundle.
-    pub(crate) bundle: CaBundle,
+    pub bundle: CaBundle,
     /// `ca.crt`, `issuer.crt`, `issuer.key` as Sentry would store them.
-    pub(crate) files: CredentialFiles,
+    pub files: CredentialFiles,
     /// The instant it was generated at.
-    pub(crate) created: UnixTime,
+    pub created: UnixTime,
 }
 
 /// Where [`TestCa::write`] put the files.
 #[derive(Debug)]
-pub(crate) struct CaPaths {
+pub struct CaPaths {
     /// `ca.crt`.
-    pub(crate) trust_anchors: PathBuf,
+    pub trust_anchors: PathBuf,
     /// `issuer.crt`.
-    pub(crate) issuer_certificate: PathBuf,
+    pub issuer_certificate: PathBuf,
 }
 
 impl TestCa {
     /// A CA for [`CA_TRUST_DOMAIN`] with `algorithm` keys, made now.
-    pub(crate) fn generate(algorithm: KeyAlgorithm) -> Self {
+    pub fn generate(algorithm: KeyAlgorithm) -> Self {
         Self::generate_for(CA_TRUST_DOMAIN, algorithm)
     }
 
     /// A CA for `trust_domain` with `algorithm` keys, made now.
-    pub(crate) fn generate_for(trust_domain: &str, algorithm: KeyAlgorithm) -> Self {
+    pub fn generate_for(trust_domain: &str, algorithm: KeyAlgorithm) -> Self {
         let td = TrustDomain::new(trust_domain).expect("valid trust domain");
         let created = now();
         let params = CaParams {
@@ -261,7 +263,7 @@ impl TestCa {
     }
 
     /// Issues a workload SVID for `public_key` now.
-    pub(crate) fn issue(
+    pub fn issue(
         &self,
         public_key: &spki::SubjectPublicKeyInfoOwned,
         spiffe_id: &SpiffeId,
@@ -271,7 +273,7 @@ impl TestCa {
     }
 
     /// Writes `ca.crt` and `issuer.crt` (never the key) into `dir` under `prefix`.
-    pub(crate) fn write(&self, dir: &Path, prefix: &str) -> CaPaths {
+    pub fn write(&self, dir: &Path, prefix: &str) -> CaPaths {
         CaPaths {
             trust_anchors: write_file(dir, &format!("{prefix}ca.crt"), &self.files.trust_anchors),
             issuer_certificate: write_file(
@@ -285,16 +287,21 @@ impl TestCa {
 
 // ---------------------------------------------------------------------------------------------
 // openssl-made keys and CSRs, `openssl verify`, and the Dapr docs' OpenSSL "bring your own
-// certificates" recipe (shared by `interop_openssl.rs` and the `server_*` tests).
+// certificates" recipe (shared by the `interop::openssl` and `server` tests).
 
 /// A key type openssl makes with `genpkey`, and what core must classify it as.
-pub(crate) struct OpensslKey {
-    pub(crate) name: &'static str,
-    pub(crate) genpkey: &'static [&'static str],
-    pub(crate) expected: KeyType,
+#[derive(Debug)]
+pub struct OpensslKey {
+    /// The short name tests and file names use (`p256`, `ed25519`, ...).
+    pub name: &'static str,
+    /// The `openssl genpkey` arguments that make it.
+    pub genpkey: &'static [&'static str],
+    /// What core must classify the key as.
+    pub expected: KeyType,
 }
 
-pub(crate) const OPENSSL_KEYS: [OpensslKey; 4] = [
+/// The key types daprd may send, as openssl makes them: P-256, P-384, Ed25519 and RSA 2048.
+pub const OPENSSL_KEYS: [OpensslKey; 4] = [
     OpensslKey {
         name: "p256",
         genpkey: &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
@@ -318,19 +325,20 @@ pub(crate) const OPENSSL_KEYS: [OpensslKey; 4] = [
 ];
 
 /// A key and an empty-subject CSR made by openssl.
-pub(crate) struct OpensslCsr {
+#[derive(Debug)]
+pub struct OpensslCsr {
     /// `<name>.key`, PKCS#8 PEM.
-    pub(crate) key_file: String,
+    pub key_file: String,
     /// The CSR as PEM.
-    pub(crate) pem: Vec<u8>,
+    pub pem: Vec<u8>,
     /// The CSR as DER.
-    pub(crate) der: Vec<u8>,
+    pub der: Vec<u8>,
     /// The key's SubjectPublicKeyInfo DER as openssl prints it.
-    pub(crate) spki_der: Vec<u8>,
+    pub spki_der: Vec<u8>,
 }
 
 /// The `OPENSSL_KEYS` entry called `name`.
-pub(crate) fn openssl_key(name: &str) -> &'static OpensslKey {
+pub fn openssl_key(name: &str) -> &'static OpensslKey {
     OPENSSL_KEYS
         .iter()
         .find(|key| key.name == name)
@@ -338,11 +346,13 @@ pub(crate) fn openssl_key(name: &str) -> &'static OpensslKey {
 }
 
 /// A fresh `key` made by `openssl genpkey` into `dir/file` (PKCS#8 PEM).
-pub(crate) fn openssl_genpkey(dir: &Path, key: &OpensslKey, file: &str) {
+pub fn openssl_genpkey(dir: &Path, key: &OpensslKey, file: &str) {
     run(openssl(dir, ["genpkey", "-out", file]).args(key.genpkey));
 }
 
-pub(crate) fn openssl_csr(dir: &Path, key: &OpensslKey) -> OpensslCsr {
+/// A fresh `key` and an empty-subject CSR for it, made by openssl in `dir` (as PEM and DER),
+/// with the key's SubjectPublicKeyInfo as openssl prints it.
+pub fn openssl_csr(dir: &Path, key: &OpensslKey) -> OpensslCsr {
     let key_file = format!("{}.key", key.name);
     let pem_file = format!("{}.csr.pem", key.name);
     let der_file = format!("{}.csr.der", key.name);
@@ -376,7 +386,7 @@ pub(crate) fn openssl_csr(dir: &Path, key: &OpensslKey) -> OpensslCsr {
 
 /// `openssl verify -x509_strict -CAfile <ca> -untrusted <issuer> -purpose <purpose> <leaf>` for
 /// both `sslclient` and `sslserver`; panics unless openssl prints `<leaf>: OK` each time.
-pub(crate) fn openssl_verify_ok(dir: &Path, ca: &str, untrusted: &str, leaf: &str) {
+pub fn openssl_verify_ok(dir: &Path, ca: &str, untrusted: &str, leaf: &str) {
     for purpose in ["sslclient", "sslserver"] {
         let out = run(openssl(
             dir,
@@ -402,7 +412,7 @@ pub(crate) fn openssl_verify_ok(dir: &Path, ca: &str, untrusted: &str, leaf: &st
 }
 
 /// `root.conf` exactly as the docs give it.
-pub(crate) const SEED_ROOT_CONF: &str = "\
+pub const SEED_ROOT_CONF: &str = "\
 [req]
 distinguished_name = req_distinguished_name
 x509_extensions = v3_req
@@ -424,28 +434,28 @@ DNS.1 = cluster.local
 ";
 
 /// The docs' root commands, verbatim.
-pub(crate) const SEED_ROOT_COMMANDS: [&str; 3] = [
+pub const SEED_ROOT_COMMANDS: [&str; 3] = [
     "openssl ecparam -genkey -name prime256v1 | openssl ec -out root.key",
     "openssl req -new -nodes -sha256 -key root.key -out root.csr -config root.conf -extensions v3_req",
     "openssl x509 -req -sha256 -days 365 -in root.csr -signkey root.key -outform PEM -out root.pem -extfile root.conf -extensions v3_req",
 ];
 
 /// The docs' issuer commands, verbatim.
-pub(crate) const SEED_ISSUER_COMMANDS: [&str; 3] = [
+pub const SEED_ISSUER_COMMANDS: [&str; 3] = [
     "openssl ecparam -genkey -name prime256v1 | openssl ec -out issuer.key",
     "openssl req -new -sha256 -key issuer.key -out issuer.csr -config issuer.conf -extensions v3_req",
     "openssl x509 -req -in issuer.csr -CA root.pem -CAkey root.key -CAcreateserial -outform PEM -out issuer.pem -days 365 -sha256 -extfile issuer.conf -extensions v3_req",
 ];
 
 /// `issuer.conf`: the same content with `pathlen:0` appended to the basicConstraints line.
-pub(crate) fn seed_issuer_conf() -> String {
+pub fn seed_issuer_conf() -> String {
     const LINE: &str = "basicConstraints = critical, CA:true\n";
     assert_eq!(SEED_ROOT_CONF.matches(LINE).count(), 1);
     SEED_ROOT_CONF.replace(LINE, "basicConstraints = critical, CA:true, pathlen:0\n")
 }
 
 /// Runs the recipe in `dir`, leaving `root.pem`, `root.key`, `issuer.pem`, `issuer.key`.
-pub(crate) fn run_seed_recipe(dir: &Path) {
+pub fn run_seed_recipe(dir: &Path) {
     write_file(dir, "root.conf", SEED_ROOT_CONF);
     write_file(dir, "issuer.conf", seed_issuer_conf());
     for line in SEED_ROOT_COMMANDS.iter().chain(&SEED_ISSUER_COMMANDS) {
