@@ -620,7 +620,7 @@ pub fn run_status(args: StatusArgs) -> Result<(), LifecycleError> {
             ..status
         },
         Err(e) => StatusReport {
-            root_rotation_error: Some(e),
+            root_rotation_error: Some(e.to_string()),
             ..status
         },
     };

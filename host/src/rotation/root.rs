@@ -30,23 +30,25 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use warden_core::UnixTime;
+use warden_core::bundle::{BundleError, CertificatesError, IssueError};
 use warden_core::bundle::{
     CaBundle, certificates_to_pem, create_root, key_matches, parse_certificates,
 };
+use warden_core::crypto::KeyError;
 use warden_core::crypto::{CaSigner, KeyAlgorithm};
 use warden_core::profile::{DEFAULT_CLOCK_SKEW, Validity};
 use warden_core::schedule;
-use warden_core::spiffe::{SpiffeId, TrustDomain};
+use warden_core::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 use warden_hsm::Hsm;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
-use crate::config::SentryConfig;
+use crate::config::{ConfigError, SentryConfig};
 use crate::credentials::store::CredentialPaths;
 use crate::credentials::{DEFAULT_DIR, state_path};
-use crate::go::duration::parse_go_duration;
-use crate::native::{NativeKey, NativeVerifier};
-use crate::rotation::issuer::{HsmArgs, RotationError, new_issuer};
+use crate::go::duration::{DurationError, parse_go_duration};
+use crate::native::{NativeError, NativeKey, NativeVerifier};
+use crate::rotation::issuer::{HsmArgs, NewIssuer, RotationError, new_issuer};
 use crate::util::digest::fingerprint;
 use crate::util::files;
 
@@ -208,15 +210,237 @@ pub fn next_step(
 }
 
 /// Why a root rotation step failed; nothing is changed by a refused step.
+///
+/// The first group refuses a step (the wrong phase, missing or conflicting flags, a wait not
+/// yet over); the second says which file or value is not what it should be.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RootRotationError {
-    /// The wrong phase, flags that do not go together, or a wait not yet over.
+    /// No state file: no rotation was started.
+    #[error("{} does not exist: no root rotation in progress; start one with `warden root rotate prepare`", state.display())]
+    NoRotation {
+        /// The state file looked for.
+        state: PathBuf,
+    },
+    /// `prepare` while a rotation is active.
+    #[error("{}: the rotation is already active; run `warden root rotate finish`", state.display())]
+    AlreadyActive {
+        /// The state file.
+        state: PathBuf,
+    },
+    /// `activate` before `prepare` published the new root (an interrupted prepare).
+    #[error("{}: the new root is not published in ca.crt yet (prepare was interrupted); re-run `warden root rotate prepare`", state.display())]
+    NotPublished {
+        /// The state file.
+        state: PathBuf,
+    },
+    /// `activate` after the rotation finished.
+    #[error("{}: the rotation is finished; start a new one with `warden root rotate prepare`", state.display())]
+    AlreadyFinished {
+        /// The state file.
+        state: PathBuf,
+    },
+    /// `finish` before `activate`.
+    #[error("{}: the rotation is {phase}, not active; run `warden root rotate activate` first", state.display())]
+    NotActive {
+        /// The state file.
+        state: PathBuf,
+        /// The phase recorded in it.
+        phase: Phase,
+    },
+    /// The wait since the previous step is not over and `--force` was not given.
+    #[error(
+        "{step} is refused until {until} ({left_secs} s from now): {reason} must have passed \
+         (workload certificate TTL + allowed clock skew + {} s reload margin). Wait, or pass --force \
+         to go on anyway",
+        RELOAD_MARGIN.as_secs()
+    )]
+    WaitNotOver {
+        /// The refused step (`activate`, `finish`).
+        step: &'static str,
+        /// What the wait is for.
+        reason: &'static str,
+        /// The earliest time the step may run.
+        until: UnixTime,
+        /// Seconds from now until then.
+        left_secs: u64,
+    },
+    /// `--trust-domain` is not a trust domain.
+    #[error("invalid --trust-domain {value:?}: {source}")]
+    InvalidTrustDomain {
+        /// The value given.
+        value: String,
+        /// Why it is not one.
+        source: SpiffeIdError,
+    },
+    /// `--root-key-out` names a file that exists.
+    #[error("--root-key-out {}: the file exists (perhaps left by an interrupted prepare); remove it or choose another path", path.display())]
+    KeyFileExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `prepare` without `--root-key-out` nor the `--hsm-*` flags.
+    #[error(
+        "give where the new root key goes: --root-key-out FILE, or \
+         --hsm-module/--hsm-token-label/--hsm-key-label (a new label)"
+    )]
+    NoNewKeyLocation,
+    /// `activate` without `--root-key` nor the `--hsm-*` flags.
+    #[error(
+        "give the new root key: --root-key FILE (from prepare --root-key-out) or \
+         --hsm-module/--hsm-token-label/--hsm-key-label"
+    )]
+    NoRootKey,
+    /// A wait flag is not a Go duration.
+    #[error("{flag} {value:?}: {source}")]
+    InvalidWaitFlag {
+        /// `--workload-cert-ttl` or `--allowed-clock-skew`.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is not a duration.
+        source: DurationError,
+    },
+    /// `--config` could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The state file is not JSON of a rotation state.
+    #[error(
+        "{}: not a root rotation state file ({source}); restore it from a backup or remove it \
+         after checking ca.crt by hand",
+        path.display()
+    )]
+    StateUnreadable {
+        /// The state file.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The state could not be encoded as JSON.
     #[error("{0}")]
-    Refused(String),
-    /// A file could not be read or does not hold what it should.
+    StateEncoding(#[source] serde_json::Error),
+    /// The state file's `new_root_pem` is not a certificate.
+    #[error("{}: new_root_pem is not a certificate; restore the file from a backup", state.display())]
+    RecordedRootUnreadable {
+        /// The state file.
+        state: PathBuf,
+    },
+    /// A certificate file (`ca.crt`, `issuer.crt`) does not hold certificates.
+    #[error("{}: {source}", path.display())]
+    Certificates {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        source: CertificatesError,
+    },
+    /// A key file (`issuer.key`) does not hold a usable key.
+    #[error("{}: {source}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: KeyError,
+    },
+    /// The `--root-key` file does not hold a usable key.
+    #[error("--root-key {}: {source}", path.display())]
+    RootKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: KeyError,
+    },
+    /// No root nor the issuer names a trust domain, and `--trust-domain` was not given.
+    #[error(
+        "{}: no root names a trust domain (subject O= or CN=), nor does the issuer's \
+         SPIFFE ID; give the new root's with --trust-domain",
+        path.display()
+    )]
+    NoTrustDomain {
+        /// `ca.crt`.
+        path: PathBuf,
+    },
+    /// The credential set with the changed anchors would not load.
+    #[error("the resulting credential set in {} would not load: {source}; nothing was changed", dir.display())]
+    SetWouldNotLoad {
+        /// The credential directory.
+        dir: PathBuf,
+        /// Why it would not load.
+        source: BundleError,
+    },
+    /// The root key given is not the one `prepare` recorded.
+    #[error(
+        "the root key given does not belong to the new root (SHA-256 {new_root_sha256}) recorded in {}; \
+         give the key prepare created ({key_location})",
+        state.display()
+    )]
+    WrongRootKey {
+        /// The new root's fingerprint.
+        new_root_sha256: String,
+        /// The state file.
+        state: PathBuf,
+        /// Where prepare put the key.
+        key_location: String,
+    },
+    /// `ca.crt` lost the new root before `activate`.
+    #[error("{} does not hold the new root (SHA-256 {new_root_sha256}); re-run `warden root rotate prepare` to publish it", ca.display())]
+    NewRootNotPublished {
+        /// `ca.crt`.
+        ca: PathBuf,
+        /// The new root's fingerprint.
+        new_root_sha256: String,
+    },
+    /// `ca.crt` lost the new root before `finish`.
+    #[error(
+        "{} does not hold the new root (SHA-256 {new_root_sha256}) recorded in {}; refusing to remove the old roots",
+        ca.display(),
+        state.display()
+    )]
+    NewRootMissing {
+        /// `ca.crt`.
+        ca: PathBuf,
+        /// The new root's fingerprint.
+        new_root_sha256: String,
+        /// The state file.
+        state: PathBuf,
+    },
+    /// Neither the issuer nor the new root gives Sentry's SPIFFE ID.
+    #[error(
+        "{}: cannot find the issuer's SPIFFE ID (subject O=spiffe://...), nor a \
+         trust domain in the new root with NAMESPACE {namespace:?}",
+        issuer.display()
+    )]
+    NoSentryId {
+        /// `issuer.crt`.
+        issuer: PathBuf,
+        /// The `NAMESPACE` given.
+        namespace: String,
+    },
+    /// The issuer made under the new root does not validate with the published anchors.
+    #[error("the new issuer does not validate: {0}; nothing was changed")]
+    NewIssuerInvalid(#[source] BundleError),
+    /// The new issuer's certificate does not read back.
     #[error("{0}")]
-    Invalid(String),
+    NewIssuerCertificates(#[source] CertificatesError),
+    /// The new issuer's key does not read back.
+    #[error("{0}")]
+    NewIssuerKey(#[source] KeyError),
+    /// Making the new root key failed.
+    #[error(transparent)]
+    NewKey(#[from] NativeError),
+    /// Making the new root certificate failed.
+    #[error(transparent)]
+    NewRoot(#[from] IssueError),
+    /// Encoding certificates as PEM failed.
+    #[error(transparent)]
+    Pem(#[from] der::Error),
     /// From the issuer / HSM code.
     #[error(transparent)]
     Rotation(#[from] RotationError),
@@ -225,36 +449,29 @@ pub enum RootRotationError {
     Write(#[from] files::WriteError),
 }
 
-fn refused(what: impl fmt::Display) -> RootRotationError {
-    RootRotationError::Refused(what.to_string())
-}
-
-fn invalid(what: impl fmt::Display) -> RootRotationError {
-    RootRotationError::Invalid(what.to_string())
-}
+use RootRotationError as E;
 
 fn read(path: &Path) -> Result<Vec<u8>, RootRotationError> {
-    std::fs::read(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))
+    std::fs::read(path).map_err(|source| E::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads the state file; `None` when there is none.
 pub fn read_state(dir: &Path) -> Result<Option<RotationState>, RootRotationError> {
     let path = state_path(dir);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            invalid(format!(
-                "{}: not a root rotation state file ({e}); restore it from a backup or remove it \
-                 after checking ca.crt by hand",
-                path.display()
-            ))
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| E::StateUnreadable { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(invalid(format!("cannot read {}: {e}", path.display()))),
+        Err(source) => Err(E::Read { path, source }),
     }
 }
 
 fn write_state(dir: &Path, state: &RotationState) -> Result<(), RootRotationError> {
-    let text = serde_json::to_string_pretty(state).map_err(invalid)?;
+    let text = serde_json::to_string_pretty(state).map_err(E::StateEncoding)?;
     files::write_files_atomically(&[(&state_path(dir), text.as_bytes())])?;
     Ok(())
 }
@@ -263,19 +480,26 @@ use crate::util::clock::now;
 
 use crate::util::clock::rng;
 
+fn certificates_in(path: &Path) -> Result<Vec<Certificate>, RootRotationError> {
+    parse_certificates(&read(path)?).map_err(|source| E::Certificates {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn anchors(paths: &CredentialPaths) -> Result<Vec<Certificate>, RootRotationError> {
-    parse_certificates(&read(&paths.trust_anchors)?)
-        .map_err(|e| invalid(format!("{}: {e}", paths.trust_anchors.display())))
+    certificates_in(&paths.trust_anchors)
 }
 
 fn issuer_chain(paths: &CredentialPaths) -> Result<Vec<Certificate>, RootRotationError> {
-    parse_certificates(&read(&paths.issuer_certificate)?)
-        .map_err(|e| invalid(format!("{}: {e}", paths.issuer_certificate.display())))
+    certificates_in(&paths.issuer_certificate)
 }
 
 fn issuer_key(paths: &CredentialPaths) -> Result<NativeKey, RootRotationError> {
-    NativeKey::from_pem(&Zeroizing::new(read(&paths.issuer_key)?))
-        .map_err(|e| invalid(format!("{}: {e}", paths.issuer_key.display())))
+    NativeKey::from_pem(&Zeroizing::new(read(&paths.issuer_key)?)).map_err(|source| E::Key {
+        path: paths.issuer_key.clone(),
+        source,
+    })
 }
 
 /// Checks that `anchors` + the current issuer files make a set the server loads.
@@ -291,11 +515,9 @@ fn validate_set(
         now,
         &NativeVerifier,
     )
-    .map_err(|e| {
-        invalid(format!(
-            "the resulting credential set in {} would not load: {e}; nothing was changed",
-            paths.dir.display()
-        ))
+    .map_err(|source| E::SetWouldNotLoad {
+        dir: paths.dir.clone(),
+        source,
     })
 }
 
@@ -334,27 +556,31 @@ fn subject_attribute(cert: &Certificate, oid: const_oid::ObjectIdentifier) -> Op
 }
 
 fn pem_of(cert: &Certificate) -> Result<String, RootRotationError> {
-    certificates_to_pem([cert]).map_err(invalid)
+    Ok(certificates_to_pem([cert])?)
 }
 
-fn parse_one(pem: &str, what: &Path) -> Result<Certificate, RootRotationError> {
-    parse_certificates(pem.as_bytes())
+/// The new root recorded in the state file `state_file`.
+fn recorded_root(
+    state: &RotationState,
+    state_file: &Path,
+) -> Result<Certificate, RootRotationError> {
+    parse_certificates(state.new_root_pem.as_bytes())
         .ok()
         .and_then(|certs| certs.into_iter().next())
-        .ok_or_else(|| {
-            invalid(format!(
-                "{}: new_root_pem is not a certificate; restore the file from a backup",
-                what.display()
-            ))
+        .ok_or_else(|| E::RecordedRootUnreadable {
+            state: state_file.to_path_buf(),
         })
 }
 
-/// The new root's signer, its key file to write (path, PKCS#8 PEM), and where it lives.
-type NewRootKey = (
-    Box<dyn CaSigner>,
-    Option<(PathBuf, Zeroizing<String>)>,
-    String,
-);
+/// The new root's key, made by `prepare`.
+struct NewRootKey {
+    /// Signs the new root.
+    signer: Box<dyn CaSigner>,
+    /// The key file to write (path, PKCS#8 PEM); `None` for a key in the HSM.
+    file: Option<(PathBuf, Zeroizing<String>)>,
+    /// Where the key lives, as recorded in the state file.
+    location: String,
+}
 
 /// `warden root rotate prepare`.
 pub fn run_prepare(args: PrepareArgs) -> Result<(), RootRotationError> {
@@ -368,98 +594,137 @@ fn prepare(args: PrepareArgs, now: UnixTime) -> Result<(), RootRotationError> {
         match state.phase {
             Phase::Prepared => return resume_prepare(&paths, state, now),
             Phase::Active => {
-                return Err(refused(format!(
-                    "{}: the rotation is already active; run `warden root rotate finish`",
-                    state_path(dir).display()
-                )));
+                return Err(E::AlreadyActive {
+                    state: state_path(dir),
+                });
             }
             // A finished rotation: a new one may begin.
             Phase::Finished => {}
         }
     }
     let current = anchors(&paths)?;
-    let trust_domain = match &args.trust_domain {
-        Some(td) => TrustDomain::new(td)
-            .map_err(|e| refused(format!("invalid --trust-domain {td:?}: {e}")))?,
-        None => trust_domain_of(&current.iter().collect::<Vec<_>>(), &issuer_chain(&paths)?)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{}: no root names a trust domain (subject O= or CN=), nor does the issuer's \
-                 SPIFFE ID; give the new root's with --trust-domain",
-                    paths.trust_anchors.display()
-                ))
-            })?,
-    };
+    let trust_domain = new_root_trust_domain(args.trust_domain.as_deref(), &paths, &current)?;
     // The current set must load, so that what is published is the old set plus one anchor.
     validate_set(&paths, current.clone(), now)?;
+    let key = make_new_root_key(args.root_key_out.as_deref(), &args.hsm)?;
+    let lifetime = DAY * args.valid_until.max(1);
+    let root = make_new_root(
+        &paths,
+        &current,
+        key.signer.as_ref(),
+        &trust_domain,
+        lifetime,
+        now,
+    )?;
+    let state = RotationState {
+        phase: Phase::Prepared,
+        new_root_sha256: fingerprint(&root),
+        new_root_pem: pem_of(&root)?,
+        old_roots_sha256: current.iter().map(fingerprint).collect(),
+        new_root_key: key.location,
+        prepared_at: now.as_secs(),
+        published_at: None,
+        activated_at: None,
+        finished_at: None,
+    };
+    write_key_and_state(dir, key.file.as_ref(), &state)?;
+    resume_prepare(&paths, state, now)
+}
 
-    let (root_key, key_file, location): NewRootKey = match (&args.root_key_out, args.hsm.config()?)
-    {
+/// The new root's trust domain: `--trust-domain`, else the one the CA already has.
+fn new_root_trust_domain(
+    flag: Option<&str>,
+    paths: &CredentialPaths,
+    current: &[Certificate],
+) -> Result<TrustDomain, RootRotationError> {
+    match flag {
+        Some(td) => TrustDomain::new(td).map_err(|source| E::InvalidTrustDomain {
+            value: td.to_owned(),
+            source,
+        }),
+        None => trust_domain_of(&current.iter().collect::<Vec<_>>(), &issuer_chain(paths)?)
+            .ok_or_else(|| E::NoTrustDomain {
+                path: paths.trust_anchors.clone(),
+            }),
+    }
+}
+
+/// Makes the new root key: in memory for `--root-key-out` (not yet written), or in the HSM.
+fn make_new_root_key(
+    key_out: Option<&Path>,
+    hsm: &HsmArgs,
+) -> Result<NewRootKey, RootRotationError> {
+    match (key_out, hsm.config()?) {
         (Some(file), None) => {
             if file.exists() {
-                return Err(refused(format!(
-                    "--root-key-out {}: the file exists (perhaps left by an interrupted prepare); \
-                         remove it or choose another path",
-                    file.display()
-                )));
+                return Err(E::KeyFileExists {
+                    path: file.to_path_buf(),
+                });
             }
-            let key = NativeKey::generate(KeyAlgorithm::P256).map_err(invalid)?;
-            let pem = key.to_pkcs8_pem().map_err(invalid)?;
-            let location = format!("file {}", file.display());
-            (Box::new(key), Some((file.clone(), pem)), location)
+            let key = NativeKey::generate(KeyAlgorithm::P256)?;
+            let pem = key.to_pkcs8_pem()?;
+            Ok(NewRootKey {
+                signer: Box::new(key),
+                file: Some((file.to_path_buf(), pem)),
+                location: format!("file {}", file.display()),
+            })
         }
         (None, Some(config)) => {
             let hsm = Hsm::open(&config).map_err(RotationError::from)?;
             let key = hsm
                 .generate_key(&config.key_label)
                 .map_err(RotationError::from)?;
-            let location = format!(
-                "hsm token {:?} key {:?}",
-                config.token_label, config.key_label
-            );
-            (Box::new(key), None, location)
+            Ok(NewRootKey {
+                signer: Box::new(key),
+                file: None,
+                location: format!(
+                    "hsm token {:?} key {:?}",
+                    config.token_label, config.key_label
+                ),
+            })
         }
-        _ => {
-            return Err(refused(
-                "give where the new root key goes: --root-key-out FILE, or \
-                     --hsm-module/--hsm-token-label/--hsm-key-label (a new label)",
-            ));
-        }
-    };
-    let root = create_root(
-        root_key.as_ref(),
-        &trust_domain,
-        Validity::backdated(now, DEFAULT_CLOCK_SKEW, DAY * args.valid_until.max(1)),
-        &mut rng(),
-    )
-    .map_err(invalid)?;
-    let mut published = current.clone();
-    published.push(root.clone());
-    validate_set(&paths, published, now)?;
+        _ => Err(E::NoNewKeyLocation),
+    }
+}
 
-    let state = RotationState {
-        phase: Phase::Prepared,
-        new_root_sha256: fingerprint(&root),
-        new_root_pem: pem_of(&root)?,
-        old_roots_sha256: current.iter().map(fingerprint).collect(),
-        new_root_key: location,
-        prepared_at: now.as_secs(),
-        published_at: None,
-        activated_at: None,
-        finished_at: None,
-    };
-    let text = serde_json::to_string_pretty(&state).map_err(invalid)?;
+/// Makes the new self-signed root and checks that the current set plus it still loads.
+fn make_new_root(
+    paths: &CredentialPaths,
+    current: &[Certificate],
+    key: &dyn CaSigner,
+    trust_domain: &TrustDomain,
+    lifetime: Duration,
+    now: UnixTime,
+) -> Result<Certificate, RootRotationError> {
+    let root = create_root(
+        key,
+        trust_domain,
+        Validity::backdated(now, DEFAULT_CLOCK_SKEW, lifetime),
+        &mut rng(),
+    )?;
+    let mut published = current.to_vec();
+    published.push(root.clone());
+    validate_set(paths, published, now)?;
+    Ok(root)
+}
+
+/// Writes the new key file (if any) and the state together, the state last: a state file
+/// always names a key that exists, and a crash before it leaves only an unpublished key file.
+fn write_key_and_state(
+    dir: &Path,
+    key_file: Option<&(PathBuf, Zeroizing<String>)>,
+    state: &RotationState,
+) -> Result<(), RootRotationError> {
+    let text = serde_json::to_string_pretty(state).map_err(E::StateEncoding)?;
     let state_file = state_path(dir);
-    // The key and the state go together (state last): a state file always names a key that
-    // exists, and a crash before it leaves only an unpublished key file.
-    match &key_file {
+    match key_file {
         Some((file, pem)) => files::write_files_atomically(&[
             (file, pem.as_bytes()),
             (&state_file, text.as_bytes()),
         ])?,
         None => files::write_files_atomically(&[(&state_file, text.as_bytes())])?,
     }
-    resume_prepare(&paths, state, now)
+    Ok(())
 }
 
 /// Publishes old + new roots in ca.crt (unless already there) and records `published_at`.
@@ -468,13 +733,12 @@ fn resume_prepare(
     mut state: RotationState,
     now: UnixTime,
 ) -> Result<(), RootRotationError> {
-    let state_file = state_path(&paths.dir);
-    let root = parse_one(&state.new_root_pem, &state_file)?;
+    let root = recorded_root(&state, &state_path(&paths.dir))?;
     let mut current = anchors(paths)?;
     if !current.contains(&root) {
         current.push(root);
         validate_set(paths, current.clone(), now)?;
-        let pem = certificates_to_pem(current.iter()).map_err(invalid)?;
+        let pem = certificates_to_pem(current.iter())?;
         files::write_files_atomically(&[(&paths.trust_anchors, pem.as_bytes())])?;
         state.published_at = None;
     }
@@ -496,11 +760,15 @@ fn resume_prepare(
 /// Workload TTL and clock skew from the flags, then `--config`, then Sentry's defaults.
 fn wait_params(args: &WaitArgs) -> Result<(Duration, Duration), RootRotationError> {
     let base = match &args.config {
-        Some(file) => SentryConfig::load(file).map_err(invalid)?,
+        Some(file) => SentryConfig::load(file)?,
         None => SentryConfig::default(),
     };
-    let duration = |flag: &str, value: &Option<String>, default: Duration| match value {
-        Some(text) => parse_go_duration(text).map_err(|e| invalid(format!("{flag} {text:?}: {e}"))),
+    let duration = |flag: &'static str, value: &Option<String>, default: Duration| match value {
+        Some(text) => parse_go_duration(text).map_err(|source| E::InvalidWaitFlag {
+            flag,
+            value: text.clone(),
+            source,
+        }),
         None => Ok(default),
     };
     Ok((
@@ -519,8 +787,8 @@ fn wait_params(args: &WaitArgs) -> Result<(Duration, Duration), RootRotationErro
 
 /// Refuses (or, with `--force`, warns) when `now` is before `until`.
 fn check_wait(
-    what: &str,
-    since_what: &str,
+    step: &'static str,
+    reason: &'static str,
     until: UnixTime,
     now: UnixTime,
     force: bool,
@@ -528,28 +796,24 @@ fn check_wait(
     if now >= until {
         return Ok(());
     }
-    let left = now.until(until).as_secs();
-    let text = format!(
-        "{what} is refused until {until} ({left} s from now): {since_what} must have passed \
-         (workload certificate TTL + allowed clock skew + {} s reload margin). Wait, or pass --force \
-         to go on anyway",
-        RELOAD_MARGIN.as_secs()
-    );
+    let refusal = E::WaitNotOver {
+        step,
+        reason,
+        until,
+        left_secs: now.until(until).as_secs(),
+    };
     if force {
-        tracing::warn!(target: crate::observability::SCOPE_CA, "--force: {text}");
-        eprintln!("WARNING: --force: {text}; clients that have not renewed since may fail");
+        tracing::warn!(target: crate::observability::SCOPE_CA, "--force: {refusal}");
+        eprintln!("WARNING: --force: {refusal}; clients that have not renewed since may fail");
         Ok(())
     } else {
-        Err(refused(text))
+        Err(refusal)
     }
 }
 
 fn require_state(dir: &Path) -> Result<RotationState, RootRotationError> {
-    read_state(dir)?.ok_or_else(|| {
-        refused(format!(
-            "{} does not exist: no root rotation in progress; start one with `warden root rotate prepare`",
-            state_path(dir).display()
-        ))
+    read_state(dir)?.ok_or_else(|| E::NoRotation {
+        state: state_path(dir),
     })
 }
 
@@ -562,28 +826,8 @@ fn activate(args: ActivateArgs, now: UnixTime) -> Result<(), RootRotationError> 
     let dir = &args.dir.issuer_credentials;
     let paths = CredentialPaths::in_dir(dir);
     let mut state = require_state(dir)?;
-    let published = match (state.phase, state.published_at) {
-        (Phase::Prepared, Some(published)) => published,
-        (Phase::Prepared, None) => {
-            return Err(refused(format!(
-                "{}: the new root is not published in ca.crt yet (prepare was interrupted); \
-                 re-run `warden root rotate prepare`",
-                state_path(dir).display()
-            )));
-        }
-        (Phase::Active, _) => {
-            println!(
-                "Root rotation already active (issuer signed by the new root since unix {}). Next: `warden root rotate finish`.",
-                state.activated_at.unwrap_or_default()
-            );
-            return Ok(());
-        }
-        (Phase::Finished, _) => {
-            return Err(refused(format!(
-                "{}: the rotation is finished; start a new one with `warden root rotate prepare`",
-                state_path(dir).display()
-            )));
-        }
+    let Some(published) = published_at_for_activate(dir, &state)? else {
+        return Ok(());
     };
     let (ttl, skew) = wait_params(&args.wait)?;
     check_wait(
@@ -593,53 +837,9 @@ fn activate(args: ActivateArgs, now: UnixTime) -> Result<(), RootRotationError> 
         now,
         args.wait.force,
     )?;
-    let root_key: Box<dyn CaSigner> = match (&args.root_key, args.hsm.config()?) {
-        (Some(file), None) => Box::new(
-            NativeKey::from_pem(&Zeroizing::new(read(file)?))
-                .map_err(|e| invalid(format!("--root-key {}: {e}", file.display())))?,
-        ),
-        (None, Some(config)) => Box::new(Hsm::open_signer(&config).map_err(RotationError::from)?),
-        _ => {
-            return Err(refused(
-                "give the new root key: --root-key FILE (from prepare --root-key-out) or \
-                 --hsm-module/--hsm-token-label/--hsm-key-label",
-            ));
-        }
-    };
-    let state_file = state_path(dir);
-    let new_root = parse_one(&state.new_root_pem, &state_file)?;
-    if !key_matches(&new_root, &root_key.public_key()) {
-        return Err(invalid(format!(
-            "the root key given does not belong to the new root (SHA-256 {}) recorded in {}; \
-             give the key prepare created ({})",
-            state.new_root_sha256,
-            state_file.display(),
-            state.new_root_key
-        )));
-    }
-    let current = anchors(&paths)?;
-    if !current.contains(&new_root) {
-        return Err(invalid(format!(
-            "{} does not hold the new root (SHA-256 {}); re-run `warden root rotate prepare` to publish it",
-            paths.trust_anchors.display(),
-            state.new_root_sha256
-        )));
-    }
-    // The current issuer's SPIFFE ID, else (your own certificates, named otherwise) Sentry's
-    // ID in the new root's trust domain.
-    let sentry_id = match issuer_chain(&paths)?.first().and_then(sentry_id_of) {
-        Some(id) => id,
-        None => trust_domain_of(&[&new_root], &[])
-            .and_then(|td| SpiffeId::sentry(&td, &args.namespace).ok())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{}: cannot find the issuer's SPIFFE ID (subject O=spiffe://...), nor a \
-                     trust domain in the new root with NAMESPACE {:?}",
-                    paths.issuer_certificate.display(),
-                    args.namespace
-                ))
-            })?,
-    };
+    let root_key = open_new_root_key(args.root_key.as_deref(), &args.hsm)?;
+    let (new_root, current) = check_new_root(&paths, &state, root_key.as_ref())?;
+    let sentry_id = new_issuer_id(&paths, &new_root, &args.namespace)?;
     // Only the new root can sign: give new_issuer an anchor list holding just it, then
     // validate against everything published.
     let issuer = new_issuer(
@@ -650,15 +850,7 @@ fn activate(args: ActivateArgs, now: UnixTime) -> Result<(), RootRotationError> 
         skew,
         now,
     )?;
-    let issuer_certs = parse_certificates(issuer.certificate_pem.as_bytes()).map_err(invalid)?;
-    let key = NativeKey::from_pem(issuer.key_pem.as_bytes()).map_err(invalid)?;
-    CaBundle::from_parts(current, issuer_certs, Box::new(key), now, &NativeVerifier).map_err(
-        |e| {
-            invalid(format!(
-                "the new issuer does not validate: {e}; nothing was changed"
-            ))
-        },
-    )?;
+    check_new_issuer(current, &issuer, now)?;
     files::write_files_atomically(&[
         (&paths.issuer_key, issuer.key_pem.as_bytes()),
         (&paths.issuer_certificate, issuer.certificate_pem.as_bytes()),
@@ -673,6 +865,107 @@ fn activate(args: ActivateArgs, now: UnixTime) -> Result<(), RootRotationError> 
         issuer.validity.not_after,
         wait_until(now.as_secs(), ttl, skew)
     );
+    Ok(())
+}
+
+/// When the new root was published, which the activate wait counts from; `None` (after saying
+/// so) when the rotation is already active; an error in any other phase.
+fn published_at_for_activate(
+    dir: &Path,
+    state: &RotationState,
+) -> Result<Option<u64>, RootRotationError> {
+    match (state.phase, state.published_at) {
+        (Phase::Prepared, Some(published)) => Ok(Some(published)),
+        (Phase::Prepared, None) => Err(E::NotPublished {
+            state: state_path(dir),
+        }),
+        (Phase::Active, _) => {
+            println!(
+                "Root rotation already active (issuer signed by the new root since unix {}). Next: `warden root rotate finish`.",
+                state.activated_at.unwrap_or_default()
+            );
+            Ok(None)
+        }
+        (Phase::Finished, _) => Err(E::AlreadyFinished {
+            state: state_path(dir),
+        }),
+    }
+}
+
+/// Opens the new root key: the `--root-key` file, or the key in the HSM.
+fn open_new_root_key(
+    file: Option<&Path>,
+    hsm: &HsmArgs,
+) -> Result<Box<dyn CaSigner>, RootRotationError> {
+    match (file, hsm.config()?) {
+        (Some(file), None) => Ok(Box::new(
+            NativeKey::from_pem(&Zeroizing::new(read(file)?)).map_err(|source| E::RootKeyFile {
+                path: file.to_path_buf(),
+                source,
+            })?,
+        )),
+        (None, Some(config)) => Ok(Box::new(
+            Hsm::open_signer(&config).map_err(RotationError::from)?,
+        )),
+        _ => Err(E::NoRootKey),
+    }
+}
+
+/// The recorded new root, checked to be the one `root_key` made and to be published in
+/// `ca.crt`; with the anchors of `ca.crt`.
+fn check_new_root(
+    paths: &CredentialPaths,
+    state: &RotationState,
+    root_key: &dyn CaSigner,
+) -> Result<(Certificate, Vec<Certificate>), RootRotationError> {
+    let state_file = state_path(&paths.dir);
+    let new_root = recorded_root(state, &state_file)?;
+    if !key_matches(&new_root, &root_key.public_key()) {
+        return Err(E::WrongRootKey {
+            new_root_sha256: state.new_root_sha256.clone(),
+            state: state_file,
+            key_location: state.new_root_key.clone(),
+        });
+    }
+    let current = anchors(paths)?;
+    if !current.contains(&new_root) {
+        return Err(E::NewRootNotPublished {
+            ca: paths.trust_anchors.clone(),
+            new_root_sha256: state.new_root_sha256.clone(),
+        });
+    }
+    Ok((new_root, current))
+}
+
+/// The current issuer's SPIFFE ID, else (your own certificates, named otherwise) Sentry's ID
+/// in the new root's trust domain.
+fn new_issuer_id(
+    paths: &CredentialPaths,
+    new_root: &Certificate,
+    namespace: &str,
+) -> Result<SpiffeId, RootRotationError> {
+    match issuer_chain(paths)?.first().and_then(sentry_id_of) {
+        Some(id) => Ok(id),
+        None => trust_domain_of(&[new_root], &[])
+            .and_then(|td| SpiffeId::sentry(&td, namespace).ok())
+            .ok_or_else(|| E::NoSentryId {
+                issuer: paths.issuer_certificate.clone(),
+                namespace: namespace.to_owned(),
+            }),
+    }
+}
+
+/// Checks that the new issuer loads with every published anchor, before anything is written.
+fn check_new_issuer(
+    anchors: Vec<Certificate>,
+    issuer: &NewIssuer,
+    now: UnixTime,
+) -> Result<(), RootRotationError> {
+    let issuer_certs =
+        parse_certificates(issuer.certificate_pem.as_bytes()).map_err(E::NewIssuerCertificates)?;
+    let key = NativeKey::from_pem(issuer.key_pem.as_bytes()).map_err(E::NewIssuerKey)?;
+    CaBundle::from_parts(anchors, issuer_certs, Box::new(key), now, &NativeVerifier)
+        .map_err(E::NewIssuerInvalid)?;
     Ok(())
 }
 
@@ -700,11 +993,10 @@ fn finish(args: FinishArgs, now: UnixTime) -> Result<(), RootRotationError> {
             return Ok(());
         }
         (Phase::Active, None) | (Phase::Prepared, _) => {
-            return Err(refused(format!(
-                "{}: the rotation is {}, not active; run `warden root rotate activate` first",
-                state_path(dir).display(),
-                state.phase
-            )));
+            return Err(E::NotActive {
+                state: state_path(dir),
+                phase: state.phase,
+            });
         }
     };
     let (ttl, skew) = wait_params(&args.wait)?;
@@ -720,15 +1012,14 @@ fn finish(args: FinishArgs, now: UnixTime) -> Result<(), RootRotationError> {
         .filter(|a| !state.old_roots_sha256.contains(&fingerprint(a)))
         .collect();
     if !kept.iter().any(|a| fingerprint(a) == state.new_root_sha256) {
-        return Err(invalid(format!(
-            "{} does not hold the new root (SHA-256 {}) recorded in {}; refusing to remove the old roots",
-            paths.trust_anchors.display(),
-            state.new_root_sha256,
-            state_path(dir).display()
-        )));
+        return Err(E::NewRootMissing {
+            ca: paths.trust_anchors.clone(),
+            new_root_sha256: state.new_root_sha256.clone(),
+            state: state_path(dir),
+        });
     }
     validate_set(&paths, kept.clone(), now)?;
-    let pem = certificates_to_pem(kept.iter()).map_err(invalid)?;
+    let pem = certificates_to_pem(kept.iter())?;
     files::write_files_atomically(&[(&paths.trust_anchors, pem.as_bytes())])?;
     state.phase = Phase::Finished;
     state.finished_at = Some(now.as_secs());
@@ -765,11 +1056,13 @@ pub struct PhaseReport {
 }
 
 /// The rotation phase in `dir`, for `warden status`: `Ok(None)` when no rotation was started.
-pub fn phase_report(dir: &Path) -> Result<Option<PhaseReport>, String> {
-    let state = match read_state(dir) {
-        Ok(Some(state)) => state,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+///
+/// # Errors
+///
+/// The state file cannot be read or is not a rotation state.
+pub fn phase_report(dir: &Path) -> Result<Option<PhaseReport>, RootRotationError> {
+    let Some(state) = read_state(dir)? else {
+        return Ok(None);
     };
     let defaults = SentryConfig::default();
     let (next, not_before) = next_step(
@@ -944,7 +1237,11 @@ mod tests {
         let until = wait_until(T0, TTL, SKEW);
         let early = until.saturating_sub(Duration::from_secs(1));
         let err = check_wait("finish", "x", until, early, false).unwrap_err();
-        assert!(err.to_string().contains("1 s from now"), "{err}");
+        assert!(
+            matches!(err, RootRotationError::WaitNotOver { step: "finish", left_secs: 1, until: u, .. } if u == until),
+            "{err}"
+        );
+        // The refusal tells the operator how to go on anyway.
         assert!(err.to_string().contains("--force"), "{err}");
         check_wait("finish", "x", until, until, false).unwrap();
         check_wait("finish", "x", until, early, true).unwrap();
@@ -999,6 +1296,7 @@ mod tests {
 
         // Nothing to activate or finish yet.
         let err = activate(activate_args(&dir, &key, true), at(T0)).unwrap_err();
+        assert!(matches!(err, RootRotationError::NoRotation { .. }), "{err}");
         assert!(err.to_string().contains("prepare"), "{err}");
 
         prepare(prepare_args(&dir, &key), at(T0)).unwrap();
@@ -1029,7 +1327,13 @@ mod tests {
         // activate: refused before the wait, and with the wrong key.
         let err = activate(activate_args(&dir, &key, false), at(T0 + 60)).unwrap_err();
         assert!(
-            err.to_string().contains("activate is refused until"),
+            matches!(
+                err,
+                RootRotationError::WaitNotOver {
+                    step: "activate",
+                    ..
+                }
+            ),
             "{err}"
         );
         let wrong = tmp.path().join("wrong.key");
@@ -1044,7 +1348,7 @@ mod tests {
         .unwrap();
         let err = activate(activate_args(&dir, &wrong, true), at(T0 + 60)).unwrap_err();
         assert!(
-            err.to_string().contains("does not belong to the new root"),
+            matches!(err, RootRotationError::WrongRootKey { .. }),
             "{err}"
         );
         assert_eq!(state(&dir).phase, Phase::Prepared);
@@ -1073,8 +1377,27 @@ mod tests {
         // finish: refused before the wait with a clear message, then done.
         let err = finish(finish_args(&dir, false), at(t_act + wait() - 1)).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("finish is refused until"), "{text}");
-        assert!(text.contains("1 s from now"), "{text}");
+        assert!(
+            matches!(
+                err,
+                RootRotationError::WaitNotOver {
+                    step: "finish",
+                    left_secs: 1,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        // The operator's message, word for word.
+        assert_eq!(
+            text,
+            format!(
+                "finish is refused until {} (1 s from now): the lifetime of every leaf signed by \
+                 the old issuer since activate must have passed (workload certificate TTL + \
+                 allowed clock skew + 5 s reload margin). Wait, or pass --force to go on anyway",
+                at(t_act + wait())
+            )
+        );
         assert_eq!(
             anchors_of(&dir).len(),
             2,
@@ -1125,8 +1448,7 @@ mod tests {
         );
         let err = activate(activate_args(&dir, &key, true), at(T0 + 10)).unwrap_err();
         assert!(
-            err.to_string()
-                .contains("re-run `warden root rotate prepare`"),
+            matches!(err, RootRotationError::NotPublished { .. }),
             "{err}"
         );
         // The key file exists: rerunning prepare reuses the recorded root, not a new key.
@@ -1144,8 +1466,13 @@ mod tests {
         fs::write(state_path(&dir), &before).unwrap();
         let err = finish(finish_args(&dir, true), at(T0 + 40)).unwrap_err();
         assert!(
-            err.to_string()
-                .contains("run `warden root rotate activate` first"),
+            matches!(
+                err,
+                RootRotationError::NotActive {
+                    phase: Phase::Prepared,
+                    ..
+                }
+            ),
             "{err}"
         );
         activate(activate_args(&dir, &key, true), at(T0 + 50)).unwrap();
@@ -1168,7 +1495,10 @@ mod tests {
         fs::write(&key, "keep me").unwrap();
         let ca = fs::read(dir.join("ca.crt")).unwrap();
         let err = prepare(prepare_args(&dir, &key), at(T0)).unwrap_err();
-        assert!(err.to_string().contains("--root-key-out"), "{err}");
+        assert!(
+            matches!(&err, RootRotationError::KeyFileExists { path } if *path == key),
+            "{err}"
+        );
         assert_eq!(fs::read(&key).unwrap(), b"keep me");
         assert_eq!(fs::read(dir.join("ca.crt")).unwrap(), ca);
         assert!(read_state(&dir).unwrap().is_none());
@@ -1176,7 +1506,7 @@ mod tests {
         let mut args = prepare_args(&dir, &key);
         args.root_key_out = None;
         let err = prepare(args, at(T0)).unwrap_err();
-        assert!(err.to_string().contains("--root-key-out FILE"), "{err}");
+        assert!(matches!(err, RootRotationError::NoNewKeyLocation), "{err}");
     }
 
     #[test]
@@ -1202,6 +1532,16 @@ mod tests {
         );
         args.allowed_clock_skew = Some("soon".into());
         let err = wait_params(&args).unwrap_err();
-        assert!(err.to_string().contains("--allowed-clock-skew"), "{err}");
+        assert!(
+            matches!(
+                &err,
+                RootRotationError::InvalidWaitFlag {
+                    flag: "--allowed-clock-skew",
+                    value,
+                    ..
+                } if value == "soon"
+            ),
+            "{err}"
+        );
     }
 }
