@@ -762,17 +762,12 @@ pub fn run_status(args: StatusArgs) -> Result<(), EdgeError> {
     Ok(())
 }
 
-fn usage(text: String) -> EdgeError {
-    EdgeError::Root(RotationError::Usage(text))
-}
-
-fn secs_u32(flag: &str, d: Duration) -> Result<u32, EdgeError> {
+fn secs_u32(flag: &'static str, d: Duration) -> Result<u32, EdgeError> {
     u32::try_from(d.as_secs()).map_err(|_| {
-        usage(format!(
-            "{flag} {}s is longer than the device can store ({} s)",
-            d.as_secs(),
-            u32::MAX
-        ))
+        EdgeError::Root(RotationError::TooLongForDevice {
+            flag,
+            secs: d.as_secs(),
+        })
     })
 }
 
@@ -781,7 +776,7 @@ pub fn run_provision(args: ProvisionArgs) -> Result<(), EdgeError> {
     let device = args.device.device.clone();
     let workload_ttl_secs = secs_u32("--workload-ttl", args.workload_ttl)?;
     if workload_ttl_secs == 0 {
-        return Err(usage("--workload-ttl must be at least 1s".to_owned()));
+        return Err(RotationError::ZeroWorkloadTtl.into());
     }
     let clock_skew_secs = secs_u32("--clock-skew", args.clock_skew)?;
     let anchors_override = args
@@ -857,10 +852,11 @@ pub fn run_provision(args: ProvisionArgs) -> Result<(), EdgeError> {
 pub fn run_issue(args: IssueArgs) -> Result<(), EdgeError> {
     for file in [&args.out, &args.trust_anchors_out].into_iter().flatten() {
         if !args.force && std::fs::symlink_metadata(file).is_ok() {
-            return Err(usage(format!(
-                "{} already exists; refusing to overwrite it (use --force to replace it)",
-                file.display()
-            )));
+            return Err(RotationError::OutputExists {
+                flag: None,
+                path: file.clone(),
+            }
+            .into());
         }
     }
     let csr = read_csr_file(&args.csr)?;

@@ -13,18 +13,22 @@ use std::time::Duration;
 
 use clap::Args;
 use warden_core::UnixTime;
+use warden_core::bundle::{BundleError, CertificatesError, IssueError};
 use warden_core::bundle::{
     CaBundle, certificates_to_pem, create_issuer, create_root, key_matches, parse_certificates,
 };
+use warden_core::chain::ChainError;
+use warden_core::crypto::KeyError;
 use warden_core::crypto::{CaSigner, KeyAlgorithm};
+use warden_core::csr::CsrError;
 use warden_core::profile::{DEFAULT_CLOCK_SKEW, Validity};
 use warden_core::schedule;
-use warden_core::spiffe::{SpiffeId, TrustDomain};
+use warden_core::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 use warden_hsm::{Hsm, HsmConfig, HsmError};
 use x509_cert::Certificate;
 
 use crate::credentials::store::CredentialPaths;
-use crate::native::{NativeKey, NativeVerifier};
+use crate::native::{NativeError, NativeKey, NativeVerifier};
 use crate::observability::SCOPE_CA;
 use crate::util::files;
 
@@ -60,10 +64,7 @@ impl HsmArgs {
                 key_label: key.clone(),
                 pin: warden_hsm::read_pin(self.hsm_pin_file.as_deref())?,
             })),
-            _ => Err(RotationError::Usage(
-                "--hsm-module, --hsm-token-label and --hsm-key-label must be given together"
-                    .to_owned(),
-            )),
+            _ => Err(RotationError::HsmFlagsIncomplete),
         }
     }
 }
@@ -90,15 +91,15 @@ impl RootKeyArgs {
                         source,
                     }
                 })?);
-                Ok(Box::new(NativeKey::from_pem(&pem).map_err(|e| {
-                    RotationError::Credentials(format!("{}: {e}", file.display()))
+                Ok(Box::new(NativeKey::from_pem(&pem).map_err(|source| {
+                    RotationError::KeyFile {
+                        path: file.clone(),
+                        source,
+                    }
                 })?))
             }
             (None, Some(config)) => Ok(Box::new(Hsm::open_signer(&config)?)),
-            _ => Err(RotationError::Usage(
-                "give the root key: --hsm-module/--hsm-token-label/--hsm-key-label or --root-key FILE"
-                    .to_owned(),
-            )),
+            _ => Err(RotationError::NoRootKey),
         }
     }
 }
@@ -150,15 +151,87 @@ pub struct RotateArgs {
 }
 
 /// Why a root or issuer operation failed.
+///
+/// Flags first (what to give instead), then files and values (which one, and what is wrong),
+/// then building, validating and writing, then `hsm init-root`'s own outcomes.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RotationError {
     /// The HSM refused or could not be reached.
     #[error(transparent)]
     Hsm(#[from] HsmError),
-    /// Flags that do not go together.
-    #[error("{0}")]
-    Usage(String),
+    /// Some of `--hsm-module`, `--hsm-token-label` and `--hsm-key-label`, not all three.
+    #[error("--hsm-module, --hsm-token-label and --hsm-key-label must be given together")]
+    HsmFlagsIncomplete,
+    /// `hsm init-root` without the `--hsm-*` flags.
+    #[error("warden hsm init-root needs --hsm-module, --hsm-token-label and --hsm-key-label")]
+    InitRootNeedsHsm,
+    /// Neither `--root-key` nor the `--hsm-*` flags.
+    #[error("give the root key: --hsm-module/--hsm-token-label/--hsm-key-label or --root-key FILE")]
+    NoRootKey,
+    /// A trust domain or namespace (flag or environment variable) that is not valid.
+    #[error("invalid {flag} {value:?}: {source}")]
+    InvalidName {
+        /// `--trust-domain`, `--namespace` or `NAMESPACE`.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is not valid.
+        source: SpiffeIdError,
+    },
+    /// `NAMESPACE` does not make a valid Sentry SPIFFE ID (`hsm init-root`).
+    #[error("invalid NAMESPACE: {source}")]
+    InvalidNamespace {
+        /// Why it is not valid.
+        source: SpiffeIdError,
+    },
+    /// A number of days that is zero or does not fit.
+    #[error("invalid number of days: {days}")]
+    InvalidDays {
+        /// The number given.
+        days: u64,
+    },
+    /// `--valid-until` of `issuer sign-csr` is zero or does not fit.
+    #[error("invalid --valid-until {days}: a number of days from 1")]
+    InvalidValidUntil {
+        /// The number given.
+        days: u64,
+    },
+    /// `--valid-for-secs 0`.
+    #[error("invalid --valid-for-secs 0: an issuer needs a lifetime")]
+    ZeroLifetime,
+    /// `--workload-ttl 0s` (`edge provision`).
+    #[error("--workload-ttl must be at least 1s")]
+    ZeroWorkloadTtl,
+    /// A duration flag longer than the edge device stores (`u32` seconds).
+    #[error("{flag} {secs}s is longer than the device can store ({} s)", u32::MAX)]
+    TooLongForDevice {
+        /// The flag.
+        flag: &'static str,
+        /// Its value in seconds.
+        secs: u64,
+    },
+    /// A credential file exists where `hsm init-root` would write a new set.
+    #[error(
+        "{} already exists; refusing to overwrite credentials (use `warden issuer rotate` for a new issuer)",
+        path.display()
+    )]
+    CredentialsExist {
+        /// The file in the way.
+        path: PathBuf,
+    },
+    /// An output file exists and `--force` was not given.
+    #[error(
+        "{}{} already exists; refusing to overwrite it (use --force to replace it)",
+        flag.map(|f| format!("{f} ")).unwrap_or_default(),
+        path.display()
+    )]
+    OutputExists {
+        /// The flag that named it, when the message names one (`--out`).
+        flag: Option<&'static str>,
+        /// The file.
+        path: PathBuf,
+    },
     /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
@@ -167,27 +240,168 @@ pub enum RotationError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The credential files are not usable for rotation.
-    #[error("{0}")]
-    Credentials(String),
-    /// Building or validating a certificate failed.
-    #[error("{0}")]
-    Issue(String),
+    /// A certificate file (`ca.crt`, `issuer.crt`) does not hold certificates.
+    #[error("{}: {source}", path.display())]
+    Certificates {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        source: CertificatesError,
+    },
+    /// The root key file does not hold a usable key.
+    #[error("{}: {source}", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: KeyError,
+    },
+    /// The root key made none of the anchors.
+    #[error("the root key does not match any certificate in {}", ca.display())]
+    RootNotInCa {
+        /// `ca.crt`.
+        ca: PathBuf,
+    },
+    /// No root made by the root key has a trust domain as subject `O=`, and there is no
+    /// `issuer.crt` to take the SPIFFE ID from.
+    #[error(
+        "{}: no root made by this root key with a trust domain as subject O=, and no \
+         issuer.crt to take the SPIFFE ID from",
+        ca.display()
+    )]
+    NoTrustDomain {
+        /// `ca.crt`.
+        ca: PathBuf,
+    },
+    /// The root made by the root key has no trust domain as subject `O=` (`issuer sign-csr`).
+    #[error("{}: the root made by this root key has no trust domain as subject O=", ca.display())]
+    RootWithoutTrustDomain {
+        /// `ca.crt`.
+        ca: PathBuf,
+    },
+    /// The current issuer has no SPIFFE ID to keep.
+    #[error("{}: cannot find the issuer's SPIFFE ID (subject O=spiffe://...)", issuer.display())]
+    NoSentryId {
+        /// `issuer.crt`.
+        issuer: PathBuf,
+    },
+    /// A CSR that does not parse or verify.
+    #[error("{input}: {source}")]
+    Csr {
+        /// Where it came from (`--csr FILE`, a device).
+        input: String,
+        /// What is wrong with it.
+        source: CsrError,
+    },
+    /// An issuer for a CSR could not be made or does not verify.
+    #[error("cannot make the issuer for {input}: {reason}")]
+    CsrIssuer {
+        /// Where the CSR came from.
+        input: String,
+        /// What failed.
+        reason: CsrIssuerError,
+    },
+    /// Making a key failed.
+    #[error(transparent)]
+    NewKey(#[from] NativeError),
+    /// Making a certificate failed.
+    #[error(transparent)]
+    Certificate(#[from] IssueError),
+    /// Encoding certificates as PEM failed.
+    #[error(transparent)]
+    Pem(#[from] der::Error),
+    /// The new issuer does not make a credential set the server loads.
+    #[error(transparent)]
+    NewIssuerInvalid(#[from] BundleError),
     /// Writing the new files failed.
     #[error(transparent)]
     Write(#[from] files::WriteError),
-    /// `hsm init-root` made or found a key but could not finish; says what became of the key.
-    #[error("{0}")]
-    InitRoot(String),
+    /// A key labelled `--hsm-key-label` is already in the token (`hsm init-root`).
+    #[error(
+        "a key labelled {key_label:?} already exists on token {token_label:?}; refusing to make another. \
+         If it was left by an init-root that could not write its files (no ca.crt \
+         was ever made from it), re-run with --reuse-key to make the root from it, or \
+         delete it with `{delete_command}`; otherwise choose another --hsm-key-label"
+    )]
+    KeyLabelTaken {
+        /// The key label.
+        key_label: String,
+        /// The token label.
+        token_label: String,
+        /// The OpenSC command that deletes the key pair.
+        delete_command: String,
+    },
+    /// `hsm init-root` failed after making a key; says what became of the key.
+    #[error(transparent)]
+    InitRoot(Box<InitRootFailure>),
+}
+
+/// How `hsm init-root` failed after it made a key in the token, and what became of the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitRootFailure {
+    /// The key was removed again: the same command can be re-run.
+    #[error(
+        "{source}; the new key {key_label:?} was removed from token {token_label:?} again, so the same \
+         command can be re-run once this is fixed"
+    )]
+    KeyRemoved {
+        /// Why init-root failed.
+        source: RotationError,
+        /// The key label.
+        key_label: String,
+        /// The token label.
+        token_label: String,
+    },
+    /// Removing the key failed too: it is still in the token.
+    #[error(
+        "{source}; the new key {key_label:?} is still on token {token_label:?} because removing it failed \
+         too ({undo}): re-run with --reuse-key once this is fixed, or delete it \
+         with `{delete_command}`"
+    )]
+    KeyLeft {
+        /// Why init-root failed.
+        source: RotationError,
+        /// The key label.
+        key_label: String,
+        /// The token label.
+        token_label: String,
+        /// Why removing the key failed.
+        undo: HsmError,
+        /// The OpenSC command that deletes the key pair.
+        delete_command: String,
+    },
+}
+
+/// What failed when making an issuer certificate for a CSR.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CsrIssuerError {
+    /// Building or signing the certificate.
+    #[error(transparent)]
+    Create(#[from] IssueError),
+    /// The signed certificate carries another key than the CSR's.
+    #[error("the certificate does not carry the CSR's key")]
+    KeyNotCarried,
+    /// Encoding the certificates.
+    #[error(transparent)]
+    Encode(#[from] CertificatesError),
+    /// The certificate does not verify under the root.
+    #[error("it does not verify under the root in {}: {source}", ca.display())]
+    NotUnderRoot {
+        /// `ca.crt`.
+        ca: PathBuf,
+        /// Why.
+        source: ChainError,
+    },
+    /// Encoding the certificate as PEM.
+    #[error(transparent)]
+    Pem(#[from] der::Error),
 }
 
 use crate::util::clock::now;
 
 use crate::util::clock::rng;
-
-fn issue_err(e: impl fmt::Display) -> RotationError {
-    RotationError::Issue(e.to_string())
-}
 
 /// `warden hsm init-root`.
 ///
@@ -195,22 +409,17 @@ fn issue_err(e: impl fmt::Display) -> RotationError {
 /// directory); a key made here and then left without a `ca.crt` would be an orphan, so when
 /// anything after the key generation fails the new key pair is destroyed again.
 pub fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
-    let config = args.hsm.config()?.ok_or_else(|| {
-        RotationError::Usage(
-            "warden hsm init-root needs --hsm-module, --hsm-token-label and --hsm-key-label"
-                .to_owned(),
-        )
-    })?;
-    let trust_domain = TrustDomain::new(&args.trust_domain).map_err(|e| {
-        RotationError::Usage(format!(
-            "invalid --trust-domain {:?}: {e}",
-            args.trust_domain
-        ))
-    })?;
+    let config = args.hsm.config()?.ok_or(RotationError::InitRootNeedsHsm)?;
+    let trust_domain =
+        TrustDomain::new(&args.trust_domain).map_err(|source| RotationError::InvalidName {
+            flag: "--trust-domain",
+            value: args.trust_domain.clone(),
+            source,
+        })?;
     let root_life = DAY * days(args.valid_until)?;
     let issuer_life = DAY * days(args.issuer_valid_until)?;
     let sentry_id = SpiffeId::sentry(&trust_domain, &args.namespace)
-        .map_err(|e| RotationError::Usage(format!("invalid NAMESPACE: {e}")))?;
+        .map_err(|source| RotationError::InvalidNamespace { source })?;
     let paths = CredentialPaths::in_dir(&args.issuer_credentials);
     // symlink_metadata: a dangling symlink is something in the way too.
     if let Some(existing) = [
@@ -221,10 +430,9 @@ pub fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
     .into_iter()
     .find(|p| std::fs::symlink_metadata(p).is_ok())
     {
-        return Err(RotationError::Usage(format!(
-            "{} already exists; refusing to overwrite credentials (use `warden issuer rotate` for a new issuer)",
-            existing.display()
-        )));
+        return Err(RotationError::CredentialsExist {
+            path: existing.clone(),
+        });
     }
     files::create_private_dir(&paths.dir)?;
     let hsm = Hsm::open(&config)?;
@@ -234,15 +442,11 @@ pub fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
         match hsm.generate_key(&config.key_label) {
             Ok(key) => (key, true),
             Err(HsmError::KeyExists { .. }) => {
-                return Err(RotationError::InitRoot(format!(
-                    "a key labelled {:?} already exists on token {:?}; refusing to make another. \
-                     If it was left by an init-root that could not write its files (no ca.crt \
-                     was ever made from it), re-run with --reuse-key to make the root from it, or \
-                     delete it with `{}`; otherwise choose another --hsm-key-label",
-                    config.key_label,
-                    config.token_label,
-                    delete_key_command(&config)
-                )));
+                return Err(RotationError::KeyLabelTaken {
+                    key_label: config.key_label.clone(),
+                    token_label: config.token_label.clone(),
+                    delete_command: delete_key_command(&config),
+                });
             }
             Err(e) => return Err(e.into()),
         }
@@ -261,23 +465,23 @@ pub fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
         Ok(issuer) => issuer,
         Err(e) if created => {
             drop(root_key);
-            return Err(RotationError::InitRoot(
-                match hsm.destroy_key_pair(&config.key_label) {
-                    Ok(_) => format!(
-                        "{e}; the new key {:?} was removed from token {:?} again, so the same \
-                         command can be re-run once this is fixed",
-                        config.key_label, config.token_label
-                    ),
-                    Err(undo) => format!(
-                        "{e}; the new key {:?} is still on token {:?} because removing it failed \
-                         too ({undo}): re-run with --reuse-key once this is fixed, or delete it \
-                         with `{}`",
-                        config.key_label,
-                        config.token_label,
-                        delete_key_command(&config)
-                    ),
+            let (source, key_label, token_label) =
+                (e, config.key_label.clone(), config.token_label.clone());
+            let failure = match hsm.destroy_key_pair(&config.key_label) {
+                Ok(_) => InitRootFailure::KeyRemoved {
+                    source,
+                    key_label,
+                    token_label,
                 },
-            ));
+                Err(undo) => InitRootFailure::KeyLeft {
+                    source,
+                    key_label,
+                    token_label,
+                    undo,
+                    delete_command: delete_key_command(&config),
+                },
+            };
+            return Err(RotationError::InitRoot(Box::new(failure)));
         }
         Err(e) => return Err(e),
     };
@@ -328,9 +532,8 @@ fn write_new_root(
         trust_domain,
         Validity::backdated(now, DEFAULT_CLOCK_SKEW, root_life),
         &mut rng(),
-    )
-    .map_err(issue_err)?;
-    let ca_pem = certificates_to_pem([&root]).map_err(issue_err)?;
+    )?;
+    let ca_pem = certificates_to_pem([&root])?;
     let issuer = new_issuer(
         root_key,
         std::slice::from_ref(&root),
@@ -352,7 +555,7 @@ fn days(n: u64) -> Result<u32, RotationError> {
     u32::try_from(n)
         .ok()
         .filter(|d| *d > 0)
-        .ok_or_else(|| RotationError::Usage(format!("invalid number of days: {n}")))
+        .ok_or(RotationError::InvalidDays { days: n })
 }
 
 /// `warden issuer rotate`.
@@ -415,12 +618,11 @@ pub(crate) fn new_issuer(
     let root = anchors
         .iter()
         .find(|anchor| key_matches(anchor, &root_public))
-        .ok_or_else(|| {
-            RotationError::Credentials(
-                "the root key does not match any certificate in ca.crt".to_owned(),
-            )
+        // The anchors are ca.crt's, or the new root about to be written there.
+        .ok_or_else(|| RotationError::RootNotInCa {
+            ca: PathBuf::from("ca.crt"),
         })?;
-    let key = NativeKey::generate(KeyAlgorithm::P256).map_err(issue_err)?;
+    let key = NativeKey::generate(KeyAlgorithm::P256)?;
     let issuer = create_issuer(
         root_key,
         root,
@@ -428,11 +630,10 @@ pub(crate) fn new_issuer(
         sentry_id,
         Validity::backdated(now, clock_skew, lifetime),
         &mut rng(),
-    )
-    .map_err(issue_err)?;
+    )?;
     let validity = Validity::of(&issuer);
-    let certificate_pem = certificates_to_pem([&issuer]).map_err(issue_err)?;
-    let key_pem = key.to_pkcs8_pem().map_err(issue_err)?;
+    let certificate_pem = certificates_to_pem([&issuer])?;
+    let key_pem = key.to_pkcs8_pem()?;
     // What is written must load: the same validation the server runs on reload.
     let bundle = CaBundle::from_parts(
         anchors.to_vec(),
@@ -440,8 +641,7 @@ pub(crate) fn new_issuer(
         Box::new(key),
         now,
         &NativeVerifier,
-    )
-    .map_err(issue_err)?;
+    )?;
     Ok(NewIssuer {
         certificate_pem,
         key_pem,
@@ -491,18 +691,19 @@ fn sentry_id_from_root(
         path: paths.trust_anchors.clone(),
         source,
     })?;
-    let anchors = parse_certificates(&bytes).map_err(|e| {
-        RotationError::Credentials(format!("{}: {e}", paths.trust_anchors.display()))
+    let anchors = parse_certificates(&bytes).map_err(|source| RotationError::Certificates {
+        path: paths.trust_anchors.clone(),
+        source,
     })?;
-    let trust_domain = root_trust_domain(&anchors, root_key).ok_or_else(|| {
-        RotationError::Credentials(format!(
-            "{}: no root made by this root key with a trust domain as subject O=, and no \
-             issuer.crt to take the SPIFFE ID from",
-            paths.trust_anchors.display()
-        ))
-    })?;
-    SpiffeId::sentry(&trust_domain, namespace)
-        .map_err(|e| RotationError::Usage(format!("invalid NAMESPACE {namespace:?}: {e}")))
+    let trust_domain =
+        root_trust_domain(&anchors, root_key).ok_or_else(|| RotationError::NoTrustDomain {
+            ca: paths.trust_anchors.clone(),
+        })?;
+    SpiffeId::sentry(&trust_domain, namespace).map_err(|source| RotationError::InvalidName {
+        flag: "NAMESPACE",
+        value: namespace.to_owned(),
+        source,
+    })
 }
 
 /// The trust domain (subject `O=`) of the first of `anchors` made by `root_key`.
@@ -546,8 +747,11 @@ pub fn replace_issuer(
             source,
         })
     };
-    let anchors = parse_certificates(&read(&paths.trust_anchors)?).map_err(|e| {
-        RotationError::Credentials(format!("{}: {e}", paths.trust_anchors.display()))
+    let anchors = parse_certificates(&read(&paths.trust_anchors)?).map_err(|source| {
+        RotationError::Certificates {
+            path: paths.trust_anchors.clone(),
+            source,
+        }
     })?;
     let sentry_id = match (std::fs::read(&paths.issuer_certificate), missing_issuer_id) {
         (Err(e), Some(id)) if e.kind() == std::io::ErrorKind::NotFound => id.clone(),
@@ -558,15 +762,17 @@ pub fn replace_issuer(
             });
         }
         (Ok(bytes), _) => {
-            let current = parse_certificates(&bytes).map_err(|e| {
-                RotationError::Credentials(format!("{}: {e}", paths.issuer_certificate.display()))
-            })?;
-            current.first().and_then(sentry_id_of).ok_or_else(|| {
-                RotationError::Credentials(format!(
-                    "{}: cannot find the issuer's SPIFFE ID (subject O=spiffe://...)",
-                    paths.issuer_certificate.display()
-                ))
-            })?
+            let current =
+                parse_certificates(&bytes).map_err(|source| RotationError::Certificates {
+                    path: paths.issuer_certificate.clone(),
+                    source,
+                })?;
+            current
+                .first()
+                .and_then(sentry_id_of)
+                .ok_or_else(|| RotationError::NoSentryId {
+                    issuer: paths.issuer_certificate.clone(),
+                })?
         }
     };
     let issuer = new_issuer(root_key, &anchors, &sentry_id, lifetime, clock_skew, now)?;

@@ -20,7 +20,7 @@ use x509_cert::Certificate;
 
 use crate::native::NativeVerifier;
 use crate::observability::SCOPE_CA;
-use crate::rotation::issuer::{RootKeyArgs, RotationError, root_trust_domain};
+use crate::rotation::issuer::{CsrIssuerError, RootKeyArgs, RotationError, root_trust_domain};
 use crate::util::files;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -102,20 +102,15 @@ impl IssuerRootArgs {
     pub fn load(&self) -> Result<IssuerRoot, RotationError> {
         let lifetime = match self.valid_for_secs {
             Some(0) => {
-                return Err(RotationError::Usage(
-                    "invalid --valid-for-secs 0: an issuer needs a lifetime".to_owned(),
-                ));
+                return Err(RotationError::ZeroLifetime);
             }
             Some(secs) => Duration::from_secs(secs),
             None => u32::try_from(self.valid_until)
                 .ok()
                 .filter(|d| *d > 0)
                 .map(|d| DAY * d)
-                .ok_or_else(|| {
-                    RotationError::Usage(format!(
-                        "invalid --valid-until {}: a number of days from 1",
-                        self.valid_until
-                    ))
+                .ok_or(RotationError::InvalidValidUntil {
+                    days: self.valid_until,
                 })?,
         };
         let ca_file = self.issuer_credentials.join("ca.crt");
@@ -123,28 +118,31 @@ impl IssuerRootArgs {
             path: ca_file.clone(),
             source,
         })?;
-        let anchors = parse_certificates(&anchors_pem)
-            .map_err(|e| RotationError::Credentials(format!("{}: {e}", ca_file.display())))?;
+        let anchors =
+            parse_certificates(&anchors_pem).map_err(|source| RotationError::Certificates {
+                path: ca_file.clone(),
+                source,
+            })?;
         let key = self.key.signer()?;
         let public = key.public_key();
         let root = anchors
             .iter()
             .find(|anchor| key_matches(anchor, &public))
             .cloned()
-            .ok_or_else(|| {
-                RotationError::Credentials(format!(
-                    "the root key does not match any certificate in {}",
-                    ca_file.display()
-                ))
+            .ok_or_else(|| RotationError::RootNotInCa {
+                ca: ca_file.clone(),
             })?;
         let trust_domain = root_trust_domain(&anchors, key.as_ref()).ok_or_else(|| {
-            RotationError::Credentials(format!(
-                "{}: the root made by this root key has no trust domain as subject O=",
-                ca_file.display()
-            ))
+            RotationError::RootWithoutTrustDomain {
+                ca: ca_file.clone(),
+            }
         })?;
-        let sentry_id = SpiffeId::sentry(&trust_domain, &self.namespace).map_err(|e| {
-            RotationError::Usage(format!("invalid --namespace {:?}: {e}", self.namespace))
+        let sentry_id = SpiffeId::sentry(&trust_domain, &self.namespace).map_err(|source| {
+            RotationError::InvalidName {
+                flag: "--namespace",
+                value: self.namespace.clone(),
+                source,
+            }
         })?;
         Ok(IssuerRoot {
             key,
@@ -179,10 +177,13 @@ impl IssuerRoot {
     ) -> Result<SignedIssuer, RotationError> {
         // Every key type the server accepts in a workload CSR is one the issuer profile can
         // certify and the host can sign with; the device makes P-256.
-        let verified = parse_and_verify(csr, &NativeVerifier)
-            .map_err(|e| RotationError::Credentials(format!("{source}: {e}")))?;
-        let issue_err = |e: &dyn std::fmt::Display| {
-            RotationError::Issue(format!("cannot make the issuer for {source}: {e}"))
+        let verified = parse_and_verify(csr, &NativeVerifier).map_err(|e| RotationError::Csr {
+            input: source.to_owned(),
+            source: e,
+        })?;
+        let issue_err = |reason: CsrIssuerError| RotationError::CsrIssuer {
+            input: source.to_owned(),
+            reason,
         };
         let issuer = create_issuer(
             self.key.as_ref(),
@@ -192,14 +193,14 @@ impl IssuerRoot {
             Validity::backdated(now, DEFAULT_CLOCK_SKEW, self.lifetime),
             &mut rand_core::UnwrapErr(getrandom::SysRng),
         )
-        .map_err(|e| issue_err(&e))?;
+        .map_err(|e| issue_err(e.into()))?;
         if !key_matches(&issuer, &verified.public_key) {
-            return Err(issue_err(&"the certificate does not carry the CSR's key"));
+            return Err(issue_err(CsrIssuerError::KeyNotCarried));
         }
         // An HSM that signed with another key, or a root already expired, shows here.
-        let ders =
-            encode_certificates(&[issuer.clone(), self.root.clone()]).map_err(|e| issue_err(&e))?;
-        let refs = read_certificates(&ders).map_err(|e| issue_err(&e))?;
+        let ders = encode_certificates(&[issuer.clone(), self.root.clone()])
+            .map_err(|e| issue_err(e.into()))?;
+        let refs = read_certificates(&ders).map_err(|e| issue_err(e.into()))?;
         if let [issuer_ref, root_ref] = refs.as_slice() {
             verify_chain(
                 std::slice::from_ref(issuer_ref),
@@ -207,15 +208,15 @@ impl IssuerRoot {
                 now,
                 &NativeVerifier,
             )
-            .map_err(|e| {
-                issue_err(&format!(
-                    "it does not verify under the root in {}: {e}",
-                    self.ca_file.display()
-                ))
+            .map_err(|source| {
+                issue_err(CsrIssuerError::NotUnderRoot {
+                    ca: self.ca_file.clone(),
+                    source,
+                })
             })?;
         }
         Ok(SignedIssuer {
-            certificate_pem: certificates_to_pem([&issuer]).map_err(|e| issue_err(&e))?,
+            certificate_pem: certificates_to_pem([&issuer]).map_err(|e| issue_err(e.into()))?,
             validity: Validity::of(&issuer),
             sentry_id: self.sentry_id.clone(),
         })
@@ -234,10 +235,10 @@ pub fn read_csr_file(path: &Path) -> Result<Vec<u8>, RotationError> {
 pub fn run(args: SignCsrArgs) -> Result<(), RotationError> {
     let out_exists = std::fs::symlink_metadata(&args.out).is_ok();
     if out_exists && !args.force {
-        return Err(RotationError::Usage(format!(
-            "--out {} already exists; refusing to overwrite it (use --force to replace it)",
-            args.out.display()
-        )));
+        return Err(RotationError::OutputExists {
+            flag: Some("--out"),
+            path: args.out.clone(),
+        });
     }
     let csr = read_csr_file(&args.csr)?;
     let root = args.root.load()?;
@@ -260,7 +261,7 @@ mod tests {
     use crate::native::NativeKey;
     use warden_core::bundle::{CaBundle, create_root};
     use warden_core::crypto::KeyAlgorithm;
-    use warden_core::csr::{CsrTemplate, create_csr, csr_to_pem};
+    use warden_core::csr::{CsrError, CsrTemplate, create_csr, csr_to_pem};
     use warden_core::spiffe::TrustDomain;
 
     /// A root (key file + ca.crt, 30 days) and a device key with its CSR, in a temporary dir.
@@ -379,31 +380,56 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
 
-        let text = |args: SignCsrArgs| run(args).unwrap_err().to_string();
-        let e = text(setup.args("garbage.csr", "out.crt"));
+        let err = |args: SignCsrArgs| run(args).unwrap_err();
+        // Each refusal is its own variant, and its message names the flag or the file.
+        let e = err(setup.args("garbage.csr", "out.crt"));
         assert!(
-            e.starts_with("--csr ") && e.contains("garbage.csr: CSR PEM"),
+            matches!(&e, RotationError::Csr { input, source: CsrError::Pem(_) }
+                if input.starts_with("--csr ") && input.ends_with("garbage.csr")),
             "{e}"
         );
-        let e = text(setup.args("bad.csr", "out.crt"));
-        assert!(e.contains("bad.csr: CSR signature"), "{e}");
-        let e = text(setup.args("device.csr", "taken.crt"));
-        assert!(e.contains("--out ") && e.contains("--force"), "{e}");
+        assert!(e.to_string().contains("garbage.csr: CSR PEM"), "{e}");
+        let e = err(setup.args("bad.csr", "out.crt"));
+        assert!(
+            matches!(
+                &e,
+                RotationError::Csr {
+                    source: CsrError::InvalidSignature(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("bad.csr: CSR signature"), "{e}");
+        let e = err(setup.args("device.csr", "taken.crt"));
+        assert!(
+            matches!(&e, RotationError::OutputExists { flag: Some("--out"), path }
+                if *path == setup.path("taken.crt")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--force"), "{e}");
         assert_eq!(std::fs::read(setup.path("taken.crt")).unwrap(), b"keep me");
         let mut wrong_root = setup.args("device.csr", "out.crt");
         wrong_root.root.key.root_key = Some(setup.path("other.key"));
-        let e = text(wrong_root);
-        assert!(e.contains("does not match any certificate in"), "{e}");
+        let e = err(wrong_root);
+        assert!(
+            matches!(&e, RotationError::RootNotInCa { ca } if *ca == setup.path("ca.crt")),
+            "{e}"
+        );
         let mut no_root = setup.args("device.csr", "out.crt");
         no_root.root.issuer_credentials = setup.path("nowhere");
-        let e = text(no_root);
+        let e = err(no_root);
         assert!(
-            e.contains("cannot read") && e.contains("nowhere/ca.crt"),
+            matches!(&e, RotationError::Read { path, .. } if path.ends_with("nowhere/ca.crt")),
             "{e}"
         );
         let mut no_days = setup.args("device.csr", "out.crt");
         no_days.root.valid_until = 0;
-        assert!(text(no_days).contains("--valid-until 0"));
+        let e = err(no_days);
+        assert!(
+            matches!(e, RotationError::InvalidValidUntil { days: 0 }),
+            "{e}"
+        );
         let after: Vec<_> = std::fs::read_dir(setup.dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
