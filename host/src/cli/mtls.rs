@@ -9,21 +9,24 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 use warden_core::UnixTime;
+use warden_core::bundle::{BundleError, CertificatesError, IssueError};
 use warden_core::bundle::{
     CaBundle, certificates_to_pem, create_root, parse_certificates, renew_root,
 };
+use warden_core::crypto::KeyError;
 use warden_core::crypto::{CaSigner, KeyAlgorithm};
 use warden_core::expiry::{CaCertKind, expiry_warning};
 use warden_core::profile::{DEFAULT_CLOCK_SKEW, Validity};
-use warden_core::spiffe::{SpiffeId, TrustDomain};
+use warden_core::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
 use crate::credentials::CredentialsArg;
 use crate::credentials::store::CredentialPaths;
 use crate::go::time::go_time;
-use crate::native::{NativeKey, NativeVerifier};
-use crate::rotation::issuer::new_issuer;
+use crate::native::{NativeError, NativeKey, NativeVerifier};
+use crate::rotation::issuer::{RotationError, new_issuer};
+use crate::rotation::root::{Phase, RootRotationError};
 use crate::util::OutputFormat;
 use crate::util::files;
 
@@ -120,15 +123,147 @@ pub enum LifecycleError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The input does not form a valid credential set; nothing was changed.
+    /// A certificate file does not hold certificates.
+    #[error("{}: {source}; nothing was changed", path.display())]
+    Certificates {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        source: CertificatesError,
+    },
+    /// A key file does not hold a usable key.
+    #[error("{}: {source}; nothing was changed", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: KeyError,
+    },
+    /// A PEM file given is not UTF-8 text.
+    #[error("{}: not UTF-8 PEM; nothing was changed", path.display())]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The files given do not form a valid credential set.
+    #[error("{}: {source}; nothing was changed", path.display())]
+    InvalidSet {
+        /// The file the problem is in.
+        path: PathBuf,
+        /// What is wrong.
+        source: BundleError,
+    },
+    /// `--trust-domain` is not a trust domain.
+    #[error("--trust-domain {value:?}: {source}; nothing was changed")]
+    InvalidTrustDomain {
+        /// The value given.
+        value: String,
+        /// Why it is not one.
+        source: SpiffeIdError,
+    },
+    /// Sentry's default trust domain (`localhost`) was refused; never happens.
     #[error("{0}; nothing was changed")]
-    Invalid(String),
+    DefaultTrustDomain(#[source] SpiffeIdError),
+    /// `NAMESPACE` does not make a Sentry SPIFFE ID.
+    #[error("NAMESPACE {value:?}: {source}; nothing was changed")]
+    InvalidNamespace {
+        /// The value given.
+        value: String,
+        /// Why it is not valid.
+        source: SpiffeIdError,
+    },
+    /// The root rotation state file cannot be read.
+    #[error("{0}; nothing was changed")]
+    RootRotation(#[source] Box<RootRotationError>),
+    /// Making the new root key failed.
+    #[error("{0}; nothing was changed")]
+    NewKey(#[source] NativeError),
+    /// Making the new root certificate failed.
+    #[error("{0}; nothing was changed")]
+    NewRoot(#[source] IssueError),
+    /// Making the new issuer failed.
+    #[error("{0}; nothing was changed")]
+    NewIssuer(#[source] Box<RotationError>),
+    /// The new issuer's key does not read back.
+    #[error("{0}; nothing was changed")]
+    NewIssuerKey(#[source] KeyError),
+    /// Encoding or decoding a certificate failed.
+    #[error("{0}; nothing was changed")]
+    Der(#[source] der::Error),
+    /// A same-key renewal whose issuer does not verify under the old root.
+    #[error("the renewed issuer does not verify under the old root: {0}; nothing was changed")]
+    NotUnderOldRoot(#[source] BundleError),
+    /// The report could not be encoded as JSON.
+    #[error("{0}; nothing was changed")]
+    Json(#[source] serde_json::Error),
     /// The command would break clients and `--force` was not given; nothing was changed.
     #[error("{0}; nothing was changed")]
-    Refused(String),
+    Refused(#[source] ReplaceRisk),
     /// Writing failed.
     #[error(transparent)]
     Write(#[from] files::WriteError),
+}
+
+/// Why replacing `ca.crt` could break clients: refused unless `--force`, a warning with it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplaceRisk {
+    /// `ca.crt` does not read as certificates.
+    #[error(
+        "{}: {source}: cannot tell whether clients holding it would trust the new root; \
+         repair it, or pass --force to replace the root",
+        ca.display()
+    )]
+    CaUnreadable {
+        /// `ca.crt`.
+        ca: PathBuf,
+        /// What is wrong in it.
+        source: CertificatesError,
+    },
+    /// `--private-key` is not the key of any current root.
+    #[error(
+        "--private-key {} is not the key of any root in {ca}: clients holding the \
+         current {ca} will stop trusting the CA (every certificate it issues fails \
+         verification there) until they get the new one. To change the root key \
+         without downtime use `warden root rotate prepare`, `activate` and `finish`; \
+         to keep the current root give its key; to replace the root now, pass --force",
+        key.display(),
+        ca = ca.display()
+    )]
+    ForeignRootKey {
+        /// The `--private-key` file.
+        key: PathBuf,
+        /// `ca.crt`.
+        ca: PathBuf,
+    },
+    /// No `--private-key`: a fresh root key.
+    #[error(
+        "no --private-key: a fresh root key, so clients holding the current {} will \
+         stop trusting the CA (every certificate it issues fails verification there) \
+         until they get the new one. To keep them, give the current root's key with \
+         --private-key; to change the root key without downtime use `warden root rotate \
+         prepare`, `activate` and `finish`; to replace the root now, pass --force",
+        ca.display()
+    )]
+    FreshRootKey {
+        /// `ca.crt`.
+        ca: PathBuf,
+    },
+    /// A root rotation is prepared or active: replacing `ca.crt` drops its new root.
+    #[error(
+        "a root rotation is {phase} ({}): replacing {} now drops its new root; finish it with \
+         `warden root rotate` first, or pass --force",
+        state.display(),
+        ca.display()
+    )]
+    RootRotationInProgress {
+        /// Its phase.
+        phase: Phase,
+        /// The state file.
+        state: PathBuf,
+        /// `ca.crt`.
+        ca: PathBuf,
+    },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LifecycleError> {
@@ -138,8 +273,18 @@ fn read(path: &Path) -> Result<Vec<u8>, LifecycleError> {
     })
 }
 
-fn invalid(what: impl std::fmt::Display) -> LifecycleError {
-    LifecycleError::Invalid(what.to_string())
+fn certificates_in(text: &[u8], path: &Path) -> Result<Vec<Certificate>, LifecycleError> {
+    parse_certificates(text).map_err(|source| LifecycleError::Certificates {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn key_in(text: &[u8], path: &Path) -> Result<NativeKey, LifecycleError> {
+    NativeKey::from_pem(text).map_err(|source| LifecycleError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 use crate::util::clock::now;
@@ -175,11 +320,10 @@ pub fn run_renew(args: RenewArgs) -> Result<(), LifecycleError> {
         bring_your_own(ca, chain, key, now)?
     } else {
         let root_key: Box<dyn CaSigner> = match &args.private_key {
-            Some(file) => Box::new(
-                NativeKey::from_pem(&Zeroizing::new(read(file)?))
-                    .map_err(|e| invalid(format!("{}: {e}", file.display())))?,
-            ),
-            None => Box::new(NativeKey::generate(KeyAlgorithm::P256).map_err(invalid)?),
+            Some(file) => Box::new(key_in(&Zeroizing::new(read(file)?), file)?),
+            None => {
+                Box::new(NativeKey::generate(KeyAlgorithm::P256).map_err(LifecycleError::NewKey)?)
+            }
         };
         let current = CurrentSet::read(&paths)?;
         let renewed = current.anchor_of(&root_key.public_key());
@@ -189,12 +333,19 @@ pub fn run_renew(args: RenewArgs) -> Result<(), LifecycleError> {
         check_no_root_rotation(&paths, args.force)?;
         let trust_domain = match &args.trust_domain {
             Some(td) => {
-                TrustDomain::new(td).map_err(|e| invalid(format!("--trust-domain {td:?}: {e}")))?
+                TrustDomain::new(td).map_err(|source| LifecycleError::InvalidTrustDomain {
+                    value: td.clone(),
+                    source,
+                })?
             }
             None => current.trust_domain(renewed)?,
         };
-        let sentry_id = SpiffeId::sentry(&trust_domain, &args.namespace)
-            .map_err(|e| invalid(format!("NAMESPACE {:?}: {e}", args.namespace)))?;
+        let sentry_id = SpiffeId::sentry(&trust_domain, &args.namespace).map_err(|source| {
+            LifecycleError::InvalidNamespace {
+                value: args.namespace.clone(),
+                source,
+            }
+        })?;
         let lifetime = DAY * args.valid_until.max(1);
         let root = match renewed {
             Some(anchor) => NewRoot::Renewed(anchor),
@@ -227,7 +378,7 @@ enum CurrentSet {
         issuer_chain: Vec<Certificate>,
     },
     /// `ca.crt` exists but does not read as certificates.
-    Unreadable(String),
+    Unreadable(CertificatesError),
 }
 
 /// What the new root is.
@@ -265,7 +416,7 @@ impl CurrentSet {
                     .and_then(|t| parse_certificates(&t).ok())
                     .unwrap_or_default(),
             },
-            Err(e) => Self::Unreadable(format!("{}: {e}", paths.trust_anchors.display())),
+            Err(e) => Self::Unreadable(e),
         })
     }
 
@@ -290,28 +441,18 @@ impl CurrentSet {
         private_key: Option<&Path>,
         force: bool,
     ) -> Result<(), LifecycleError> {
-        let ca = paths.trust_anchors.display();
+        let ca = paths.trust_anchors.clone();
         let why = match (self, private_key) {
             (Self::Absent, _) => return Ok(()),
-            (Self::Unreadable(e), _) => format!(
-                "{e}: cannot tell whether clients holding it would trust the new root; \
-                 repair it, or pass --force to replace the root"
-            ),
-            (Self::Anchors { .. }, Some(key)) => format!(
-                "--private-key {} is not the key of any root in {ca}: clients holding the \
-                 current {ca} will stop trusting the CA (every certificate it issues fails \
-                 verification there) until they get the new one. To change the root key \
-                 without downtime use `warden root rotate prepare`, `activate` and `finish`; \
-                 to keep the current root give its key; to replace the root now, pass --force",
-                key.display()
-            ),
-            (Self::Anchors { .. }, None) => format!(
-                "no --private-key: a fresh root key, so clients holding the current {ca} will \
-                 stop trusting the CA (every certificate it issues fails verification there) \
-                 until they get the new one. To keep them, give the current root's key with \
-                 --private-key; to change the root key without downtime use `warden root rotate \
-                 prepare`, `activate` and `finish`; to replace the root now, pass --force"
-            ),
+            (Self::Unreadable(e), _) => ReplaceRisk::CaUnreadable {
+                ca,
+                source: e.clone(),
+            },
+            (Self::Anchors { .. }, Some(key)) => ReplaceRisk::ForeignRootKey {
+                key: key.to_path_buf(),
+                ca,
+            },
+            (Self::Anchors { .. }, None) => ReplaceRisk::FreshRootKey { ca },
         };
         if force {
             tracing::warn!(target: crate::observability::SCOPE_CA, "--force: {why}");
@@ -346,7 +487,7 @@ impl CurrentSet {
         };
         match found {
             Some(td) => Ok(td),
-            None => TrustDomain::new("localhost").map_err(invalid),
+            None => TrustDomain::new("localhost").map_err(LifecycleError::DefaultTrustDomain),
         }
     }
 }
@@ -354,18 +495,16 @@ impl CurrentSet {
 /// Refuses, unless `force`, to replace `ca.crt` while a root rotation is prepared or active:
 /// the rotation's new root would be dropped from it.
 fn check_no_root_rotation(paths: &CredentialPaths, force: bool) -> Result<(), LifecycleError> {
-    use crate::rotation::root::Phase;
-    let state = crate::rotation::root::read_state(&paths.dir).map_err(invalid)?;
+    let state = crate::rotation::root::read_state(&paths.dir)
+        .map_err(|e| LifecycleError::RootRotation(Box::new(e)))?;
     let Some(state) = state.filter(|s| s.phase != Phase::Finished) else {
         return Ok(());
     };
-    let why = format!(
-        "a root rotation is {} ({}): replacing {} now drops its new root; finish it with \
-         `warden root rotate` first, or pass --force",
-        state.phase,
-        crate::credentials::state_path(&paths.dir).display(),
-        paths.trust_anchors.display()
-    );
+    let why = ReplaceRisk::RootRotationInProgress {
+        phase: state.phase,
+        state: crate::credentials::state_path(&paths.dir),
+        ca: paths.trust_anchors.clone(),
+    };
     if force {
         eprintln!("WARNING: --force: {why}");
         Ok(())
@@ -387,8 +526,8 @@ fn generated(
         NewRoot::Fresh(trust_domain) => create_root(root_key, trust_domain, validity, &mut rng),
         NewRoot::Renewed(old) => renew_root(root_key, old, validity, &mut rng),
     }
-    .map_err(invalid)?;
-    let ca = certificates_to_pem([&new_root]).map_err(invalid)?;
+    .map_err(LifecycleError::NewRoot)?;
+    let ca = certificates_to_pem([&new_root]).map_err(LifecycleError::Der)?;
     let issuer = new_issuer(
         root_key,
         std::slice::from_ref(&new_root),
@@ -397,13 +536,14 @@ fn generated(
         DEFAULT_CLOCK_SKEW,
         now,
     )
-    .map_err(invalid)?;
+    .map_err(|e| LifecycleError::NewIssuer(Box::new(e)))?;
     if let NewRoot::Renewed(old) = root {
         // The promise of a same-key renewal, checked before anything is written: the new
         // issuer chains to the old root as a client holding it sees it.
-        let old = <Certificate as der::Decode>::from_der(old).map_err(invalid)?;
+        let old = <Certificate as der::Decode>::from_der(old).map_err(LifecycleError::Der)?;
         if Validity::of(&old).contains(now) {
-            let key = NativeKey::from_pem(issuer.key_pem.as_bytes()).map_err(invalid)?;
+            let key = NativeKey::from_pem(issuer.key_pem.as_bytes())
+                .map_err(LifecycleError::NewIssuerKey)?;
             CaBundle::from_parts(
                 vec![old],
                 issuer.bundle.issuer_chain().to_vec(),
@@ -411,11 +551,7 @@ fn generated(
                 now,
                 &NativeVerifier,
             )
-            .map_err(|e| {
-                invalid(format!(
-                    "the renewed issuer does not verify under the old root: {e}"
-                ))
-            })?;
+            .map_err(LifecycleError::NotUnderOldRoot)?;
         }
     }
     Ok(NewSet {
@@ -435,23 +571,25 @@ fn bring_your_own(
     let ca_text = read(ca)?;
     let chain_text = read(chain)?;
     let key_text = Zeroizing::new(read(key)?);
-    let anchors =
-        parse_certificates(&ca_text).map_err(|e| invalid(format!("{}: {e}", ca.display())))?;
-    let issuers = parse_certificates(&chain_text)
-        .map_err(|e| invalid(format!("{}: {e}", chain.display())))?;
-    let signer =
-        NativeKey::from_pem(&key_text).map_err(|e| invalid(format!("{}: {e}", key.display())))?;
+    let anchors = certificates_in(&ca_text, ca)?;
+    let issuers = certificates_in(&chain_text, chain)?;
+    let signer = key_in(&key_text, key)?;
     let bundle = CaBundle::from_parts(anchors, issuers, Box::new(signer), now, &NativeVerifier)
-        .map_err(|e| {
-            let file = match e.file() {
+        .map_err(|source| {
+            let file = match source.file() {
                 warden_core::bundle::CredentialFile::TrustAnchors => ca,
                 warden_core::bundle::CredentialFile::IssuerKey => key,
                 _ => chain,
             };
-            invalid(format!("{}: {e}", file.display()))
+            LifecycleError::InvalidSet {
+                path: file.to_path_buf(),
+                source,
+            }
         })?;
     let text = |bytes: Vec<u8>, path: &Path| {
-        String::from_utf8(bytes).map_err(|_| invalid(format!("{}: not UTF-8 PEM", path.display())))
+        String::from_utf8(bytes).map_err(|_| LifecycleError::NotUtf8 {
+            path: path.to_path_buf(),
+        })
     };
     Ok(NewSet {
         ca: text(ca_text, ca)?,
@@ -532,10 +670,8 @@ fn certificates(
     paths: &CredentialPaths,
     now: UnixTime,
 ) -> Result<Vec<CertificateReport>, LifecycleError> {
-    let anchors = parse_certificates(&read(&paths.trust_anchors)?)
-        .map_err(|e| invalid(format!("{}: {e}", paths.trust_anchors.display())))?;
-    let chain = parse_certificates(&read(&paths.issuer_certificate)?)
-        .map_err(|e| invalid(format!("{}: {e}", paths.issuer_certificate.display())))?;
+    let anchors = certificates_in(&read(&paths.trust_anchors)?, &paths.trust_anchors)?;
+    let chain = certificates_in(&read(&paths.issuer_certificate)?, &paths.issuer_certificate)?;
     let mut out: Vec<CertificateReport> = anchors.iter().map(|c| report("root", c, now)).collect();
     // A trailing copy of the root in issuer.crt is dropped, as when loading.
     out.extend(
@@ -665,7 +801,7 @@ fn status_text(status: &StatusReport) -> String {
 }
 
 fn to_json(value: &impl Serialize) -> Result<String, LifecycleError> {
-    serde_json::to_string_pretty(value).map_err(invalid)
+    serde_json::to_string_pretty(value).map_err(LifecycleError::Json)
 }
 
 #[cfg(test)]
@@ -737,11 +873,15 @@ mod tests {
             assert_eq!(mode, 0o600, "{f}");
         }
         let first_root = root_of(dir.path());
-        let refused = run_renew(renew(dir.path())).unwrap_err().to_string();
+        let refused = run_renew(renew(dir.path())).unwrap_err();
         assert!(
-            refused.contains("will stop trusting the CA") && refused.contains("--force"),
+            matches!(
+                refused,
+                LifecycleError::Refused(ReplaceRisk::FreshRootKey { .. })
+            ),
             "{refused}"
         );
+        assert!(refused.to_string().contains("--force"), "{refused}");
         let mut forced = renew(dir.path());
         forced.force = true;
         run_renew(forced).unwrap();
@@ -810,8 +950,17 @@ mod tests {
         let before = snapshot(&creds);
         let mut args = renew(&creds);
         args.private_key = Some(key_file.clone());
-        let err = run_renew(args).unwrap_err().to_string();
-        assert!(err.contains("root rotation is prepared"), "{err}");
+        let err = run_renew(args).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LifecycleError::Refused(ReplaceRisk::RootRotationInProgress {
+                    phase: Phase::Prepared,
+                    ..
+                })
+            ),
+            "{err}"
+        );
         assert_eq!(snapshot(&creds), before);
         let mut args = renew(&creds);
         args.private_key = Some(key_file);
@@ -828,12 +977,15 @@ mod tests {
         )
         .unwrap();
         let before = snapshot(dir.path());
-        let err = run_renew(renew(dir.path())).unwrap_err().to_string();
+        let err = run_renew(renew(dir.path())).unwrap_err();
         assert!(
-            err.contains("cannot tell whether clients holding it would trust the new root")
-                && err.contains("--force"),
+            matches!(
+                err,
+                LifecycleError::Refused(ReplaceRisk::CaUnreadable { .. })
+            ),
             "{err}"
         );
+        assert!(err.to_string().contains("--force"), "{err}");
         assert_eq!(snapshot(dir.path()), before);
         let mut forced = renew(dir.path());
         forced.force = true;
@@ -853,11 +1005,17 @@ mod tests {
         args.issuer_public_certificate = Some(other.path().join("issuer.crt"));
         // The key of the set already installed: does not match the other issuer.
         args.issuer_private_key = Some(dir.path().join("issuer.key"));
-        let err = run_renew(args).unwrap_err().to_string();
+        let err = run_renew(args).unwrap_err();
         assert!(
-            err.contains("issuer key does not match issuer certificate")
-                && err.ends_with("nothing was changed"),
+            matches!(&err, LifecycleError::InvalidSet { path, .. }
+                if *path == dir.path().join("issuer.key")),
             "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("issuer key does not match issuer certificate")
+                && text.ends_with("nothing was changed"),
+            "{text}"
         );
         assert_eq!(snapshot(dir.path()), before);
     }
