@@ -283,7 +283,9 @@ pub fn jwt(data: &[u8]) -> JwtOutcome {
     let claims = serde_json::from_slice::<serde_json::Value>(data)
         .ok()
         .map(|claims| jwks::check_claims(&claims, JWT_AUDIENCE, JWT_SUBJECT, JWT_NOW));
-    let key_set = KeySet::parse(data).map(|set| set.len());
+    let key_set = KeySet::parse(data)
+        .map(|set| set.len())
+        .map_err(|e| e.to_string());
     JwtOutcome {
         token,
         claims,

@@ -428,6 +428,85 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
+/// Why a JWK Set could not be loaded from its source; the validator keeps the previous set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeySetError {
+    /// The document is not JSON.
+    #[error("not valid JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The document has no `keys` array.
+    #[error("not a JWK Set: no \"keys\" array")]
+    NoKeysArray,
+    /// No key of the set can verify tokens here.
+    #[error(
+        "the JWK Set has no usable key (EC P-256/P-384, RSA or Ed25519 signature keys); {skipped} skipped"
+    )]
+    NoUsableKey {
+        /// How many keys were skipped.
+        skipped: usize,
+    },
+    /// The file is larger than [`MAX_JWKS_BYTES`].
+    #[error("{0}")]
+    FileTooLarge(#[source] std::io::Error),
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// The request failed (connection, TLS, timeout, reading the body), with its causes.
+    #[error("{}", error_chain(.0))]
+    Request(#[source] reqwest::Error),
+    /// The server answered with a status other than success.
+    #[error("HTTP status {0}")]
+    HttpStatus(reqwest::StatusCode),
+    /// The response is larger than [`MAX_JWKS_BYTES`].
+    #[error("the response is larger than {MAX_JWKS_BYTES} bytes")]
+    ResponseTooLarge,
+}
+
+/// One key of a set that cannot verify tokens here, and why; it is skipped.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{reason}", kid.as_deref().map_or_else(String::new, |k| format!("\"{k}\": ")))]
+struct SkippedKey {
+    /// Its `kid`, when known by then.
+    kid: Option<String>,
+    /// Why it is skipped.
+    reason: SkipReason,
+}
+
+/// Why a key of a set is skipped.
+#[derive(Debug, thiserror::Error)]
+enum SkipReason {
+    /// An HMAC secret.
+    #[error("symmetric (oct) keys are never accepted")]
+    Symmetric,
+    /// Not a JWK.
+    #[error("invalid JWK: {0}")]
+    NotJwk(#[source] serde_json::Error),
+    /// `use: enc`.
+    #[error("an encryption key (use: enc)")]
+    Encryption,
+    /// A curve other than P-256, P-384 or Ed25519.
+    #[error("unsupported curve {0:?}")]
+    UnsupportedCurve(EllipticCurve),
+    /// A key type not supported.
+    #[error("unsupported key type")]
+    UnsupportedKeyType,
+    /// An `alg` that is not one of [`ALGORITHMS`].
+    #[error("alg {0:?} is not a signature algorithm accepted here")]
+    NotSignatureAlgorithm(KeyAlgorithm),
+    /// An `alg` the key type cannot verify.
+    #[error("alg {alg:?} does not fit a {kind} key")]
+    AlgorithmMismatch {
+        /// The key's `alg`.
+        alg: KeyAlgorithm,
+        /// Its type.
+        kind: KeyKind,
+    },
+    /// The key material is not usable.
+    #[error("invalid key: {0}")]
+    InvalidKey(#[source] jsonwebtoken::errors::Error),
+}
+
 fn invalid(reason: impl Into<String>) -> TokenError {
     TokenError::Invalid(reason.into())
 }
@@ -438,12 +517,12 @@ impl KeySet {
     ///
     /// # Errors
     ///
-    /// A reason when the text is not a JWK Set or holds no usable key.
-    pub fn parse(json: &[u8]) -> Result<Self, String> {
-        let document: Value =
-            serde_json::from_slice(json).map_err(|e| format!("not valid JSON: {e}"))?;
+    /// [`KeySetError::NotJson`], [`KeySetError::NoKeysArray`] or
+    /// [`KeySetError::NoUsableKey`].
+    pub fn parse(json: &[u8]) -> Result<Self, KeySetError> {
+        let document: Value = serde_json::from_slice(json).map_err(KeySetError::NotJson)?;
         let Some(entries) = document.get("keys").and_then(Value::as_array) else {
-            return Err("not a JWK Set: no \"keys\" array".into());
+            return Err(KeySetError::NoKeysArray);
         };
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
@@ -457,10 +536,9 @@ impl KeySet {
             tracing::warn!(target: SCOPE_SERVER, "JWKS: skipping keys that cannot verify tokens: {}", skipped.join("; "));
         }
         if keys.is_empty() {
-            return Err(format!(
-                "the JWK Set has no usable key (EC P-256/P-384, RSA or Ed25519 signature keys); {} skipped",
-                skipped.len()
-            ));
+            return Err(KeySetError::NoUsableKey {
+                skipped: skipped.len(),
+            });
         }
         Ok(Self { keys })
     }
@@ -564,48 +642,47 @@ fn is_signature_error(e: &jsonwebtoken::errors::Error) -> bool {
     )
 }
 
-fn parse_key(entry: &Value) -> Result<Key, String> {
+fn parse_key(entry: &Value) -> Result<Key, SkippedKey> {
+    let unnamed = |reason| SkippedKey { kid: None, reason };
     if entry.get("kty").and_then(Value::as_str) == Some("oct") {
-        return Err("symmetric (oct) keys are never accepted".into());
+        return Err(unnamed(SkipReason::Symmetric));
     }
     let jwk: Jwk =
-        serde_json::from_value(entry.clone()).map_err(|e| format!("invalid JWK: {e}"))?;
+        serde_json::from_value(entry.clone()).map_err(|e| unnamed(SkipReason::NotJwk(e)))?;
     let kid = jwk.common.key_id.clone();
-    let label = kid
-        .as_deref()
-        .map_or_else(String::new, |k| format!("\"{k}\": "));
+    let skipped = |reason| SkippedKey {
+        kid: kid.clone(),
+        reason,
+    };
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-        return Err(format!("{label}an encryption key (use: enc)"));
+        return Err(skipped(SkipReason::Encryption));
     }
     let kind = match &jwk.algorithm {
         AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
             EllipticCurve::P256 => KeyKind::P256,
             EllipticCurve::P384 => KeyKind::P384,
-            ref other => return Err(format!("{label}unsupported curve {other:?}")),
+            ref other => return Err(skipped(SkipReason::UnsupportedCurve(other.clone()))),
         },
         AlgorithmParameters::RSA(_) => KeyKind::Rsa,
         AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
             EllipticCurve::Ed25519 => KeyKind::Ed25519,
-            ref other => return Err(format!("{label}unsupported curve {other:?}")),
+            ref other => return Err(skipped(SkipReason::UnsupportedCurve(other.clone()))),
         },
-        AlgorithmParameters::OctetKey(_) => {
-            return Err(format!("{label}symmetric (oct) keys are never accepted"));
-        }
-        _ => return Err(format!("{label}unsupported key type")),
+        AlgorithmParameters::OctetKey(_) => return Err(skipped(SkipReason::Symmetric)),
+        _ => return Err(skipped(SkipReason::UnsupportedKeyType)),
     };
     let alg = match jwk.common.key_algorithm {
         None => None,
         Some(own) => {
-            let alg = signature_algorithm(own).ok_or_else(|| {
-                format!("{label}alg {own:?} is not a signature algorithm accepted here")
-            })?;
+            let alg = signature_algorithm(own)
+                .ok_or_else(|| skipped(SkipReason::NotSignatureAlgorithm(own)))?;
             if !kind.allows(alg) {
-                return Err(format!("{label}alg {own:?} does not fit a {kind} key"));
+                return Err(skipped(SkipReason::AlgorithmMismatch { alg: own, kind }));
             }
             Some(alg)
         }
     };
-    let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| format!("{label}invalid key: {e}"))?;
+    let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| skipped(SkipReason::InvalidKey(e)))?;
     Ok(Key {
         kid,
         kind,
@@ -1031,23 +1108,21 @@ impl fmt::Display for VerifyError {
 }
 
 impl Remote {
-    async fn fetch(&self) -> Result<KeySet, String> {
+    async fn fetch(&self) -> Result<KeySet, KeySetError> {
         let mut response = self
             .client
             .get(self.url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(KeySetError::Request)?;
         if !response.status().is_success() {
-            return Err(format!("HTTP status {}", response.status()));
+            return Err(KeySetError::HttpStatus(response.status()));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        while let Some(chunk) = response.chunk().await.map_err(KeySetError::Request)? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!(
-                    "the response is larger than {MAX_JWKS_BYTES} bytes"
-                ));
+                return Err(KeySetError::ResponseTooLarge);
             }
             body.extend_from_slice(&chunk);
         }
@@ -1142,12 +1217,12 @@ fn ca_pem(value: &str) -> Result<Vec<u8>, OptionError> {
     Ok(pem)
 }
 
-fn read_file_set(path: &Path) -> Result<KeySet, String> {
+fn read_file_set(path: &Path) -> Result<KeySet, KeySetError> {
     let bytes = crate::util::files::read_at_most(path, MAX_JWKS_BYTES).map_err(|e| {
         if e.kind() == std::io::ErrorKind::FileTooLarge {
-            e.to_string()
+            KeySetError::FileTooLarge(e)
         } else {
-            format!("cannot read: {e}")
+            KeySetError::Read(e)
         }
     })?;
     KeySet::parse(&bytes)

@@ -301,19 +301,22 @@ fn key_sets_skip_unusable_keys() {
         &claims(),
     );
     assert!(reason(&keys, &hs).starts_with("unsupported signature algorithm"));
+    let err = KeySet::parse(b"{\"keys\": []}").unwrap_err();
+    assert!(
+        matches!(err, KeySetError::NoUsableKey { skipped: 0 }),
+        "{err}"
+    );
+    // The reasons are logged and returned to operators word for word.
     assert_eq!(
-        KeySet::parse(b"{\"keys\": []}").unwrap_err(),
+        err.to_string(),
         "the JWK Set has no usable key (EC P-256/P-384, RSA or Ed25519 signature keys); 0 skipped"
     );
-    assert_eq!(
-        KeySet::parse(b"{}").unwrap_err(),
-        "not a JWK Set: no \"keys\" array"
-    );
-    assert!(
-        KeySet::parse(b"nope")
-            .unwrap_err()
-            .starts_with("not valid JSON: ")
-    );
+    let err = KeySet::parse(b"{}").unwrap_err();
+    assert!(matches!(err, KeySetError::NoKeysArray), "{err}");
+    assert_eq!(err.to_string(), "not a JWK Set: no \"keys\" array");
+    let err = KeySet::parse(b"nope").unwrap_err();
+    assert!(matches!(err, KeySetError::NotJson(_)), "{err}");
+    assert!(err.to_string().starts_with("not valid JSON: "), "{err}");
 }
 
 fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
