@@ -36,7 +36,7 @@ pub use transport::{
 };
 
 use crate::proto::sign_certificate_request::TokenValidator;
-use crate::util::files::{create_private_dir, write_files_atomically};
+use crate::util::files::{WriteError, create_private_dir, write_files_atomically};
 
 /// The log scope of daprd's identity code (kit's security provider).
 const SCOPE_SECURITY: &str = "dapr.runtime.security";
@@ -233,7 +233,11 @@ fn log_written(identity: &Identity, out: &Path) {
 /// Writes `ca.pem`, `key.pem`, then `cert.pem` (each atomically, mode 0600) into `dir`,
 /// creating it with mode 0700 when missing. `cert.pem` goes last, so a reader that reloads on
 /// its change sees the matching key and anchors.
-pub fn write_identity(dir: &Path, identity: &Identity) -> anyhow::Result<()> {
+///
+/// # Errors
+///
+/// [`WriteError`] naming the directory or file that could not be written.
+pub fn write_identity(dir: &Path, identity: &Identity) -> Result<(), WriteError> {
     create_private_dir(dir)?;
     let (ca, key, cert) = (dir.join(CA_FILE), dir.join(KEY_FILE), dir.join(CERT_FILE));
     write_files_atomically(&[

@@ -823,19 +823,42 @@ pub async fn mint_for_response_off_workers(
     .map_err(|_| JwtError::Backend("JWT signing task"))?
 }
 
+/// Why [`start`] could not start the `jwt.key` watcher or the OIDC server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The `jwt.key` watcher could not be set up.
+    #[error("cannot watch the JWT key: {0}")]
+    Watch(#[source] notify::Error),
+    /// The OIDC server could not listen on its address.
+    #[error("cannot listen for OIDC on {address}: {source}")]
+    Listen {
+        /// `host:port`.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
 /// Starts what JWTs need besides minting: the `jwt.key` watcher (hot reload, 2 s batching
 /// like the issuer's) and, when configured, the OIDC server on its own listener with health
 /// target `oidc-server`. Keep the returned watcher alive.
+///
+/// # Errors
+///
+/// [`StartError`] when the watcher cannot be set up or the OIDC listener cannot bind.
 pub async fn start(
     issuer: Option<&Arc<JwtIssuer>>,
     oidc: Option<OidcSettings>,
     health: &crate::observability::Health,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<(
-    Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    Option<notify::RecommendedWatcher>,
-)> {
-    use anyhow::Context as _;
+) -> Result<
+    (
+        Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+        Option<notify::RecommendedWatcher>,
+    ),
+    StartError,
+> {
     let Some(issuer) = issuer else {
         return Ok((None, None));
     };
@@ -857,7 +880,7 @@ pub async fn start(
             },
         )
     }
-    .context("cannot watch the JWT key")?;
+    .map_err(StartError::Watch)?;
     tokio::spawn(prune_retired_keys(Arc::clone(issuer)));
     let Some(oidc) = oidc else {
         return Ok((None, Some(watcher)));
@@ -871,7 +894,10 @@ pub async fn start(
     };
     let listener = tokio::net::TcpListener::bind((host, oidc.port))
         .await
-        .with_context(|| format!("cannot listen for OIDC on {host}:{}", oidc.port))?;
+        .map_err(|source| StartError::Listen {
+            address: format!("{host}:{}", oidc.port),
+            source,
+        })?;
     tracing::info!(target: SCOPE_SENTRY, "OIDC server is listening on {host}:{} ({})", oidc.port, if tls.is_some() { "https" } else { "http" });
     let router = oidc_router(Arc::clone(issuer), oidc);
     let task = tokio::spawn(serve_oidc(listener, tls, router, shutdown));
