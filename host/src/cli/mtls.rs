@@ -9,12 +9,11 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 use warden_core::UnixTime;
-use warden_core::bundle::{BundleError, CertificatesError, IssueError};
 use warden_core::bundle::{
-    CaBundle, certificates_to_pem, create_root, parse_certificates, renew_root,
+    BundleError, CaBundle, CertificatesError, IssueError, certificates_to_pem, create_root,
+    parse_certificates, renew_root,
 };
-use warden_core::crypto::KeyError;
-use warden_core::crypto::{CaSigner, KeyAlgorithm};
+use warden_core::crypto::{CaSigner, KeyAlgorithm, KeyError};
 use warden_core::expiry::{CaCertKind, expiry_warning};
 use warden_core::profile::{DEFAULT_CLOCK_SKEW, Validity};
 use warden_core::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use clap::Args;
 use warden_core::UnixTime;
-use warden_core::bundle::{BundleError, CertificatesError, IssueError};
 use warden_core::bundle::{
-    CaBundle, certificates_to_pem, create_issuer, create_root, key_matches, parse_certificates,
+    BundleError, CaBundle, CertificatesError, IssueError, certificates_to_pem, create_issuer,
+    create_root, key_matches, parse_certificates,
 };
 use warden_core::chain::ChainError;
-use warden_core::crypto::KeyError;
-use warden_core::crypto::{CaSigner, KeyAlgorithm};
+use warden_core::crypto::{CaSigner, KeyAlgorithm, KeyError};
 use warden_core::csr::CsrError;
 use warden_core::profile::{DEFAULT_CLOCK_SKEW, Validity};
 use warden_core::schedule;
