@@ -326,7 +326,8 @@ pub(super) async fn serve_oidc(
     oidc: Option<OidcSettings>,
     probes: &Probes,
     signal: &ShutdownSignal,
-) -> anyhow::Result<(Option<ServerTask>, Option<notify::RecommendedWatcher>)> {
+) -> Result<(Option<ServerTask>, Option<notify::RecommendedWatcher>), crate::tokens::jwt::StartError>
+{
     crate::tokens::jwt::start(state.jwt.as_ref(), oidc, &probes.health, signal.wait()).await
 }
 
