@@ -29,6 +29,7 @@ use x509_cert::Certificate;
 use crate::credentials::store::CredentialPaths;
 use crate::native::{NativeError, NativeKey, NativeVerifier};
 use crate::observability::SCOPE_CA;
+use crate::util::clock::{now, rng};
 use crate::util::files;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -397,10 +398,6 @@ pub enum CsrIssuerError {
     #[error(transparent)]
     Pem(#[from] der::Error),
 }
-
-use crate::util::clock::now;
-
-use crate::util::clock::rng;
 
 /// `warden hsm init-root`.
 ///

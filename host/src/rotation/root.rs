@@ -48,8 +48,11 @@ use crate::credentials::{DEFAULT_DIR, state_path};
 use crate::go::duration::{DurationError, parse_go_duration};
 use crate::native::{NativeError, NativeKey, NativeVerifier};
 use crate::rotation::issuer::{HsmArgs, NewIssuer, RotationError, new_issuer};
+use crate::util::clock::{now, rng};
 use crate::util::digest::fingerprint;
 use crate::util::files;
+
+use RootRotationError as E;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Added to every wait: the server's reload debounce (2 s) and slack for the watcher.
@@ -448,8 +451,6 @@ pub enum RootRotationError {
     Write(#[from] files::WriteError),
 }
 
-use RootRotationError as E;
-
 fn read(path: &Path) -> Result<Vec<u8>, RootRotationError> {
     std::fs::read(path).map_err(|source| E::Read {
         path: path.to_path_buf(),
@@ -474,10 +475,6 @@ fn write_state(dir: &Path, state: &RotationState) -> Result<(), RootRotationErro
     files::write_files_atomically(&[(&state_path(dir), text.as_bytes())])?;
     Ok(())
 }
-
-use crate::util::clock::now;
-
-use crate::util::clock::rng;
 
 fn certificates_in(path: &Path) -> Result<Vec<Certificate>, RootRotationError> {
     parse_certificates(&read(path)?).map_err(|source| E::Certificates {
