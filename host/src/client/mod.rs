@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use warden_core::bundle::parse_certificates;
+use warden_core::bundle::{CertificatesError, parse_certificates};
 use warden_core::crypto::KeyAlgorithm;
-use warden_core::spiffe::{SpiffeId, TrustDomain};
+use warden_core::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 use zeroize::Zeroizing;
 
 pub use request::{
@@ -139,6 +138,97 @@ pub async fn run_fetch(args: FetchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why `warden identity fetch` could not get or write an identity.
+///
+/// Like an `anyhow` context, a variant that wraps a cause says only what was being done: the
+/// cause is its [`source`](std::error::Error::source), which the CLI prints after it (and
+/// [`chain_text`] for the log lines).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// `--trust-anchors` could not be read.
+    #[error("cannot read trust anchors {}", path.display())]
+    ReadTrustAnchors {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--trust-anchors` does not hold certificates.
+    #[error("trust anchors {}", path.display())]
+    TrustAnchors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        #[source]
+        source: CertificatesError,
+    },
+    /// `--control-plane-trust-domain` is not a trust domain.
+    #[error("invalid --control-plane-trust-domain {value:?}")]
+    ControlPlaneTrustDomain {
+        /// The value given.
+        value: String,
+        /// Why it is not one.
+        #[source]
+        source: SpiffeIdError,
+    },
+    /// `--control-plane-namespace` does not make Sentry's SPIFFE ID.
+    #[error("invalid --control-plane-namespace {value:?}")]
+    ControlPlaneNamespace {
+        /// The value given.
+        value: String,
+        /// Why it is not valid.
+        #[source]
+        source: SpiffeIdError,
+    },
+    /// The TLS configuration towards the CA could not be built.
+    #[error(transparent)]
+    ClientConfig(#[from] ClientConfigError),
+    /// `--token-file` could not be read.
+    #[error("cannot read token file {}", path.display())]
+    ReadToken {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connecting to the CA failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The `SignCertificate` call or its response failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The last try failed, or one that daprd does not retry.
+    #[error("failed to get a workload certificate from sentry")]
+    NoCertificate(#[source] Box<IdentityError>),
+    /// Writing the identity files failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// A signal handler could not be installed.
+    #[error("cannot handle {signal}")]
+    Signal {
+        /// `SIGINT` or `SIGTERM`.
+        signal: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An error and each of its causes, joined by `": "` (what `anyhow`'s `{:#}` prints).
+fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
 /// SIGINT or SIGTERM, with the handlers installed up front so neither kills the process
 /// mid-write.
 struct Shutdown {
@@ -147,11 +237,17 @@ struct Shutdown {
 }
 
 impl Shutdown {
-    fn install() -> anyhow::Result<Self> {
+    fn install() -> Result<Self, IdentityError> {
         use tokio::signal::unix::{SignalKind, signal};
+        let handle = |kind, name| {
+            signal(kind).map_err(|source| IdentityError::Signal {
+                signal: name,
+                source,
+            })
+        };
         Ok(Self {
-            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: handle(SignalKind::interrupt(), "SIGINT")?,
+            terminate: handle(SignalKind::terminate(), "SIGTERM")?,
         })
     }
 
@@ -165,7 +261,7 @@ impl Shutdown {
 
 /// Fetches, writes and (with `--renew`) renews until `shutdown` completes; returns how many
 /// identities were written.
-async fn run(args: &FetchArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<u64> {
+async fn run(args: &FetchArgs, shutdown: impl Future<Output = ()>) -> Result<u64, IdentityError> {
     let fetcher = Fetcher::new(args)?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut current = tokio::select! {
@@ -203,7 +299,7 @@ async fn run(args: &FetchArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
                 log_written(&current, &args.out);
             }
             Err(e) => {
-                tracing::error!(target: SCOPE_SECURITY, "Failed to renew workload identity, retrying in {}s: {e:#}", RENEW_RETRY.as_secs());
+                tracing::error!(target: SCOPE_SECURITY, "Failed to renew workload identity, retrying in {}s: {}", RENEW_RETRY.as_secs(), chain_text(&e));
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = tokio::time::sleep(RENEW_RETRY) => {}
@@ -259,30 +355,35 @@ struct Fetcher {
 
 /// A failed try, and whether daprd's policy tries again.
 struct Attempt {
-    error: anyhow::Error,
+    error: IdentityError,
     retryable: bool,
 }
 
 impl Fetcher {
-    fn new(args: &FetchArgs) -> anyhow::Result<Self> {
-        let anchors_pem = std::fs::read(&args.trust_anchors).with_context(|| {
-            format!("cannot read trust anchors {}", args.trust_anchors.display())
-        })?;
-        let anchors = parse_certificates(&anchors_pem)
-            .with_context(|| format!("trust anchors {}", args.trust_anchors.display()))?;
-        let td = TrustDomain::new(&args.control_plane_trust_domain).with_context(|| {
-            format!(
-                "invalid --control-plane-trust-domain {:?}",
-                args.control_plane_trust_domain
-            )
-        })?;
-        let server_id =
-            SpiffeId::sentry(&td, &args.control_plane_namespace).with_context(|| {
-                format!(
-                    "invalid --control-plane-namespace {:?}",
-                    args.control_plane_namespace
-                )
+    fn new(args: &FetchArgs) -> Result<Self, IdentityError> {
+        let path = &args.trust_anchors;
+        let anchors_pem =
+            std::fs::read(path).map_err(|source| IdentityError::ReadTrustAnchors {
+                path: path.clone(),
+                source,
             })?;
+        let anchors =
+            parse_certificates(&anchors_pem).map_err(|source| IdentityError::TrustAnchors {
+                path: path.clone(),
+                source,
+            })?;
+        let td = TrustDomain::new(&args.control_plane_trust_domain).map_err(|source| {
+            IdentityError::ControlPlaneTrustDomain {
+                value: args.control_plane_trust_domain.clone(),
+                source,
+            }
+        })?;
+        let server_id = SpiffeId::sentry(&td, &args.control_plane_namespace).map_err(|source| {
+            IdentityError::ControlPlaneNamespace {
+                value: args.control_plane_namespace.clone(),
+                source,
+            }
+        })?;
         let tls = spiffe_client_config(anchors, server_id)?;
         let mut params = RequestParams::insecure(&args.app_id, &args.namespace);
         params.trust_domain.clone_from(&args.trust_domain);
@@ -296,13 +397,15 @@ impl Fetcher {
     }
 
     /// The request parameters with the token read now (a projected token rotates).
-    fn params(&self) -> anyhow::Result<RequestParams> {
+    fn params(&self) -> Result<RequestParams, IdentityError> {
         let mut params = self.params.clone();
         if let Some(path) = &self.token_file {
-            let token = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read token file {}", path.display()))?,
-            );
+            let token = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                IdentityError::ReadToken {
+                    path: path.clone(),
+                    source,
+                }
+            })?);
             // A JWT has no whitespace; a trailing newline from `echo` would only break it.
             params.token = Zeroizing::new(token.trim().to_owned());
             params.token_validator = TokenValidator::Jwks;
@@ -333,20 +436,18 @@ impl Fetcher {
         })
     }
 
-    async fn fetch_with_retries(&self) -> anyhow::Result<Identity> {
+    async fn fetch_with_retries(&self) -> Result<Identity, IdentityError> {
         let mut tries = 1;
         loop {
             match self.try_fetch().await {
                 Ok(identity) => return Ok(identity),
                 Err(attempt) if attempt.retryable && tries < MAX_TRIES => {
-                    tracing::warn!(target: SCOPE_SECURITY, "Requesting a workload certificate failed (try {tries} of {MAX_TRIES}): {:#}", attempt.error);
+                    tracing::warn!(target: SCOPE_SECURITY, "Requesting a workload certificate failed (try {tries} of {MAX_TRIES}): {}", chain_text(&attempt.error));
                     tries += 1;
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Err(attempt) => {
-                    return Err(attempt
-                        .error
-                        .context("failed to get a workload certificate from sentry"));
+                    return Err(IdentityError::NoCertificate(Box::new(attempt.error)));
                 }
             }
         }
