@@ -31,7 +31,7 @@ use warden_core::crypto::{
     CaSigner, KeyAlgorithm, RustCryptoVerifier, SignatureVerifier, SoftwareKey,
 };
 use warden_core::spiffe::TrustDomain;
-use warden_host::native::{NativeKey, NativeVerifier};
+use warden_host::{NativeKey, NativeVerifier};
 
 /// What `SignCertificateResponse` carries, without the protobuf type.
 struct Response {

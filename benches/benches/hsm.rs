@@ -15,9 +15,9 @@ use criterion::{Criterion, criterion_group};
 use warden_core::UnixTime;
 use warden_core::crypto::{CaSigner, KeyAlgorithm};
 use warden_core::profile::DEFAULT_CLOCK_SKEW;
-use warden_host::credentials::store::CredentialPaths;
-use warden_host::native::NativeKey;
-use warden_host::rotation::issuer::rotate_issuer;
+use warden_host::CredentialPaths;
+use warden_host::NativeKey;
+use warden_host::rotate_issuer;
 use warden_hsm::{Hsm, HsmConfig, HsmSigner};
 
 const DIR_ENV: &str = "WARDEN_BENCH_SOFTHSM_DIR";

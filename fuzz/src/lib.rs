@@ -21,11 +21,11 @@ use warden_core::crypto::{KeyError, RustCryptoVerifier, SoftwareKey};
 use warden_core::csr::{self, CsrError, VerifiedCsr};
 use warden_core::profile::Validity;
 use warden_core::spiffe::{self, SpiffeId, SpiffeIdError, TrustDomain};
-use warden_host::config::{ConfigError, SentryConfig};
-use warden_host::go::duration::{DurationError, parse_go_duration};
-use warden_host::go::env::expand_env;
-use warden_host::native::{NativeKey, NativeVerifier};
-use warden_host::tokens::jwks::{self, JwksOptions, KeySet, TokenError};
+use warden_host::expand_env;
+use warden_host::jwks::{self, JwksOptions, KeySet, TokenError};
+use warden_host::{ConfigError, SentryConfig};
+use warden_host::{DurationError, parse_go_duration};
+use warden_host::{NativeKey, NativeVerifier};
 
 /// The instant credential bundles are checked at: 2027-01-15, inside the validity of the
 /// seed bundles (2025-01-01 to 2035-01-01).

@@ -494,7 +494,7 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 /// # Errors
 ///
 /// [`ConfigError::ValidatorOption`] naming `config_file`, the entry and the option.
-pub fn start_validators(
+pub(crate) fn start_validators(
     config: &SentryConfig,
     config_file: &Path,
     health: &Health,

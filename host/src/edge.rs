@@ -37,7 +37,7 @@ use crate::util::files;
 
 /// How to reach the device.
 #[derive(Clone, Debug, Args)]
-pub struct DeviceArgs {
+pub(crate) struct DeviceArgs {
     /// The device: a UNIX socket (QEMU `-serial unix:PATH,server=on`) or a serial character
     /// device, opened read+write. Set a serial line up beforehand, for example
     /// `stty -F /dev/ttyUSB0 115200 raw -echo clocal -crtscts`.
@@ -62,7 +62,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// `warden edge status`
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
     device: DeviceArgs,
     /// Output format.
@@ -72,7 +72,7 @@ pub struct StatusArgs {
 
 /// `warden edge provision`
 #[derive(Debug, Args)]
-pub struct ProvisionArgs {
+pub(crate) struct ProvisionArgs {
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -118,7 +118,7 @@ fn parse_fraction(text: &str) -> Result<u16, String> {
 
 /// `warden edge issue`
 #[derive(Debug, Args)]
-pub struct IssueArgs {
+pub(crate) struct IssueArgs {
     #[command(flatten)]
     device: DeviceArgs,
     /// The workload's CSR (PEM CERTIFICATE REQUEST), sent to the device as it is.
@@ -147,7 +147,7 @@ pub struct IssueArgs {
 /// Why talking to the device failed; every message names the device.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum EdgeError {
+pub(crate) enum EdgeError {
     /// The device could not be opened, read or written.
     #[error("device {}: cannot {action}: {source}", device.display())]
     Io {
@@ -277,7 +277,7 @@ impl Skipped {
 }
 
 /// A connection to one device.
-pub struct Link {
+pub(crate) struct Link {
     device: PathBuf,
     writer: Box<dyn Write + Send>,
     incoming: Receiver<Chunk>,
@@ -341,7 +341,7 @@ fn spawn_reader(mut reader: Box<dyn Read + Send>, to: SyncSender<Chunk>) -> io::
 
 impl Link {
     /// Opens `args.device`: connects to a UNIX socket, or opens a serial character device.
-    pub fn open(args: &DeviceArgs) -> Result<Self, EdgeError> {
+    pub(crate) fn open(args: &DeviceArgs) -> Result<Self, EdgeError> {
         let device = &args.device;
         let io_err = |action: &str| {
             let device = device.clone();
@@ -387,7 +387,7 @@ impl Link {
     }
 
     /// A link over any byte stream (`device` names it in messages).
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         device: PathBuf,
         reader: Box<dyn Read + Send>,
         writer: Box<dyn Write + Send>,
@@ -428,7 +428,7 @@ impl Link {
 
     /// Sends `request` and returns the device's reply to it; ERROR becomes
     /// [`EdgeError::Refused`].
-    pub fn call(&mut self, request: &Request<'_>) -> Result<Reply, EdgeError> {
+    pub(crate) fn call(&mut self, request: &Request<'_>) -> Result<Reply, EdgeError> {
         let name = request_name(request);
         let (kind, payload) = request.encode();
         let id = self.take_id();
@@ -627,7 +627,7 @@ impl Link {
     }
 
     /// STATUS.
-    pub fn status(&mut self, now: UnixTime) -> Result<Status, EdgeError> {
+    pub(crate) fn status(&mut self, now: UnixTime) -> Result<Status, EdgeError> {
         match self.call(&Request::Status { now: now.as_secs() })? {
             Reply::StatusReply(status) => Ok(status),
             other => Err(self.unexpected("STATUS", &other)),
@@ -635,7 +635,7 @@ impl Link {
     }
 
     /// ISSUER_CSR: the PEM CSR of the device's pending issuer key.
-    pub fn issuer_csr(&mut self, now: UnixTime) -> Result<Vec<u8>, EdgeError> {
+    pub(crate) fn issuer_csr(&mut self, now: UnixTime) -> Result<Vec<u8>, EdgeError> {
         match self.call(&Request::IssuerCsr { now: now.as_secs() })? {
             Reply::IssuerCsr { csr } => Ok(csr),
             other => Err(self.unexpected("ISSUER_CSR", &other)),
@@ -748,7 +748,7 @@ impl StatusReport {
 }
 
 /// `warden edge status`.
-pub fn run_status(args: StatusArgs) -> Result<(), EdgeError> {
+pub(crate) fn run_status(args: StatusArgs) -> Result<(), EdgeError> {
     let mut link = Link::open(&args.device)?;
     let status = link.status(now())?;
     let report = StatusReport::new(&args.device.device, &status);
@@ -772,7 +772,7 @@ fn secs_u32(flag: &'static str, d: Duration) -> Result<u32, EdgeError> {
 }
 
 /// `warden edge provision`.
-pub fn run_provision(args: ProvisionArgs) -> Result<(), EdgeError> {
+pub(crate) fn run_provision(args: ProvisionArgs) -> Result<(), EdgeError> {
     let device = args.device.device.clone();
     let workload_ttl_secs = secs_u32("--workload-ttl", args.workload_ttl)?;
     if workload_ttl_secs == 0 {
@@ -849,7 +849,7 @@ pub fn run_provision(args: ProvisionArgs) -> Result<(), EdgeError> {
 }
 
 /// `warden edge issue`.
-pub fn run_issue(args: IssueArgs) -> Result<(), EdgeError> {
+pub(crate) fn run_issue(args: IssueArgs) -> Result<(), EdgeError> {
     for file in [&args.out, &args.trust_anchors_out].into_iter().flatten() {
         if !args.force && std::fs::symlink_metadata(file).is_ok() {
             return Err(RotationError::OutputExists {

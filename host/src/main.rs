@@ -1,4 +1,4 @@
 //! `warden`: see the library's `cli` module.
 fn main() -> std::process::ExitCode {
-    warden_host::cli::main()
+    warden_host::main()
 }

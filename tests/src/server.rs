@@ -27,7 +27,7 @@ use x509_cert::Certificate;
 
 use crate::{common, support};
 
-/// The server binary: this package's `warden-under-test` (`warden_host::cli::main`).
+/// The server binary: this package's `warden-under-test` (`warden_host::main`).
 ///
 /// A library has no `CARGO_BIN_EXE_*`, so it is found at run time: cargo puts test executables
 /// in `<target>/<profile>/deps/` and the package's binaries, which it builds for the integration

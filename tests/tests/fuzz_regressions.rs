@@ -24,8 +24,8 @@ use warden_core::bundle::{BundleError, CertificatesError, CredentialFile};
 use warden_core::csr::CsrError;
 use warden_core::pem::PemError;
 use warden_core::spiffe::SpiffeIdError;
-use warden_host::go::duration::DurationError;
-use warden_host::tokens::jwks::TokenError;
+use warden_host::DurationError;
+use warden_host::jwks::TokenError;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -35,7 +35,7 @@ use crate::observability::{HealthTarget, Metrics, SCOPE_SERVER};
 use crate::util::digest::sha256_hex;
 
 /// `prev_hmac` (or legacy `prev_sha256`) of the first line of the first file.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The checkpoint is one fixed-size record overwritten in place: a single `pwrite` of fewer
 /// bytes than a page is never seen half-written after a process crash, costs one syscall per
@@ -48,7 +48,7 @@ const CHECKPOINT_CONTEXT: &str = "warden audit checkpoint v1";
 
 /// One audited request.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
+pub(crate) struct AuditEntry {
     /// RFC 3339 UTC.
     pub time: String,
     /// `issued` or `refused`; Warden's own lines: `rotated` (first line of a rotated file),
@@ -111,7 +111,7 @@ struct Checkpoint {
 }
 
 /// The chain key (`audit.key`).
-pub struct AuditKey(hmac::Key);
+pub(crate) struct AuditKey(hmac::Key);
 
 impl std::fmt::Debug for AuditKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,7 +121,7 @@ impl std::fmt::Debug for AuditKey {
 
 impl AuditKey {
     /// Reads a key file: 64 hex digits (32 bytes), optionally followed by a newline.
-    pub fn load(path: &Path) -> Result<Self, AuditError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, AuditError> {
         let text = fs::read_to_string(path).map_err(|e| AuditError::Key {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -169,7 +169,7 @@ impl AuditKey {
 /// Why the audit log cannot be used or does not verify.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum AuditError {
+pub(crate) enum AuditError {
     /// Opening, reading or writing failed.
     #[error("audit log {}: {source}", path.display())]
     Io {
@@ -237,7 +237,7 @@ impl AuditError {
 
 /// Where the audit log keeps its key and when it rotates.
 #[derive(Debug, Default)]
-pub struct AuditOptions {
+pub(crate) struct AuditOptions {
     /// The chain key, created (0600) when neither it nor a keyed log exists.
     pub key: PathBuf,
     /// Roll over to a new file once the current one reaches this size; 0 never.
@@ -250,7 +250,7 @@ pub struct AuditOptions {
 
 /// An open audit log.
 #[derive(Debug)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     path: PathBuf,
     key: AuditKey,
     max_bytes: u64,
@@ -690,7 +690,7 @@ impl AuditLog {
     /// (chain and checkpoint), so new lines continue an intact chain. What a crash can leave is
     /// repaired with a warning: an incomplete last line, one whole line written after the
     /// checkpoint, a rotation cut between its renames. Anything else is refused.
-    pub fn open(path: &Path, options: AuditOptions) -> Result<Self, AuditError> {
+    pub(crate) fn open(path: &Path, options: AuditOptions) -> Result<Self, AuditError> {
         let checkpoint_file = checkpoint_path(path);
         let log_exists = path.exists();
         // An empty checkpoint is what a crash right after creating it leaves on a first start;
@@ -812,7 +812,7 @@ impl AuditLog {
     /// Appends one record. Returns only once the line and its checkpoint are with the OS
     /// (not fsynced: see README). On failure the file is cut back to its last whole line, the
     /// health target goes not ready and the error is returned: the caller must not answer.
-    pub fn record(&self, entry: AuditEntry) -> Result<(), AuditError> {
+    pub(crate) fn record(&self, entry: AuditEntry) -> Result<(), AuditError> {
         let mut tail = self.lock();
         if tail.failures > 0 {
             self.resume(&mut tail)?;
@@ -823,7 +823,7 @@ impl AuditLog {
     /// Ok when the log can be written; after a failure, tries again by writing a `resumed`
     /// line (so the outage is on record). Called before a request is worked on, and
     /// periodically, so a pod taken out of service by its probe comes back by itself.
-    pub fn ensure_writable(&self) -> Result<(), AuditError> {
+    pub(crate) fn ensure_writable(&self) -> Result<(), AuditError> {
         if self.is_writable() {
             return Ok(());
         }
@@ -835,7 +835,7 @@ impl AuditLog {
     }
 
     /// True when the last write succeeded.
-    pub fn is_writable(&self) -> bool {
+    pub(crate) fn is_writable(&self) -> bool {
         self.writable.load(Ordering::Acquire)
     }
 
@@ -1017,15 +1017,11 @@ fn own_entry(outcome: &str, message: String) -> AuditEntry {
 
 /// A verified sequence of files.
 #[derive(Debug)]
-pub struct Verified {
+pub(crate) struct Verified {
     /// Number of request records (rotation headers not counted).
     pub records: u64,
-    /// Lines in the last file.
-    pub lines: u64,
     /// Sequence number of the first and last file.
     pub seq: (u64, u64),
-    /// The link after the last line (what the next line must carry).
-    pub last_hash: String,
     /// Whether the end was checked against a checkpoint.
     pub checkpointed: bool,
     /// Whether every line is keyed (false: some legacy unkeyed lines).
@@ -1034,7 +1030,7 @@ pub struct Verified {
 
 /// Checks the chain of `files` (oldest first: archives, then the live log), that each file
 /// continues the one before it, and that the last one ends where `checkpoint` says.
-pub fn verify(
+pub(crate) fn verify(
     files: &[PathBuf],
     key: Option<&AuditKey>,
     checkpoint: Option<&Path>,
@@ -1132,9 +1128,7 @@ pub fn verify(
     }
     Ok(Verified {
         records,
-        lines: last.lines,
         seq: (first_seq, last.seq),
-        last_hash: last.last,
         checkpointed: checkpointed.is_some(),
         legacy_lines: legacy,
     })

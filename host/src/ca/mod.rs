@@ -1,4 +1,4 @@
 //! The CA proper: the `SignCertificate` handler (request rules, token validation, issuance) and
 //! the audit log it writes one line to for every certificate.
-pub mod audit;
-pub mod service;
+pub(crate) mod audit;
+pub(crate) mod service;

@@ -24,11 +24,11 @@ use crate::util::clock::now;
 
 /// The largest gRPC message accepted: room for a CSR at core's limit plus the other fields.
 /// Anything bigger is refused by the transport before it is buffered whole.
-pub const MAX_REQUEST_BYTES: usize = csr::MAX_CSR_LEN + 16 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = csr::MAX_CSR_LEN + 16 * 1024;
 
 /// How workload certificates are shaped (`spec.mtls` of the configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IssuancePolicy {
+pub(crate) struct IssuancePolicy {
     /// `workloadCertTTL`.
     pub ttl: Duration,
     /// `allowedClockSkew`.
@@ -37,7 +37,7 @@ pub struct IssuancePolicy {
 
 /// Everything a request needs; shared by all connections.
 #[derive(Debug)]
-pub struct CaState {
+pub(crate) struct CaState {
     /// The live credentials; replaced whole on reload, so a request in flight keeps the
     /// bundle it started with.
     pub bundle: ArcSwap<CaBundle>,
@@ -60,18 +60,18 @@ pub struct CaState {
 
 /// The gRPC service.
 #[derive(Clone, Debug)]
-pub struct CaService {
+pub(crate) struct CaService {
     state: Arc<CaState>,
 }
 
 impl CaService {
     /// A service over shared state.
-    pub fn new(state: Arc<CaState>) -> Self {
+    pub(crate) fn new(state: Arc<CaState>) -> Self {
         Self { state }
     }
 
     /// The tonic server with Sentry's message size limit applied.
-    pub fn into_server(self) -> ca_server::CaServer<Self> {
+    pub(crate) fn into_server(self) -> ca_server::CaServer<Self> {
         ca_server::CaServer::new(self)
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(1024 * 1024)

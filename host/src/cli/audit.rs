@@ -6,7 +6,7 @@ use crate::ca::audit::{AuditError, AuditKey, checkpoint_path, verify};
 
 /// `warden audit ...`
 #[derive(Debug, clap::Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Check an audit log: the MAC chain of every file, that each file continues the one before
     /// it, and that the last file ends where its checkpoint says; names the first broken line.
     Verify {
@@ -27,7 +27,7 @@ pub enum AuditCommand {
 }
 
 /// Runs `warden audit verify`.
-pub fn run(command: AuditCommand) -> Result<(), AuditError> {
+pub(crate) fn run(command: AuditCommand) -> Result<(), AuditError> {
     match command {
         AuditCommand::Verify {
             key,

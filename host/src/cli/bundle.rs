@@ -4,7 +4,7 @@ use crate::server::spiffe_bundle::{DEFAULT_REFRESH_HINT_SECS, bundle_json, seque
 
 /// `warden bundle`
 #[derive(Debug, clap::Args)]
-pub struct BundleArgs {
+pub(crate) struct BundleArgs {
     #[command(flatten)]
     credentials: crate::credentials::CredentialsArg,
     /// `spiffe_refresh_hint` in seconds.
@@ -13,7 +13,7 @@ pub struct BundleArgs {
 }
 
 /// Prints the bundle of the anchors in `ca.crt`.
-pub fn run(args: BundleArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: BundleArgs) -> anyhow::Result<()> {
     let dir = &args.credentials.issuer_credentials;
     let ca = dir.join(warden_core::bundle::TRUST_ANCHORS_FILENAME);
     let text =

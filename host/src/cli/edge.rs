@@ -6,7 +6,7 @@ use crate::edge::{
 
 /// `warden edge ...`
 #[derive(Debug, clap::Subcommand)]
-pub enum EdgeCommand {
+pub(crate) enum EdgeCommand {
     /// Show the device's state: provisioned or not, its issuer's validity, rotation, counters.
     Status(StatusArgs),
     /// Provision the device, or rotate its issuer when due: get the CSR of the issuer key the
@@ -18,7 +18,7 @@ pub enum EdgeCommand {
 }
 
 /// Runs one `warden edge` command.
-pub fn run(command: EdgeCommand) -> Result<(), EdgeError> {
+pub(crate) fn run(command: EdgeCommand) -> Result<(), EdgeError> {
     match command {
         EdgeCommand::Status(args) => run_status(args),
         EdgeCommand::Provision(args) => run_provision(args),

@@ -6,13 +6,13 @@ use crate::client::{FetchArgs, run_fetch};
 
 /// `warden identity ...`
 #[derive(Debug, Subcommand)]
-pub enum IdentityCommand {
+pub(crate) enum IdentityCommand {
     /// Make a key and CSR, request a certificate, verify it and write key.pem, cert.pem, ca.pem.
     Fetch(FetchArgs),
 }
 
 /// Runs `warden identity ...`.
-pub async fn run(command: IdentityCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(command: IdentityCommand) -> anyhow::Result<()> {
     let IdentityCommand::Fetch(args) = command;
     run_fetch(args).await
 }

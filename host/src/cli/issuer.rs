@@ -6,7 +6,7 @@ use crate::rotation::sign_csr::{self, SignCsrArgs};
 
 /// `warden issuer ...`
 #[derive(Debug, clap::Subcommand)]
-pub enum IssuerCommand {
+pub(crate) enum IssuerCommand {
     /// Make a new issuer key and certificate signed by the root (in the HSM with --hsm-*, or
     /// --root-key FILE) and atomically replace issuer.crt / issuer.key; a running server
     /// hot-reloads them.
@@ -18,7 +18,7 @@ pub enum IssuerCommand {
 }
 
 /// Runs `warden issuer ...`.
-pub fn run(command: IssuerCommand) -> Result<(), RotationError> {
+pub(crate) fn run(command: IssuerCommand) -> Result<(), RotationError> {
     match command {
         IssuerCommand::Rotate(args) => run_rotate(args),
         IssuerCommand::SignCsr(args) => sign_csr::run(args),

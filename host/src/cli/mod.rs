@@ -1,13 +1,13 @@
 //! Command line: `warden` (serve, with Sentry's flags) and its subcommands.
 
-pub mod audit;
-pub mod bundle;
-pub mod edge;
-pub mod hsm;
-pub mod identity;
-pub mod issuer;
-pub mod mtls;
-pub mod root;
+pub(crate) mod audit;
+pub(crate) mod bundle;
+pub(crate) mod edge;
+pub(crate) mod hsm;
+pub(crate) mod identity;
+pub(crate) mod issuer;
+pub(crate) mod mtls;
+pub(crate) mod root;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -23,7 +23,7 @@ use crate::server::{self, ServeArgs, VERSION};
 /// generating a self-signed root and issuer in --issuer-credentials on first start.
 #[derive(Debug, Parser)]
 #[command(name = "warden", version, args_conflicts_with_subcommands = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -69,7 +69,7 @@ enum Command {
 /// `--trust-domain -x` becomes `--trust-domain=-x` (clap would otherwise read `-x` as a flag).
 /// A single-dash word that is not one of the command's long flags and starts with one of its
 /// short flags (`-ojson`) is left to clap; after `--` nothing is touched.
-pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+pub(crate) fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     use clap::CommandFactory as _;
     let mut command = Cli::command();
     command.build();

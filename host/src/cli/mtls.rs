@@ -33,7 +33,7 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `warden mtls ...`
 #[derive(Debug, clap::Subcommand)]
-pub enum MtlsCommand {
+pub(crate) enum MtlsCommand {
     /// Replace the root and issuer: a fresh root key (no key given), a new root signed with an
     /// existing root key (--private-key: clients holding the old root keep working), or your own
     /// files (--ca-root-certificate, --issuer-private-key, --issuer-public-certificate).
@@ -47,7 +47,7 @@ pub enum MtlsCommand {
 
 /// `warden mtls renew-certificate`
 #[derive(Debug, Args)]
-pub struct RenewArgs {
+pub(crate) struct RenewArgs {
     #[command(flatten)]
     credentials: CredentialsArg,
     /// Root private key (PEM: SEC1 EC, PKCS#8). When it is the key of a root in the current
@@ -82,7 +82,7 @@ pub struct RenewArgs {
 
 /// `warden mtls expiry`
 #[derive(Debug, Args)]
-pub struct ExpiryArgs {
+pub(crate) struct ExpiryArgs {
     #[command(flatten)]
     credentials: CredentialsArg,
     /// `text` or `json`.
@@ -92,7 +92,7 @@ pub struct ExpiryArgs {
 
 /// `warden mtls export`
 #[derive(Debug, Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     #[command(flatten)]
     credentials: CredentialsArg,
     /// Where to write the three files.
@@ -102,7 +102,7 @@ pub struct ExportArgs {
 
 /// `warden status`
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
     credentials: CredentialsArg,
     /// `text` or `json`.
@@ -113,7 +113,7 @@ pub struct StatusArgs {
 /// Why a lifecycle command failed. Nothing is written when any check fails.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LifecycleError {
+pub(crate) enum LifecycleError {
     /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
@@ -206,7 +206,7 @@ pub enum LifecycleError {
 /// Why replacing `ca.crt` could break clients: refused unless `--force`, a warning with it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ReplaceRisk {
+pub(crate) enum ReplaceRisk {
     /// `ca.crt` does not read as certificates.
     #[error(
         "{}: {source}: cannot tell whether clients holding it would trust the new root; \
@@ -297,7 +297,7 @@ struct NewSet {
 }
 
 /// Runs `warden mtls ...`.
-pub fn run(command: MtlsCommand) -> Result<(), LifecycleError> {
+pub(crate) fn run(command: MtlsCommand) -> Result<(), LifecycleError> {
     match command {
         MtlsCommand::RenewCertificate(args) => run_renew(args),
         MtlsCommand::Expiry(args) => run_expiry(args),
@@ -308,7 +308,7 @@ pub fn run(command: MtlsCommand) -> Result<(), LifecycleError> {
 /// `warden mtls renew-certificate`. Builds and validates the whole new set before writing any
 /// file; writes `ca.crt` first so that with `--private-key` (same root key) the old issuer keeps
 /// verifying at every instant.
-pub fn run_renew(args: RenewArgs) -> Result<(), LifecycleError> {
+pub(crate) fn run_renew(args: RenewArgs) -> Result<(), LifecycleError> {
     let paths = args.credentials.paths();
     let now = now();
     let set = if let (Some(ca), Some(key), Some(chain)) = (
@@ -600,7 +600,7 @@ fn bring_your_own(
 
 /// One certificate's facts, as `status` and `expiry` report them.
 #[derive(Debug, Serialize)]
-pub struct CertificateReport {
+pub(crate) struct CertificateReport {
     /// `root` or `issuer`.
     pub kind: &'static str,
     /// Subject DN (RFC 4514).
@@ -621,7 +621,7 @@ pub struct CertificateReport {
 
 /// What `status` prints.
 #[derive(Debug, Serialize)]
-pub struct StatusReport {
+pub(crate) struct StatusReport {
     /// The credential directory.
     pub issuer_credentials: String,
     /// Where the issuer key is: always a file for now (`issuer.key`).
@@ -683,7 +683,7 @@ fn certificates(
 }
 
 /// `warden mtls expiry`: the Dapr CLI's line for the root, and the same for the issuer.
-pub fn run_expiry(args: ExpiryArgs) -> Result<(), LifecycleError> {
+pub(crate) fn run_expiry(args: ExpiryArgs) -> Result<(), LifecycleError> {
     let now = now();
     let reports = certificates(&args.credentials.paths(), now)?;
     match args.output {
@@ -708,7 +708,7 @@ fn expiry_text(reports: &[CertificateReport]) -> String {
 }
 
 /// `warden mtls export`.
-pub fn run_export(args: ExportArgs) -> Result<(), LifecycleError> {
+pub(crate) fn run_export(args: ExportArgs) -> Result<(), LifecycleError> {
     let paths = args.credentials.paths();
     let files = [
         (&paths.trust_anchors, "ca.crt"),
@@ -733,7 +733,7 @@ pub fn run_export(args: ExportArgs) -> Result<(), LifecycleError> {
 }
 
 /// `warden status`.
-pub fn run_status(args: StatusArgs) -> Result<(), LifecycleError> {
+pub(crate) fn run_status(args: StatusArgs) -> Result<(), LifecycleError> {
     let paths = args.credentials.paths();
     let now = now();
     let certificates = certificates(&paths, now)?;

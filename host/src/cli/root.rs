@@ -6,7 +6,7 @@ use crate::rotation::root::{
 
 /// `warden root ...`
 #[derive(Debug, clap::Subcommand)]
-pub enum RootCommand {
+pub(crate) enum RootCommand {
     /// Replace the root without downtime, in three phases: prepare, activate, finish.
     #[command(subcommand)]
     Rotate(RotateCommand),
@@ -14,7 +14,7 @@ pub enum RootCommand {
 
 /// `warden root rotate ...`
 #[derive(Debug, clap::Subcommand)]
-pub enum RotateCommand {
+pub(crate) enum RotateCommand {
     /// Create the new root key and certificate and publish old + new roots in ca.crt.
     Prepare(PrepareArgs),
     /// Switch issuance to a new issuer signed by the new root.
@@ -24,7 +24,7 @@ pub enum RotateCommand {
 }
 
 /// Runs `warden root ...`.
-pub fn run(command: RootCommand) -> Result<(), RootRotationError> {
+pub(crate) fn run(command: RootCommand) -> Result<(), RootRotationError> {
     let RootCommand::Rotate(step) = command;
     match step {
         RotateCommand::Prepare(args) => run_prepare(args),

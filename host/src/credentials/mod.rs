@@ -1,8 +1,8 @@
 //! The credential set on disk: loading or generating it at start, reloading it when its files
 //! change, and the server's own serving certificate issued from it.
-pub mod reload;
-pub mod serving_cert;
-pub mod store;
+pub(crate) mod reload;
+pub(crate) mod serving_cert;
+pub(crate) mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -11,19 +11,19 @@ use clap::Args;
 use store::CredentialPaths;
 
 /// Where Dapr mounts the credentials in a pod, and every command's default directory.
-pub const DEFAULT_DIR: &str = "/var/run/secrets/dapr.io/credentials";
+pub(crate) const DEFAULT_DIR: &str = "/var/run/secrets/dapr.io/credentials";
 
 /// Name of the state file inside the credential directory.
-pub const STATE_FILENAME: &str = "root-rotation.json";
+pub(crate) const STATE_FILENAME: &str = "root-rotation.json";
 
 /// The state file's path in `dir`.
-pub fn state_path(dir: &Path) -> PathBuf {
+pub(crate) fn state_path(dir: &Path) -> PathBuf {
     dir.join(STATE_FILENAME)
 }
 
 /// The credential directory, as every lifecycle command takes it.
 #[derive(Clone, Debug, Args)]
-pub struct CredentialsArg {
+pub(crate) struct CredentialsArg {
     /// Directory holding ca.crt, issuer.crt and issuer.key.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
     pub issuer_credentials: PathBuf,

@@ -28,7 +28,7 @@ const LOST_DIRECTORY_POLL: Duration = Duration::from_secs(1);
 /// A watched directory that is deleted (`rm -rf`, an unmounted volume) takes its inotify watch
 /// with it. The loaded bundle keeps serving; an error is logged; the directory is then looked for
 /// every second, watched again when it is back, and reloaded.
-pub fn watch(
+pub(crate) fn watch(
     paths: CredentialPaths,
     debounce: Duration,
     metrics: Metrics,
@@ -163,7 +163,7 @@ fn same_file_name(event_path: &Path, credential: &Path) -> bool {
 }
 
 /// Logs Sentry's expiry texts for every anchor and for the issuer, and sets the expiry gauges.
-pub fn report_expiry(bundle: &CaBundle, metrics: &Metrics, now: UnixTime) {
+pub(crate) fn report_expiry(bundle: &CaBundle, metrics: &Metrics, now: UnixTime) {
     let mut earliest_root: Option<UnixTime> = None;
     for anchor in bundle.trust_anchors() {
         let not_after = Validity::of(anchor).not_after;

@@ -22,7 +22,7 @@ use crate::ca::service::IssuancePolicy;
 /// Why the serving certificate could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ServingCertError {
+pub(crate) enum ServingCertError {
     /// Key generation or loading failed.
     #[error("serving key: {0}")]
     Key(String),
@@ -33,14 +33,14 @@ pub enum ServingCertError {
 
 /// The current serving certificate, read by rustls on every handshake.
 #[derive(Debug)]
-pub struct ServingCert {
+pub(crate) struct ServingCert {
     current: ArcSwap<CertifiedKey>,
     validity: ArcSwap<Validity>,
 }
 
 impl ServingCert {
     /// Issues the first serving certificate.
-    pub fn new(
+    pub(crate) fn new(
         bundle: &CaBundle,
         server_id: &SpiffeId,
         policy: IssuancePolicy,
@@ -55,7 +55,7 @@ impl ServingCert {
 
     /// Replaces the certificate with a fresh one from `bundle`; handshakes in progress keep the
     /// old one.
-    pub fn renew(
+    pub(crate) fn renew(
         &self,
         bundle: &CaBundle,
         server_id: &SpiffeId,
@@ -69,12 +69,13 @@ impl ServingCert {
     }
 
     /// Validity of the certificate being served.
-    pub fn validity(&self) -> Validity {
+    pub(crate) fn validity(&self) -> Validity {
         **self.validity.load()
     }
 
+    #[cfg(test)]
     /// The DER chain being served (leaf first).
-    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+    pub(crate) fn chain(&self) -> Vec<CertificateDer<'static>> {
         self.current.load().cert.clone()
     }
 }
@@ -87,7 +88,7 @@ impl ResolvesServerCert for ServingCert {
 
 /// rustls server settings: TLS 1.2 and 1.3 with aws-lc-rs, ALPN `h2` (grpc-go clients fail
 /// without it), no client certificate requested (callers authenticate with tokens).
-pub fn server_config(cert: Arc<ServingCert>) -> Result<rustls::ServerConfig, rustls::Error> {
+pub(crate) fn server_config(cert: Arc<ServingCert>) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

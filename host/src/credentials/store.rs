@@ -131,7 +131,7 @@ pub enum StoreError {
 
 /// Whether the credentials were found or had to be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// All three files existed and were valid.
     Loaded,
     /// `ca.crt` was missing (never published); a new CA was generated and written.
@@ -148,7 +148,7 @@ pub const GENERATION_MARKER: &str = ".warden-generating";
 /// What start-up finds: which files exist, and whether the root is in an HSM. The inputs of
 /// [`start_action`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StartState {
+pub(crate) struct StartState {
     /// `ca.crt` exists (a dangling symlink counts: it is not ours to replace).
     pub trust_anchors: bool,
     /// `issuer.crt` exists.
@@ -165,7 +165,7 @@ pub struct StartState {
 
 impl StartState {
     /// Looks at the files; `hsm` says whether the `--hsm-*` flags were given.
-    pub fn of(paths: &CredentialPaths, hsm: bool) -> Result<Self, StoreError> {
+    pub(crate) fn of(paths: &CredentialPaths, hsm: bool) -> Result<Self, StoreError> {
         Ok(Self {
             trust_anchors: exists(&paths.trust_anchors)?,
             issuer_certificate: exists(&paths.issuer_certificate)?,
@@ -184,7 +184,7 @@ impl StartState {
 /// What start-up does with the files it found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum StartAction {
+pub(crate) enum StartAction {
     /// All three files exist: load and validate them.
     Load,
     /// No `ca.crt`, no rotation state, no HSM, and no issuer file either or only those of an
@@ -216,7 +216,7 @@ pub enum StartAction {
 /// | no | some, no generation marker | no | no | refuse: restore ca.crt or move the files away |
 /// | yes | any missing | no | yes | new issuer from the HSM root |
 /// | yes | any missing | no | no | refuse: `warden issuer rotate` or restore |
-pub fn start_action(state: StartState) -> StartAction {
+pub(crate) fn start_action(state: StartState) -> StartAction {
     if state.complete() {
         StartAction::Load
     } else if state.rotation_state {
@@ -297,7 +297,7 @@ fn refusal(action: StartAction, state: StartState, paths: &CredentialPaths) -> S
 
 /// What a generated CA looks like.
 #[derive(Clone, Debug)]
-pub struct GenerateOptions {
+pub(crate) struct GenerateOptions {
     /// `--trust-domain`: the root's `O=` and the issuer's SPIFFE subject.
     pub trust_domain: TrustDomain,
     /// Sentry's namespace (env `NAMESPACE`).
@@ -308,10 +308,11 @@ pub struct GenerateOptions {
 
 /// Makes a new issuer (`issuer.crt` and `issuer.key`) for the `ca.crt` in the paths, signed by
 /// the HSM root; the error is shown to the operator.
-pub type HsmIssuerFn<'a> = &'a mut dyn FnMut(&CredentialPaths) -> Result<(), String>;
+pub(crate) type HsmIssuerFn<'a> = &'a mut dyn FnMut(&CredentialPaths) -> Result<(), String>;
 
+#[cfg(test)]
 /// Loads the credential set, or makes what [`start_action`] allows; no root in an HSM.
-pub fn load_or_generate<R: CryptoRng + ?Sized>(
+pub(crate) fn load_or_generate<R: CryptoRng + ?Sized>(
     paths: &CredentialPaths,
     options: &GenerateOptions,
     now: UnixTime,
@@ -323,7 +324,7 @@ pub fn load_or_generate<R: CryptoRng + ?Sized>(
 /// Loads the credential set, or makes what [`start_action`] allows: a new CA when nothing was
 /// ever published, a new issuer through `hsm_issuer` (given with `--hsm-*`) when only the issuer
 /// is missing; otherwise [`StoreError::Incomplete`]. `ca.crt` is never removed or overwritten.
-pub fn load_or_start<R: CryptoRng + ?Sized>(
+pub(crate) fn load_or_start<R: CryptoRng + ?Sized>(
     paths: &CredentialPaths,
     options: &GenerateOptions,
     hsm_issuer: Option<HsmIssuerFn<'_>>,

@@ -215,7 +215,7 @@ pub(crate) fn go_quote(s: &str) -> String {
 }
 /// Go's `Duration.String` for whole seconds and above (`8759h59m59s`), which is what the
 /// "still valid for" line prints after truncation to seconds.
-pub fn go_duration(d: Duration) -> String {
+pub(crate) fn go_duration(d: Duration) -> String {
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     if h > 0 {

@@ -83,7 +83,7 @@ fn is_shell_special(c: u8) -> bool {
 /// The process environment as [`expand_env`] wants it. Names the OS cannot hold (empty, with
 /// `=` or NUL) are simply unset, and non-UTF-8 values are converted lossily rather than
 /// failing the whole file.
-pub fn process_env(name: &str) -> Option<String> {
+pub(crate) fn process_env(name: &str) -> Option<String> {
     if name.is_empty() || name.contains(['=', '\0']) {
         return None;
     }

@@ -4,7 +4,7 @@ use warden_core::UnixTime;
 
 /// Go's `time.Time.String()` for a UTC time, as the Dapr CLI prints expiry dates:
 /// `2027-11-28 20:41:35 +0000 UTC`.
-pub fn go_time(t: UnixTime) -> String {
+pub(crate) fn go_time(t: UnixTime) -> String {
     let rfc = t.to_string(); // 2027-11-28T20:41:35Z
     format!(
         "{} +0000 UTC",

@@ -14,14 +14,13 @@ use axum::routing::get;
 /// The process's readiness: a set of named targets (e.g. `sentry-server`, `metrics-exporter`). Clones share the
 /// same set, so the healthz server and every component can hold one.
 #[derive(Clone, Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     targets: Arc<Mutex<BTreeMap<&'static str, Arc<AtomicBool>>>>,
 }
 
 /// One component's readiness switch, handed out by [`Health::register`].
 #[derive(Clone, Debug)]
-pub struct HealthTarget {
-    name: &'static str,
+pub(crate) struct HealthTarget {
     ready: Arc<AtomicBool>,
 }
 
@@ -30,16 +29,17 @@ impl Health {
     ///
     /// Registering a name again returns a switch for the same target and resets it to not ready: a component
     /// registers when it (re)starts, and must not inherit readiness from its previous incarnation.
-    pub fn register(&self, name: &'static str) -> HealthTarget {
+    pub(crate) fn register(&self, name: &'static str) -> HealthTarget {
         let mut targets = self.targets.lock().unwrap_or_else(PoisonError::into_inner);
         let ready = Arc::clone(targets.entry(name).or_default());
         ready.store(false, Ordering::SeqCst);
-        HealthTarget { name, ready }
+        HealthTarget { ready }
     }
 
+    #[cfg(test)]
     /// True iff at least one target is registered and all are ready; a process that has registered nothing
     /// yet has not started anything, so it must not receive traffic.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.not_ready().is_ok()
     }
 
@@ -61,18 +61,13 @@ impl Health {
 
 impl HealthTarget {
     /// Marks the component ready (listening, credentials loaded).
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
     }
 
     /// Marks the component not ready, e.g. while it reloads, so probes take the pod out of rotation.
-    pub fn not_ready(&self) {
+    pub(crate) fn not_ready(&self) {
         self.ready.store(false, Ordering::SeqCst);
-    }
-
-    /// The name this target was registered under.
-    pub fn name(&self) -> &'static str {
-        self.name
     }
 }
 
@@ -82,7 +77,7 @@ impl HealthTarget {
 /// probe says which component is stuck. Requests `/healthz` does not match go to `extra`, letting other features
 /// share the port (e.g. `GET /bundle`); routes in `extra` for `/healthz` itself are shadowed. Non-GET on
 /// `/healthz` gets 405.
-pub async fn serve_healthz(
+pub(crate) async fn serve_healthz(
     listener: tokio::net::TcpListener,
     health: Health,
     extra: Router,
@@ -127,7 +122,6 @@ mod tests {
         assert!(!health.is_ready(), "no targets means not ready");
         let server = health.register("sentry-server");
         let metrics = health.clone().register("metrics-exporter");
-        assert_eq!(server.name(), "sentry-server");
         assert!(!health.is_ready());
         server.ready();
         assert!(!health.is_ready());

@@ -21,11 +21,11 @@ use tracing_subscriber::{Layer as _, Registry};
 
 /// Scope of Sentry's top-level component; also the scope of every event whose target is not a `dapr.` scope
 /// (library crates, `warden_host::...` module paths), as all of Sentry's unscoped output is `dapr.sentry`.
-pub const SCOPE_SENTRY: &str = "dapr.sentry";
+pub(crate) const SCOPE_SENTRY: &str = "dapr.sentry";
 /// Scope of the certificate authority (loading, generating and signing with the trust bundle).
-pub const SCOPE_CA: &str = "dapr.sentry.ca";
+pub(crate) const SCOPE_CA: &str = "dapr.sentry.ca";
 /// Scope of the gRPC signing server.
-pub const SCOPE_SERVER: &str = "dapr.sentry.server";
+pub(crate) const SCOPE_SERVER: &str = "dapr.sentry.server";
 
 /// Targets that start with this prefix are printed verbatim as the `scope`.
 const DAPR_SCOPE_PREFIX: &str = "dapr.";
@@ -54,7 +54,7 @@ const STANDARD_KEYS: [&str; 7] = ["instance", "level", "msg", "scope", "time", "
 ///
 /// `Fatal` prints only events marked fatal (`error!(fatal = true, ...)`); tracing has no fatal level.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     /// Everything Warden logs, including per-request detail.
     Debug,
     /// Lifecycle events (startup, reloads, listening ports); Dapr's default.
@@ -82,7 +82,7 @@ impl LogLevel {
 
 /// How the process logs, taken from the command line (`--log-level`, `--log-as-json`) and the build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogOptions {
+pub(crate) struct LogOptions {
     /// Minimum severity to print; ignored when `RUST_LOG` is set.
     pub level: LogLevel,
     /// One JSON object per line (`--log-as-json`) instead of logrus text, for log collectors that parse JSON.
@@ -94,7 +94,7 @@ pub struct LogOptions {
 /// Why the logger could not be installed; startup should fail rather than run without logs.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LoggingError {
+pub(crate) enum LoggingError {
     /// `RUST_LOG` is set but is not a valid EnvFilter directive list.
     #[error("invalid RUST_LOG filter: {0}")]
     Filter(#[from] ParseError),
@@ -112,7 +112,7 @@ pub enum LoggingError {
 /// Call once, before anything logs. Callers must never put secrets in log messages or fields: no tokens,
 /// private keys, PINs or CSR/JWT bodies, because logs are shipped to places with weaker access control than
 /// the credentials themselves.
-pub fn init_logging(options: &LogOptions) -> Result<(), LoggingError> {
+pub(crate) fn init_logging(options: &LogOptions) -> Result<(), LoggingError> {
     make_subscriber(options, std::io::stdout)?.try_init()?;
     Ok(())
 }
@@ -122,7 +122,7 @@ pub fn init_logging(options: &LogOptions) -> Result<(), LoggingError> {
 ///
 /// Reads `RUST_LOG`: when set and non-empty it replaces `options.level` and the dependency caps entirely, as a
 /// debugging escape hatch. The instance name is the host name and the clock is the system clock (UTC).
-pub fn make_subscriber<W>(
+pub(crate) fn make_subscriber<W>(
     options: &LogOptions,
     writer: W,
 ) -> Result<impl Subscriber + Send + Sync + 'static + use<W>, LoggingError>

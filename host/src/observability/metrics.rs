@@ -21,7 +21,8 @@ use prometheus_client::registry::Registry;
 /// prometheus-client writes OpenMetrics text (counter `# TYPE` lines without `_total`, a final `# EOF`), which
 /// Prometheus only reads correctly when told it is OpenMetrics; the classic `text/plain; version=0.0.4` would
 /// make it treat the counters as untyped.
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const METRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The `reason` label of the failure counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,7 +36,7 @@ type LastValue = Family<Vec<(String, String)>, Gauge>;
 
 /// Sentry's metrics registry. Clones share the same counters, so every component can hold its own handle.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     inner: Arc<Inner>,
 }
 
@@ -73,7 +74,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Creates the registry with every Sentry metric registered (counters start at 0, expiry gauges absent).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::default();
         let sign_request_received = Counter::default();
         registry.register(
@@ -146,18 +147,18 @@ impl Metrics {
     }
 
     /// Counts a SignCertificate call before any validation, so failures can be read as a ratio of requests.
-    pub fn sign_request_received(&self) {
+    pub(crate) fn sign_request_received(&self) {
         self.inner.sign_request_received.inc();
     }
 
     /// Counts a certificate returned to a client.
-    pub fn sign_success(&self) {
+    pub(crate) fn sign_success(&self) {
         self.inner.sign_success.inc();
     }
 
     /// Counts a failed signing; Sentry ≥1.12 always passes `sign`. Pass only fixed strings, never request data,
     /// since every distinct reason becomes a time series.
-    pub fn sign_failure(&self, reason: &str) {
+    pub(crate) fn sign_failure(&self, reason: &str) {
         self.inner
             .sign_failure
             .get_or_create(&ReasonLabel {
@@ -167,7 +168,7 @@ impl Metrics {
     }
 
     /// Counts a failure to issue Warden's own serving certificate (`invalid_csr`, `ca_error`); fixed strings only.
-    pub fn server_cert_issue_failed(&self, reason: &str) {
+    pub(crate) fn server_cert_issue_failed(&self, reason: &str) {
         self.inner
             .server_cert_issue_failed
             .get_or_create(&ReasonLabel {
@@ -177,12 +178,12 @@ impl Metrics {
     }
 
     /// Counts a (re)generation of the trust bundle or a change seen on the credential files.
-    pub fn issuer_cert_changed(&self) {
+    pub(crate) fn issuer_cert_changed(&self) {
         self.inner.issuer_cert_changed.inc();
     }
 
     /// Records the issuer certificate's NotAfter (unix seconds), on startup and every reload, for expiry alerts.
-    pub fn set_issuer_cert_expiry(&self, not_after_unix_secs: i64) {
+    pub(crate) fn set_issuer_cert_expiry(&self, not_after_unix_secs: i64) {
         self.inner
             .issuer_cert_expiry
             .get_or_create(&Vec::new())
@@ -191,7 +192,7 @@ impl Metrics {
 
     /// Records the earliest trust anchor NotAfter (unix seconds). Sentry has no such metric, but a root expiring
     /// is the outage operators most often miss (dapr#8407), so Warden exports it.
-    pub fn set_root_cert_expiry(&self, not_after_unix_secs: i64) {
+    pub(crate) fn set_root_cert_expiry(&self, not_after_unix_secs: i64) {
         self.inner
             .root_cert_expiry
             .get_or_create(&Vec::new())
@@ -199,12 +200,12 @@ impl Metrics {
     }
 
     /// Counts an audit line that could not be written.
-    pub fn audit_write_failed(&self) {
+    pub(crate) fn audit_write_failed(&self) {
         self.inner.audit_write_failures.inc();
     }
 
     /// Whether the audit log can be written (an alert on 0 finds a full disk before clients do).
-    pub fn set_audit_log_writable(&self, writable: bool) {
+    pub(crate) fn set_audit_log_writable(&self, writable: bool) {
         self.inner
             .audit_log_writable
             .get_or_create(&Vec::new())
@@ -212,7 +213,7 @@ impl Metrics {
     }
 
     /// Renders every metric in OpenMetrics text format (see [`METRICS_CONTENT_TYPE`]).
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail, and prometheus-client has no other error path.
         if prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).is_err() {
@@ -227,7 +228,7 @@ impl Metrics {
 ///
 /// Other paths get 404 and other methods 405. The body is OpenMetrics text with content type
 /// [`METRICS_CONTENT_TYPE`].
-pub async fn serve_metrics(
+pub(crate) async fn serve_metrics(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,

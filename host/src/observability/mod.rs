@@ -11,25 +11,24 @@ mod health;
 mod logging;
 mod metrics;
 
-pub use health::{Health, HealthTarget, serve_healthz};
-pub use logging::{
-    LogLevel, LogOptions, LoggingError, SCOPE_CA, SCOPE_SENTRY, SCOPE_SERVER, init_logging,
-    make_subscriber,
+pub(crate) use health::{Health, HealthTarget, serve_healthz};
+pub(crate) use logging::{
+    LogLevel, LogOptions, SCOPE_CA, SCOPE_SENTRY, SCOPE_SERVER, init_logging,
 };
-pub use metrics::{METRICS_CONTENT_TYPE, Metrics, serve_metrics};
+pub(crate) use metrics::{Metrics, serve_metrics};
 
 use std::future::Future;
 use std::time::Duration;
 
 /// How long a client of the HTTP endpoints (healthz, metrics, OIDC) may take to send a request
 /// head, and how long a kept-alive connection may stay silent: the gRPC port's preface timeout.
-pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` over HTTP/1.1 on `listener` until `shutdown`, then finishes the requests in
 /// flight. Unlike `axum::serve`, a connection that sends no complete request head within
 /// [`HTTP_HEADER_TIMEOUT`] (a silent client, slowloris, an idle keep-alive) is closed, so
 /// idle clients cannot pin file descriptors forever.
-pub async fn serve_http<L>(
+pub(crate) async fn serve_http<L>(
     mut listener: L,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -37,7 +37,7 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Which HSM key to use; the same flags on every command that touches the HSM. The PIN comes
 /// from `WARDEN_HSM_PIN` or `--hsm-pin-file`, never from the command line.
 #[derive(Clone, Debug, Default, Args)]
-pub struct HsmArgs {
+pub(crate) struct HsmArgs {
     /// PKCS#11 module (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so; YubiHSM 2: yubihsm_pkcs11.so).
     #[arg(long, value_name = "PATH")]
     pub hsm_module: Option<PathBuf>,
@@ -55,7 +55,7 @@ pub struct HsmArgs {
 impl HsmArgs {
     /// The HSM configuration, `None` when no `--hsm-*` flag is given; an error when only some
     /// are, or when the PIN cannot be read.
-    pub fn config(&self) -> Result<Option<HsmConfig>, RotationError> {
+    pub(crate) fn config(&self) -> Result<Option<HsmConfig>, RotationError> {
         match (&self.hsm_module, &self.hsm_token_label, &self.hsm_key_label) {
             (None, None, None) if self.hsm_pin_file.is_none() => Ok(None),
             (Some(module), Some(token), Some(key)) => Ok(Some(HsmConfig {
@@ -72,7 +72,7 @@ impl HsmArgs {
 /// The root key that signs issuers: in the HSM (`--hsm-*`) or a PKCS#8 PEM file
 /// (`--root-key`); the same flags on every command that signs an issuer.
 #[derive(Clone, Debug, Default, Args)]
-pub struct RootKeyArgs {
+pub(crate) struct RootKeyArgs {
     #[command(flatten)]
     pub hsm: HsmArgs,
     /// The root private key as a PKCS#8 PEM file (instead of --hsm-*).
@@ -82,7 +82,7 @@ pub struct RootKeyArgs {
 
 impl RootKeyArgs {
     /// Opens the root key: logs in to the HSM, or reads and parses the key file.
-    pub fn signer(&self) -> Result<Box<dyn CaSigner>, RotationError> {
+    pub(crate) fn signer(&self) -> Result<Box<dyn CaSigner>, RotationError> {
         match (&self.root_key, self.hsm.config()?) {
             (Some(file), None) => {
                 let pem = zeroize::Zeroizing::new(std::fs::read(file).map_err(|source| {
@@ -106,7 +106,7 @@ impl RootKeyArgs {
 
 /// `warden hsm init-root`
 #[derive(Debug, Args)]
-pub struct InitRootArgs {
+pub(crate) struct InitRootArgs {
     #[command(flatten)]
     hsm: HsmArgs,
     /// Trust domain of the root (`O=<td>`) and of the issuer's SPIFFE ID.
@@ -132,7 +132,7 @@ pub struct InitRootArgs {
 
 /// `warden issuer rotate`
 #[derive(Debug, Args)]
-pub struct RotateArgs {
+pub(crate) struct RotateArgs {
     /// The credential directory holding ca.crt, issuer.crt and issuer.key.
     #[arg(long, value_name = "DIR")]
     issuer_credentials: PathBuf,
@@ -404,7 +404,7 @@ pub enum CsrIssuerError {
 /// Everything that can be checked is checked before a key exists in the token (flags, the
 /// directory); a key made here and then left without a `ca.crt` would be an orphan, so when
 /// anything after the key generation fails the new key pair is destroyed again.
-pub fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
+pub(crate) fn run_init_root(args: InitRootArgs) -> Result<(), RotationError> {
     let config = args.hsm.config()?.ok_or(RotationError::InitRootNeedsHsm)?;
     let trust_domain =
         TrustDomain::new(&args.trust_domain).map_err(|source| RotationError::InvalidName {
@@ -555,7 +555,7 @@ fn days(n: u64) -> Result<u32, RotationError> {
 }
 
 /// `warden issuer rotate`.
-pub fn run_rotate(args: RotateArgs) -> Result<(), RotationError> {
+pub(crate) fn run_rotate(args: RotateArgs) -> Result<(), RotationError> {
     let paths = CredentialPaths::in_dir(&args.issuer_credentials);
     let lifetime = match args.valid_for_secs {
         Some(secs) => Duration::from_secs(secs),
@@ -729,7 +729,7 @@ pub fn rotate_issuer(
 
 /// [`rotate_issuer`], also when `issuer.crt` is missing: the new issuer then gets
 /// `missing_issuer_id` (without it a missing `issuer.crt` is an error). `ca.crt` is only read.
-pub fn replace_issuer(
+pub(crate) fn replace_issuer(
     paths: &CredentialPaths,
     root_key: &dyn CaSigner,
     missing_issuer_id: Option<&SpiffeId>,
@@ -780,16 +780,16 @@ pub fn replace_issuer(
 }
 
 /// First retry after a failed rotation; doubled up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between rotation attempts after failures.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Longest sleep between checks (a reload may bring a new issuer at any time).
 const CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The server's automatic rotation: sleeps until the live issuer is due, rotates it with the
 /// HSM root, hands the new bundle to `install`, and on failure keeps the current issuer, logs
 /// and retries with backoff. Runs until the task is dropped.
-pub async fn auto_rotate(
+pub(crate) async fn auto_rotate(
     config: HsmConfig,
     paths: CredentialPaths,
     current: impl Fn() -> Arc<CaBundle> + Send + 'static,

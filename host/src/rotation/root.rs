@@ -56,11 +56,11 @@ use RootRotationError as E;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Added to every wait: the server's reload debounce (2 s) and slack for the watcher.
-pub const RELOAD_MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const RELOAD_MARGIN: Duration = Duration::from_secs(5);
 
 /// The credential directory.
 #[derive(Clone, Debug, Args)]
-pub struct DirArg {
+pub(crate) struct DirArg {
     /// Directory holding ca.crt, issuer.crt, issuer.key and root-rotation.json.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
     pub issuer_credentials: PathBuf,
@@ -68,7 +68,7 @@ pub struct DirArg {
 
 /// How long to wait between phases: Sentry's config or its two flags.
 #[derive(Clone, Debug, Args)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// Sentry's configuration file (spec.mtls.workloadCertTTL and allowedClockSkew).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -85,7 +85,7 @@ pub struct WaitArgs {
 
 /// `warden root rotate prepare`
 #[derive(Debug, Args)]
-pub struct PrepareArgs {
+pub(crate) struct PrepareArgs {
     #[command(flatten)]
     dir: DirArg,
     /// Where to write the new root private key (PKCS#8 PEM, mode 0600; must not exist).
@@ -105,7 +105,7 @@ pub struct PrepareArgs {
 
 /// `warden root rotate activate`
 #[derive(Debug, Args)]
-pub struct ActivateArgs {
+pub(crate) struct ActivateArgs {
     #[command(flatten)]
     dir: DirArg,
     /// The new root's private key file (written by prepare --root-key-out).
@@ -127,7 +127,7 @@ pub struct ActivateArgs {
 
 /// `warden root rotate finish`
 #[derive(Debug, Args)]
-pub struct FinishArgs {
+pub(crate) struct FinishArgs {
     #[command(flatten)]
     dir: DirArg,
     #[command(flatten)]
@@ -137,7 +137,7 @@ pub struct FinishArgs {
 /// Where a rotation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Phase {
+pub(crate) enum Phase {
     /// New root made; published in ca.crt once `published_at` is set.
     Prepared,
     /// Issuing under the new root; old roots still trusted.
@@ -158,7 +158,7 @@ impl fmt::Display for Phase {
 
 /// The state file, `DIR/root-rotation.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RotationState {
+pub(crate) struct RotationState {
     /// The phase reached.
     pub phase: Phase,
     /// SHA-256 of the new root's DER, lowercase hex.
@@ -181,7 +181,7 @@ pub struct RotationState {
 
 /// The earliest time the next phase may run: `since + ttl + skew + RELOAD_MARGIN`
 /// ([`warden_core::schedule::phase_wait_until`]).
-pub fn wait_until(since: u64, workload_ttl: Duration, clock_skew: Duration) -> UnixTime {
+pub(crate) fn wait_until(since: u64, workload_ttl: Duration, clock_skew: Duration) -> UnixTime {
     schedule::phase_wait_until(
         UnixTime::from_secs(since),
         workload_ttl,
@@ -191,7 +191,7 @@ pub fn wait_until(since: u64, workload_ttl: Duration, clock_skew: Duration) -> U
 }
 
 /// The command the operator runs next, and from when (`None`: at once).
-pub fn next_step(
+pub(crate) fn next_step(
     state: &RotationState,
     workload_ttl: Duration,
     clock_skew: Duration,
@@ -217,7 +217,7 @@ pub fn next_step(
 /// yet over); the second says which file or value is not what it should be.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum RootRotationError {
+pub(crate) enum RootRotationError {
     /// No state file: no rotation was started.
     #[error("{} does not exist: no root rotation in progress; start one with `warden root rotate prepare`", state.display())]
     NoRotation {
@@ -459,7 +459,7 @@ fn read(path: &Path) -> Result<Vec<u8>, RootRotationError> {
 }
 
 /// Reads the state file; `None` when there is none.
-pub fn read_state(dir: &Path) -> Result<Option<RotationState>, RootRotationError> {
+pub(crate) fn read_state(dir: &Path) -> Result<Option<RotationState>, RootRotationError> {
     let path = state_path(dir);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -579,7 +579,7 @@ struct NewRootKey {
 }
 
 /// `warden root rotate prepare`.
-pub fn run_prepare(args: PrepareArgs) -> Result<(), RootRotationError> {
+pub(crate) fn run_prepare(args: PrepareArgs) -> Result<(), RootRotationError> {
     prepare(args, now())
 }
 
@@ -814,7 +814,7 @@ fn require_state(dir: &Path) -> Result<RotationState, RootRotationError> {
 }
 
 /// `warden root rotate activate`.
-pub fn run_activate(args: ActivateArgs) -> Result<(), RootRotationError> {
+pub(crate) fn run_activate(args: ActivateArgs) -> Result<(), RootRotationError> {
     activate(args, now())
 }
 
@@ -970,7 +970,7 @@ fn sentry_id_of(issuer: &Certificate) -> Option<SpiffeId> {
 }
 
 /// `warden root rotate finish`.
-pub fn run_finish(args: FinishArgs) -> Result<(), RootRotationError> {
+pub(crate) fn run_finish(args: FinishArgs) -> Result<(), RootRotationError> {
     finish(args, now())
 }
 
@@ -1030,7 +1030,7 @@ fn finish(args: FinishArgs, now: UnixTime) -> Result<(), RootRotationError> {
 
 /// What `warden status` shows about a rotation.
 #[derive(Debug, Serialize)]
-pub struct PhaseReport {
+pub(crate) struct PhaseReport {
     /// `prepared`, `active` or `finished`.
     pub phase: Phase,
     /// SHA-256 of the new root.
@@ -1056,7 +1056,7 @@ pub struct PhaseReport {
 /// # Errors
 ///
 /// The state file cannot be read or is not a rotation state.
-pub fn phase_report(dir: &Path) -> Result<Option<PhaseReport>, RootRotationError> {
+pub(crate) fn phase_report(dir: &Path) -> Result<Option<PhaseReport>, RootRotationError> {
     let Some(state) = read_state(dir)? else {
         return Ok(None);
     };
@@ -1081,7 +1081,7 @@ pub fn phase_report(dir: &Path) -> Result<Option<PhaseReport>, RootRotationError
 }
 
 /// The text lines `warden status` prints for a rotation.
-pub fn phase_text(report: Option<&PhaseReport>, error: Option<&str>) -> String {
+pub(crate) fn phase_text(report: Option<&PhaseReport>, error: Option<&str>) -> String {
     let mut out = String::new();
     match (report, error) {
         (_, Some(e)) => {

@@ -27,7 +27,7 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `warden issuer sign-csr`
 #[derive(Debug, Args)]
-pub struct SignCsrArgs {
+pub(crate) struct SignCsrArgs {
     /// The issuer's CSR (PEM CERTIFICATE REQUEST, or DER), for example from
     /// `warden edge provision`'s device.
     #[arg(long, value_name = "FILE")]
@@ -45,7 +45,7 @@ pub struct SignCsrArgs {
 /// The root that signs an issuer CSR, and the new issuer's lifetime and SPIFFE ID: the flags of
 /// `warden issuer sign-csr` and `warden edge provision`.
 #[derive(Clone, Debug, Args)]
-pub struct IssuerRootArgs {
+pub(crate) struct IssuerRootArgs {
     /// The credential directory whose ca.crt holds the root certificate (the certificate there
     /// made by the root key; during a root rotation ca.crt holds old and new roots).
     #[arg(long, value_name = "DIR")]
@@ -65,7 +65,7 @@ pub struct IssuerRootArgs {
 }
 
 /// The root, loaded and checked, ready to sign issuer CSRs.
-pub struct IssuerRoot {
+pub(crate) struct IssuerRoot {
     key: Box<dyn CaSigner>,
     ca_file: PathBuf,
     /// `ca.crt` as read: the trust anchors to hand out with the issuer.
@@ -87,7 +87,7 @@ impl std::fmt::Debug for IssuerRoot {
 
 /// An issuer certificate made by [`IssuerRoot::sign_csr`].
 #[derive(Clone, Debug)]
-pub struct SignedIssuer {
+pub(crate) struct SignedIssuer {
     /// The certificate, PEM.
     pub certificate_pem: String,
     /// Its validity.
@@ -99,7 +99,7 @@ pub struct SignedIssuer {
 impl IssuerRootArgs {
     /// Reads `ca.crt`, opens the root key (logging in to the HSM) and finds the root
     /// certificate made by it. Everything that can be checked without the key is checked first.
-    pub fn load(&self) -> Result<IssuerRoot, RotationError> {
+    pub(crate) fn load(&self) -> Result<IssuerRoot, RotationError> {
         let lifetime = match self.valid_for_secs {
             Some(0) => {
                 return Err(RotationError::ZeroLifetime);
@@ -157,19 +157,14 @@ impl IssuerRootArgs {
 
 impl IssuerRoot {
     /// `ca.crt` as read: every trust anchor, for a device to verify its issuer against.
-    pub fn anchors_pem(&self) -> &[u8] {
+    pub(crate) fn anchors_pem(&self) -> &[u8] {
         &self.anchors_pem
-    }
-
-    /// The `ca.crt` the root came from.
-    pub fn ca_file(&self) -> &Path {
-        &self.ca_file
     }
 
     /// Verifies `csr` (named `source` in errors) and makes an issuer certificate for its key
     /// with the issuer profile (CA, pathlen 0, Sentry's SPIFFE ID, NotAfter capped at the
     /// root's), then checks that it verifies under the root at `now`.
-    pub fn sign_csr(
+    pub(crate) fn sign_csr(
         &self,
         csr: &[u8],
         source: &str,
@@ -224,7 +219,7 @@ impl IssuerRoot {
 }
 
 /// Reads a CSR file, never more than a CSR can be (`/dev/zero` is refused, not read forever).
-pub fn read_csr_file(path: &Path) -> Result<Vec<u8>, RotationError> {
+pub(crate) fn read_csr_file(path: &Path) -> Result<Vec<u8>, RotationError> {
     files::read_at_most(path, MAX_CSR_LEN).map_err(|source| RotationError::Read {
         path: path.to_path_buf(),
         source,
@@ -232,7 +227,7 @@ pub fn read_csr_file(path: &Path) -> Result<Vec<u8>, RotationError> {
 }
 
 /// `warden issuer sign-csr`.
-pub fn run(args: SignCsrArgs) -> Result<(), RotationError> {
+pub(crate) fn run(args: SignCsrArgs) -> Result<(), RotationError> {
     let out_exists = std::fs::symlink_metadata(&args.out).is_ok();
     if out_exists && !args.force {
         return Err(RotationError::OutputExists {

@@ -10,10 +10,10 @@ mod background;
 mod grpc;
 mod listeners;
 mod shutdown;
-pub mod spiffe_bundle;
+pub(crate) mod spiffe_bundle;
 mod startup;
 mod trust_bundle;
-pub mod web;
+pub(crate) mod web;
 
 use std::path::PathBuf;
 
@@ -24,7 +24,7 @@ use crate::observability::{LogLevel, SCOPE_SENTRY};
 /// Sentry's flags, names and defaults (spec §4). Go's single-dash spelling (`-port`) is
 /// accepted too, see [`crate::cli`].
 #[derive(Clone, Debug, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Directory holding the trust anchors, issuer certificate and issuer key. Generated
     /// (self-signed root + issuer, files 0600) on first start when any file is missing.
     #[arg(long, default_value = "/var/run/secrets/dapr.io/credentials")]
@@ -128,7 +128,7 @@ pub struct ServeArgs {
 }
 
 /// Version printed in the start-up line and in JSON logs.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 const COMMIT: &str = match option_env!("WARDEN_GIT_COMMIT") {
     Some(c) => c,
     None => "unknown",
@@ -136,7 +136,7 @@ const COMMIT: &str = match option_env!("WARDEN_GIT_COMMIT") {
 
 /// Runs the CA until SIGTERM/SIGINT. Start-up errors are returned (the caller logs them as
 /// fatal and exits non-zero); nothing on disk is touched when validation fails.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(target: SCOPE_SENTRY, "Starting Dapr Sentry certificate authority -- version {VERSION} -- commit {COMMIT}");
     startup::check_mode(&args.mode)?;
     let mut settings = startup::Settings::read(&args)?;

@@ -15,12 +15,12 @@ use warden_core::crypto::KeyType;
 use x509_cert::Certificate;
 
 /// Default `spiffe_refresh_hint`: the 5 minutes the spec suggests to clients without one.
-pub const DEFAULT_REFRESH_HINT_SECS: u64 = 300;
+pub(crate) const DEFAULT_REFRESH_HINT_SECS: u64 = 300;
 
 /// Why the bundle could not be produced.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BundleJsonError {
+pub(crate) enum BundleJsonError {
     /// A trust anchor's key cannot be written as a JWK.
     #[error("trust anchor {position}: {reason}")]
     Key {
@@ -128,7 +128,7 @@ fn jwk(position: usize, cert: &Certificate) -> Result<Jwk, BundleJsonError> {
 }
 
 /// The `spiffe_sequence` for the anchors in `ca_path`: its modification time in milliseconds.
-pub fn sequence(ca_path: &Path) -> Result<u64, BundleJsonError> {
+pub(crate) fn sequence(ca_path: &Path) -> Result<u64, BundleJsonError> {
     let state_err = |reason: String| BundleJsonError::State {
         path: ca_path.to_path_buf(),
         reason,
@@ -144,7 +144,7 @@ pub fn sequence(ca_path: &Path) -> Result<u64, BundleJsonError> {
 }
 
 /// The bundle JSON for `anchors` with the given sequence and refresh hint.
-pub fn bundle_json(
+pub(crate) fn bundle_json(
     anchors: &[Certificate],
     sequence: u64,
     refresh_hint_secs: u64,

@@ -33,7 +33,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 /// What is wrong with a `--grpc-web`, `--allowed-origins` or `--ui` setting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum WebError {
+pub(crate) enum WebError {
     /// One entry of `--allowed-origins` is not an origin.
     #[error("invalid --allowed-origins entry {origin:?}: {reason}")]
     Origin {
@@ -57,7 +57,7 @@ pub enum WebError {
 
 /// The browser-facing settings of the CA port, validated.
 #[derive(Clone, Debug, Default)]
-pub struct WebOptions {
+pub(crate) struct WebOptions {
     /// Accept gRPC-Web (and HTTP/1.1 next to h2).
     pub grpc_web: bool,
     /// Exact origins allowed to call cross-origin (normalised: lower-case, no default port).
@@ -69,7 +69,11 @@ pub struct WebOptions {
 impl WebOptions {
     /// Validates the flags: `allowed_origins` is the comma-separated `--allowed-origins` value
     /// (empty: none), `ui` the `--ui` directory.
-    pub fn new(grpc_web: bool, allowed_origins: &str, ui: Option<&Path>) -> Result<Self, WebError> {
+    pub(crate) fn new(
+        grpc_web: bool,
+        allowed_origins: &str,
+        ui: Option<&Path>,
+    ) -> Result<Self, WebError> {
         let allowed_origins = parse_allowed_origins(allowed_origins)?;
         if !allowed_origins.is_empty() && !grpc_web {
             return Err(WebError::OriginsWithoutGrpcWeb);
@@ -84,12 +88,12 @@ impl WebOptions {
 
     /// Whether the port also speaks HTTP/1.1 (ALPN `http/1.1` next to `h2`): only for
     /// gRPC-Web, whose clients and proxies may not speak h2. Plain gRPC stays h2-only.
-    pub fn http1(&self) -> bool {
+    pub(crate) fn http1(&self) -> bool {
         self.grpc_web
     }
 
     /// The CORS layer, when gRPC-Web is on.
-    pub fn cors_layer(&self) -> Option<CorsLayer> {
+    pub(crate) fn cors_layer(&self) -> Option<CorsLayer> {
         if !self.grpc_web {
             return None;
         }
@@ -118,14 +122,14 @@ impl WebOptions {
     }
 
     /// The static UI layer, with `--ui`.
-    pub fn ui_layer(&self) -> Option<UiLayer> {
+    pub(crate) fn ui_layer(&self) -> Option<UiLayer> {
         self.ui.as_ref().map(|root| UiLayer {
             root: Arc::new(root.clone()),
         })
     }
 
     /// The gRPC-Web translation layer, with `--grpc-web`.
-    pub fn grpc_web_layer(&self) -> Option<tonic_web::GrpcWebLayer> {
+    pub(crate) fn grpc_web_layer(&self) -> Option<tonic_web::GrpcWebLayer> {
         self.grpc_web.then(tonic_web::GrpcWebLayer::new)
     }
 }
@@ -133,7 +137,7 @@ impl WebOptions {
 /// Parses the comma-separated `--allowed-origins` list. Each entry must be a serialised
 /// origin as browsers send it in `Origin`: `http` or `https`, `://`, a host, an optional
 /// port, nothing else (no path, no trailing `/`, no wildcard, no user info).
-pub fn parse_allowed_origins(list: &str) -> Result<Vec<String>, WebError> {
+pub(crate) fn parse_allowed_origins(list: &str) -> Result<Vec<String>, WebError> {
     let mut origins = Vec::new();
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let origin = normalise_origin(entry).map_err(|reason| WebError::Origin {
@@ -237,7 +241,7 @@ type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 /// Serves `GET`/`HEAD` requests from one directory; every other request goes on to gRPC.
 #[derive(Clone, Debug)]
-pub struct UiLayer {
+pub(crate) struct UiLayer {
     root: Arc<PathBuf>,
 }
 
@@ -254,7 +258,7 @@ impl<S> Layer<S> for UiLayer {
 
 /// The service made by [`UiLayer`].
 #[derive(Clone, Debug)]
-pub struct Ui<S> {
+pub(crate) struct Ui<S> {
     root: Arc<PathBuf>,
     inner: S,
 }
@@ -314,7 +318,7 @@ fn content_type(name: &str) -> Option<&'static str> {
 /// Maps a request path to a relative file path, or `None` for anything that is not a plain
 /// `name/name.ext` path: `..`, `.`, empty segments, hidden files, percent escapes and
 /// backslashes are all refused. `/` is `index.html`.
-pub fn ui_relative_path(path: &str) -> Option<PathBuf> {
+pub(crate) fn ui_relative_path(path: &str) -> Option<PathBuf> {
     let rel = path.strip_prefix('/')?;
     if rel.is_empty() {
         return Some(PathBuf::from("index.html"));
@@ -424,7 +428,7 @@ fn respond_exactly(status: StatusCode, headers: HeaderMap, body: Body) -> Respon
 /// gives. gRPC-Web requests reach it already translated when `--grpc-web` is on, and are
 /// refused this way when it is off.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct GrpcOnlyLayer;
+pub(crate) struct GrpcOnlyLayer;
 
 impl<S> Layer<S> for GrpcOnlyLayer {
     type Service = GrpcOnly<S>;
@@ -436,12 +440,12 @@ impl<S> Layer<S> for GrpcOnlyLayer {
 
 /// The service made by [`GrpcOnlyLayer`].
 #[derive(Clone, Debug)]
-pub struct GrpcOnly<S> {
+pub(crate) struct GrpcOnly<S> {
     inner: S,
 }
 
 /// Whether `content-type` is gRPC's, as grpc-go's `ContentSubtype` decides.
-pub fn is_grpc_content_type(value: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_grpc_content_type(value: Option<&HeaderValue>) -> bool {
     let Some(value) = value.and_then(|v| v.to_str().ok()) else {
         return false;
     };

@@ -35,24 +35,24 @@ use crate::observability::{HealthTarget, SCOPE_SERVER};
 use crate::util::watch::{Wake, watch_file};
 
 /// Name of the readiness target: `/healthz` is 503 until the first set is loaded.
-pub const HEALTH_TARGET: &str = "sentry-jwks-validator";
+pub(crate) const HEALTH_TARGET: &str = "sentry-jwks-validator";
 /// `minRefreshInterval` when unset or not above [`MIN_REFRESH_FLOOR`].
-pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
 /// `requestTimeout` when unset or not above [`REQUEST_TIMEOUT_FLOOR`].
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a remote set is refreshed when no unknown `kid` asks for it sooner (jwx's
 /// default refresh interval, which Sentry's cache uses); never less than `minRefreshInterval`.
-pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(900);
+pub(crate) const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(900);
 /// A `minRefreshInterval` at or below this is ignored (Sentry's rule).
-pub const MIN_REFRESH_FLOOR: Duration = Duration::from_secs(1);
+pub(crate) const MIN_REFRESH_FLOOR: Duration = Duration::from_secs(1);
 /// A `requestTimeout` at or below this is ignored (Sentry's rule).
-pub const REQUEST_TIMEOUT_FLOOR: Duration = Duration::from_millis(1);
+pub(crate) const REQUEST_TIMEOUT_FLOOR: Duration = Duration::from_millis(1);
 /// Clock skew allowed on `exp`, `nbf` and `iat` (Sentry's `WithAcceptableSkew(5m)`).
-pub const LEEWAY_SECS: u64 = 300;
+pub(crate) const LEEWAY_SECS: u64 = 300;
 /// The largest JWKS document accepted from a URL or a file.
-pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// The algorithms a token may use. Never `none`, never HMAC.
-pub const ALGORITHMS: [&str; 7] = [
+pub(crate) const ALGORITHMS: [&str; 7] = [
     "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA",
 ];
 /// How soon a remote source is retried after a failed first load; doubles up to
@@ -241,7 +241,7 @@ fn duration_option(
 
 /// Where the key set comes from.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// Fetched over HTTPS.
     Https(reqwest::Url),
     /// Fetched over plain HTTP (a warning is logged: anyone on the path can swap the keys).
@@ -269,7 +269,7 @@ impl Source {
     /// # Errors
     ///
     /// An [`OptionError`] on `source` when it is none of these.
-    pub fn resolve(source: &str) -> Result<Self, OptionError> {
+    pub(crate) fn resolve(source: &str) -> Result<Self, OptionError> {
         if source.starts_with("https://") || source.starts_with("http://") {
             let url = reqwest::Url::parse(source)
                 .map_err(|e| OptionError::new(OPT_SOURCE, format!("invalid URL: {e}")))?;
@@ -318,7 +318,7 @@ impl Source {
 
 /// The kind of a public key, which decides the algorithms it may verify.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyKind {
+pub(crate) enum KeyKind {
     /// EC on P-256: ES256.
     P256,
     /// EC on P-384: ES384.
@@ -849,7 +849,7 @@ fn unix_now() -> u64 {
 // The live validator.
 
 /// The `jwks` validator: the current key set and what keeps it fresh.
-pub struct JwksValidator {
+pub(crate) struct JwksValidator {
     keys: ArcSwapOption<KeySet>,
     /// Sentry's SPIFFE ID, the audience every token must name.
     audience: String,
@@ -888,7 +888,7 @@ impl JwksValidator {
     ///
     /// An [`OptionError`] when the source is unusable, an inline or file set does not parse,
     /// or `caCertificate` cannot be read or holds no certificate.
-    pub fn start(
+    pub(crate) fn start(
         options: &JwksOptions,
         audience: String,
         health: HealthTarget,
@@ -965,13 +965,8 @@ impl JwksValidator {
     }
 
     /// True once a key set has been loaded.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.keys.load().is_some()
-    }
-
-    /// The audience tokens must carry.
-    pub fn audience(&self) -> &str {
-        &self.audience
     }
 
     fn install(&self, set: KeySet) {
@@ -986,7 +981,7 @@ impl JwksValidator {
     ///
     /// "jwks validator not ready" before the first load, otherwise the reason the token was
     /// refused (without the "token validation failed: " prefix, which the caller adds).
-    pub async fn verify(&self, token: &str, subject: &str) -> Result<(), VerifyError> {
+    pub(crate) async fn verify(&self, token: &str, subject: &str) -> Result<(), VerifyError> {
         let Some(keys) = self.keys.load_full() else {
             return Err(VerifyError::NotReady);
         };
@@ -1091,7 +1086,7 @@ impl JwksValidator {
 
 /// Why [`JwksValidator::verify`] refused a token.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     /// No key set loaded yet.
     NotReady,
     /// The token is invalid; the reason.

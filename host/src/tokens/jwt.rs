@@ -27,9 +27,9 @@ use crate::observability::SCOPE_SENTRY;
 use crate::util::watch::{RELOAD_DEBOUNCE, Wake, watch_file};
 
 /// Sentry's default JWT key file name.
-pub const JWT_KEY_FILENAME: &str = "jwt.key";
+pub(crate) const JWT_KEY_FILENAME: &str = "jwt.key";
 /// Sentry's default public key set file name.
-pub const JWKS_FILENAME: &str = "jwks.json";
+pub(crate) const JWKS_FILENAME: &str = "jwks.json";
 
 /// The most `jwt_audiences` one request may carry. Each one costs a signature (its own token in
 /// `per_audience_jwts`), so the list is what bounds the signing work of a request; daprd sends the
@@ -40,10 +40,10 @@ pub const MAX_JWT_AUDIENCES: usize = 16;
 pub const MAX_JWT_AUDIENCE_LEN: usize = 512;
 /// The most retired public keys kept in `jwks.json`: keys change rarely within one token
 /// lifetime, so more can only come from a hostile or broken file.
-pub const MAX_RETIRED_KEYS: usize = 16;
+pub(crate) const MAX_RETIRED_KEYS: usize = 16;
 /// The member of a retired key in `jwks.json` that records when it stops being published
 /// (Unix seconds). Verifiers ignore unknown JWK members (RFC 7517 §4); the served set omits it.
-pub const RETIRE_AT_MEMBER: &str = "warden_retire_at";
+pub(crate) const RETIRE_AT_MEMBER: &str = "warden_retire_at";
 /// The public JWK members kept from `jwks.json`; anything else (private parameters above all)
 /// is dropped before a key is published again.
 const PUBLIC_JWK_MEMBERS: &[&str] = &["alg", "crv", "e", "kid", "kty", "n", "use", "x", "y"];
@@ -52,7 +52,7 @@ const PRIVATE_JWK_MEMBERS: &[&str] = &["d", "dp", "dq", "k", "oth", "p", "q", "q
 
 /// Checks `jwt_audiences` against [`MAX_JWT_AUDIENCES`] and [`MAX_JWT_AUDIENCE_LEN`]; the error
 /// is the message of the `InvalidArgument` answer.
-pub fn check_audiences(audiences: &[String]) -> Result<(), String> {
+pub(crate) fn check_audiences(audiences: &[String]) -> Result<(), String> {
     if audiences.len() > MAX_JWT_AUDIENCES {
         return Err(format!(
             "too many jwt_audiences: {} given, at most {MAX_JWT_AUDIENCES} allowed",
@@ -74,7 +74,7 @@ pub fn check_audiences(audiences: &[String]) -> Result<(), String> {
 
 /// Sentry's JWT and OIDC flags (spec §4), flattened into `ServeArgs`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct JwtArgs {
+pub(crate) struct JwtArgs {
     /// Return a JWT-SVID (and per-audience JWTs) with every certificate.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub jwt_enabled: bool,
@@ -128,7 +128,7 @@ pub struct JwtArgs {
 
 /// The signing algorithm of the JWT key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SigningAlgorithm {
+pub(crate) enum SigningAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256, RSA-2048 keys.
     Rs256,
     /// ECDSA P-256 with SHA-256.
@@ -139,7 +139,7 @@ pub enum SigningAlgorithm {
 
 impl SigningAlgorithm {
     /// Parses the flag value (JOSE names, as Sentry).
-    pub fn parse(name: &str) -> Result<Self, JwtError> {
+    pub(crate) fn parse(name: &str) -> Result<Self, JwtError> {
         match name {
             "RS256" => Ok(Self::Rs256),
             "ES256" => Ok(Self::Es256),
@@ -151,7 +151,7 @@ impl SigningAlgorithm {
     }
 
     /// The JOSE `alg` name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Rs256 => "RS256",
             Self::Es256 => "ES256",
@@ -163,7 +163,7 @@ impl SigningAlgorithm {
 /// What went wrong with the JWT key or a token.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum JwtError {
+pub(crate) enum JwtError {
     /// A flag is wrong.
     #[error("{0}")]
     Config(String),
@@ -185,7 +185,7 @@ pub enum JwtError {
 
 /// The validated JWT settings.
 #[derive(Clone, Debug)]
-pub struct JwtSettings {
+pub(crate) struct JwtSettings {
     /// `jwt.key`.
     pub key_path: PathBuf,
     /// `jwks.json`.
@@ -202,7 +202,7 @@ pub struct JwtSettings {
 
 impl JwtArgs {
     /// Checks the flags; `None` when JWTs are disabled.
-    pub fn settings(&self, credentials_dir: &Path) -> Result<Option<JwtSettings>, JwtError> {
+    pub(crate) fn settings(&self, credentials_dir: &Path) -> Result<Option<JwtSettings>, JwtError> {
         if !self.jwt_enabled {
             if !self.jwt_issuer.is_empty() {
                 return Err(JwtError::Config(
@@ -234,7 +234,7 @@ enum Pair {
 }
 
 /// One signing key with its public JWK.
-pub struct SigningKey {
+pub(crate) struct SigningKey {
     pair: Pair,
     algorithm: SigningAlgorithm,
     kid: String,
@@ -258,7 +258,10 @@ fn b64url(bytes: &[u8]) -> String {
 
 impl SigningKey {
     /// A new key for the algorithm (RSA-2048, P-256 or Ed25519).
-    pub fn generate(algorithm: SigningAlgorithm, key_id: Option<&str>) -> Result<Self, JwtError> {
+    pub(crate) fn generate(
+        algorithm: SigningAlgorithm,
+        key_id: Option<&str>,
+    ) -> Result<Self, JwtError> {
         let der: Vec<u8> = match algorithm {
             SigningAlgorithm::Rs256 => {
                 aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
@@ -349,14 +352,10 @@ impl SigningKey {
         })
     }
 
+    #[cfg(test)]
     /// The `kid`.
-    pub fn kid(&self) -> &str {
+    pub(crate) fn kid(&self) -> &str {
         &self.kid
-    }
-
-    /// The public JWK (with `kid`, `alg`, `use`).
-    pub fn jwk(&self) -> &Value {
-        &self.jwk
     }
 
     fn pem(&self) -> Result<Zeroizing<String>, JwtError> {
@@ -366,7 +365,7 @@ impl SigningKey {
     }
 
     /// Signs `header.payload` and returns the compact JWS.
-    pub fn sign(&self, claims: &Value) -> Result<String, JwtError> {
+    pub(crate) fn sign(&self, claims: &Value) -> Result<String, JwtError> {
         let header = json!({"alg": self.algorithm.name(), "kid": self.kid, "typ": "JWT"});
         let signing_input = format!(
             "{}.{}",
@@ -430,7 +429,7 @@ impl Keys {
 
 /// The JWT-SVID issuer: the live key, the previous public keys, and the settings.
 #[derive(Debug)]
-pub struct JwtIssuer {
+pub(crate) struct JwtIssuer {
     settings: JwtSettings,
     keys: ArcSwap<Keys>,
     /// Serialises the read-modify-write of `keys` and `jwks.json` (reload and pruning).
@@ -573,7 +572,7 @@ impl JwtIssuer {
     /// and writes `jwks.json`: the current key plus the retired keys it already listed, each
     /// kept until the `retire_at` recorded there (see [`retired_from_file`]), so restarts never
     /// extend how long a retired key is published.
-    pub fn load_or_generate(settings: JwtSettings, now_secs: u64) -> Result<Self, JwtError> {
+    pub(crate) fn load_or_generate(settings: JwtSettings, now_secs: u64) -> Result<Self, JwtError> {
         let (current, generated) = match read_key(&settings)? {
             Some(key) => (key, false),
             None => (
@@ -622,24 +621,21 @@ impl JwtIssuer {
         })
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &JwtSettings {
-        &self.settings
-    }
-
+    #[cfg(test)]
     /// The `kid` of the signing key.
-    pub fn current_kid(&self) -> String {
+    pub(crate) fn current_kid(&self) -> String {
         self.keys.load().current.kid.clone()
     }
 
+    #[cfg(test)]
     /// How many tokens have been signed since the start.
-    pub fn signatures(&self) -> u64 {
+    pub(crate) fn signatures(&self) -> u64 {
         self.signatures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The JWKS to publish: the signing key and every retired key still valid at `now_secs`,
     /// with public members only.
-    pub fn jwks(&self, now_secs: u64) -> Value {
+    pub(crate) fn jwks(&self, now_secs: u64) -> Value {
         let keys = self.keys.load();
         let mut list = vec![keys.current.jwk.clone()];
         list.extend(
@@ -652,13 +648,13 @@ impl JwtIssuer {
     }
 
     /// When the next retired key is due to be dropped (Unix secs).
-    pub fn next_retirement(&self) -> Option<u64> {
+    pub(crate) fn next_retirement(&self) -> Option<u64> {
         self.keys.load().next_retirement()
     }
 
     /// Drops the retired keys whose time has come from memory and from `jwks.json`. Returns
     /// whether any was dropped.
-    pub fn prune(&self, now_secs: u64) -> Result<bool, JwtError> {
+    pub(crate) fn prune(&self, now_secs: u64) -> Result<bool, JwtError> {
         let _guard = self
             .update
             .lock()
@@ -688,7 +684,7 @@ impl JwtIssuer {
     /// Re-reads `jwt.key`; when it holds a different key, signs with it from now on and keeps
     /// the previous public key published for one token lifetime. Returns whether it changed.
     /// A missing or bad file keeps the current key (and is an error).
-    pub fn reload(&self, now_secs: u64) -> Result<bool, JwtError> {
+    pub(crate) fn reload(&self, now_secs: u64) -> Result<bool, JwtError> {
         let new = read_key(&self.settings)?.ok_or_else(|| JwtError::Key {
             path: self.settings.key_path.clone(),
             reason: "missing".into(),
@@ -737,7 +733,7 @@ impl JwtIssuer {
 
     /// A JWT-SVID for `sub`: `aud` as given, `iat` now, `nbf` now − skew, `exp` now + TTL,
     /// a random 32-hex `jti`, `use: "sig"`, and `iss` when configured.
-    pub fn mint(
+    pub(crate) fn mint(
         &self,
         sub: &str,
         audiences: &[&str],
@@ -765,13 +761,13 @@ impl JwtIssuer {
 }
 
 /// The tokens of one response: `jwt` and `per_audience_jwts`.
-pub type ResponseTokens = (Option<String>, std::collections::HashMap<String, String>);
+pub(crate) type ResponseTokens = (Option<String>, std::collections::HashMap<String, String>);
 
 /// The response's `jwt` (audiences: the SVID's trust domain, then the requested ones) and
 /// `per_audience_jwts` (one token per distinct requested audience, carrying only it). The
 /// caller has checked `audiences` with [`check_audiences`], which bounds the signatures to
 /// `1 + MAX_JWT_AUDIENCES`.
-pub fn mint_for_response(
+pub(crate) fn mint_for_response(
     issuer: &JwtIssuer,
     spiffe_id: &str,
     trust_domain: &str,
@@ -795,7 +791,7 @@ pub fn mint_for_response(
 /// [`mint_for_response`] on tokio's blocking pool, at most one job per core at a time: an RSA
 /// signature costs about as much as a whole certificate request, so a request with many
 /// audiences must not hold an async worker that other connections need.
-pub async fn mint_for_response_off_workers(
+pub(crate) async fn mint_for_response_off_workers(
     issuer: &Arc<JwtIssuer>,
     spiffe_id: String,
     trust_domain: String,
@@ -826,7 +822,7 @@ pub async fn mint_for_response_off_workers(
 /// Why [`start`] could not start the `jwt.key` watcher or the OIDC server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StartError {
+pub(crate) enum StartError {
     /// The `jwt.key` watcher could not be set up.
     #[error("cannot watch the JWT key: {0}")]
     Watch(#[source] notify::Error),
@@ -847,7 +843,7 @@ pub enum StartError {
 /// # Errors
 ///
 /// [`StartError`] when the watcher cannot be set up or the OIDC listener cannot bind.
-pub async fn start(
+pub(crate) async fn start(
     issuer: Option<&Arc<JwtIssuer>>,
     oidc: Option<OidcSettings>,
     health: &crate::observability::Health,
@@ -922,7 +918,7 @@ async fn prune_retired_keys(issuer: Arc<JwtIssuer>) {
 
 /// The validated OIDC server settings.
 #[derive(Clone, Debug)]
-pub struct OidcSettings {
+pub(crate) struct OidcSettings {
     /// Where to listen.
     pub address: String,
     /// Port.
@@ -939,7 +935,7 @@ pub struct OidcSettings {
 
 /// One `--oidc-allowed-hosts` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AllowedHost {
+pub(crate) enum AllowedHost {
     /// `*`: any syntactically valid host.
     Any,
     /// A name (or IP literal) as configured, and the port it is pinned to, if any.
@@ -953,7 +949,7 @@ pub enum AllowedHost {
 
 impl AllowedHost {
     /// Parses a flag entry: `*`, `name` or `name:port` (`[v6]` / `[v6]:port` for IPv6).
-    pub fn parse(entry: &str) -> Result<Self, JwtError> {
+    pub(crate) fn parse(entry: &str) -> Result<Self, JwtError> {
         let entry = entry.trim();
         if entry == "*" {
             return Ok(Self::Any);
@@ -973,7 +969,7 @@ impl AllowedHost {
 /// Why the OIDC server refuses a request's host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum HostRefusal {
+pub(crate) enum HostRefusal {
     /// The host (or `X-Forwarded-Host`) is missing, empty or not `name[:port]`: 400.
     Malformed(&'static str),
     /// Several hosts are claimed at once: 400.
@@ -1052,7 +1048,7 @@ fn with_port(name: &str, port: Option<u16>) -> String {
 ///   value must match an entry: names compare case-insensitively, an entry without a port
 ///   allows any port, an entry with one only that port. The URL carries the entry's spelling
 ///   and the request's port; `*` allows any valid host, echoed lower-cased.
-pub fn select_host(
+pub(crate) fn select_host(
     host: &[&str],
     authority: Option<&str>,
     forwarded: &[&str],
@@ -1109,7 +1105,7 @@ pub fn select_host(
 
 impl JwtArgs {
     /// The OIDC server settings; `None` unless both `--oidc-enabled` and `--jwt-enabled`.
-    pub fn oidc_settings(&self) -> Result<Option<OidcSettings>, JwtError> {
+    pub(crate) fn oidc_settings(&self) -> Result<Option<OidcSettings>, JwtError> {
         if !(self.oidc_enabled && self.jwt_enabled) {
             if self.oidc_enabled {
                 tracing::warn!(target: SCOPE_SENTRY, "--oidc-enabled has no effect without --jwt-enabled");
@@ -1161,7 +1157,7 @@ impl JwtArgs {
 /// `GET <prefix>/jwks.json`, `Cache-Control: public, max-age=3600`; 405 for other methods,
 /// 400 for a missing, malformed or ambiguous host, 403 for one outside the allow-list (see
 /// [`select_host`]), 404 elsewhere.
-pub fn oidc_router(issuer: Arc<JwtIssuer>, settings: OidcSettings) -> axum::Router {
+pub(crate) fn oidc_router(issuer: Arc<JwtIssuer>, settings: OidcSettings) -> axum::Router {
     let settings = Arc::new(settings);
     axum::Router::new().fallback(move |request: axum::extract::Request| {
         let issuer = Arc::clone(&issuer);
@@ -1288,7 +1284,7 @@ fn oidc_answer(
 }
 
 /// Loads the OIDC server's TLS certificate chain and key (PEM).
-pub fn oidc_tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, JwtError> {
+pub(crate) fn oidc_tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, JwtError> {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |path: &Path, reason: String| JwtError::Key {
@@ -1371,7 +1367,7 @@ impl axum::serve::Listener for TlsListener {
 }
 
 /// Serves the OIDC endpoints until `shutdown` (HTTPS when `tls` is given).
-pub async fn serve_oidc(
+pub(crate) async fn serve_oidc(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,

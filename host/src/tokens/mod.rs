@@ -1,7 +1,7 @@
 //! Caller tokens: the JWKS validator that checks the tokens daprd sends, and the JWT issuer and
 //! OIDC server that mint them.
-pub mod jwks;
-pub mod jwt;
+pub(crate) mod jwks;
+pub(crate) mod jwt;
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use jwks::JwksValidator;
 
 /// Which token validators are enabled and which one a request without a choice gets.
 #[derive(Clone, Debug)]
-pub struct Validators {
+pub(crate) struct Validators {
     pub(crate) enabled: Vec<TokenValidator>,
     pub(crate) default: Option<TokenValidator>,
     pub(crate) jwks: Option<Arc<JwksValidator>>,
@@ -20,7 +20,7 @@ pub struct Validators {
 
 impl Validators {
     /// Self-hosted with no `tokenValidators` configured: `insecure`, as the default.
-    pub fn insecure_default() -> Self {
+    pub(crate) fn insecure_default() -> Self {
         Self {
             enabled: vec![TokenValidator::Insecure],
             default: Some(TokenValidator::Insecure),
@@ -30,7 +30,7 @@ impl Validators {
 
     /// Self-hosted with `tokenValidators` configured: only those are enabled, `insecure` is
     /// off, and there is no default, so clients must name a validator (spec §5).
-    pub fn configured(jwks: Arc<JwksValidator>) -> Self {
+    pub(crate) fn configured(jwks: Arc<JwksValidator>) -> Self {
         Self {
             enabled: vec![TokenValidator::Jwks],
             default: None,
@@ -39,7 +39,7 @@ impl Validators {
     }
 
     /// The enabled validators' names, for the start-up log.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.enabled
             .iter()
             .map(|v| v.as_str_name().to_ascii_lowercase())

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use warden_core::UnixTime;
 
 /// The system clock as core's time type.
-pub fn now() -> UnixTime {
+pub(crate) fn now() -> UnixTime {
     // A clock before 1970 is a broken host; treating it as the epoch makes every certificate
     // check fail loudly rather than panicking.
     UnixTime::from_duration(
@@ -16,6 +16,6 @@ pub fn now() -> UnixTime {
 }
 
 /// The OS random number generator, as core's signing and key generation take it.
-pub fn rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
+pub(crate) fn rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
     rand_core::UnwrapErr(getrandom::SysRng)
 }

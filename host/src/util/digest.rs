@@ -5,7 +5,7 @@ use der::Encode as _;
 use x509_cert::Certificate;
 
 /// SHA-256 of `bytes`, lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     base16ct::lower::encode_string(
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref(),
     )

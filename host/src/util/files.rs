@@ -12,9 +12,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Mode of every file holding credentials (keys and certificates alike, as Sentry does).
-pub const CREDENTIAL_FILE_MODE: u32 = 0o600;
+pub(crate) const CREDENTIAL_FILE_MODE: u32 = 0o600;
 /// Mode of a directory Warden creates for credentials.
-pub const CREDENTIAL_DIR_MODE: u32 = 0o700;
+pub(crate) const CREDENTIAL_DIR_MODE: u32 = 0o700;
 
 /// A failed write, naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ impl WriteError {
 }
 
 /// Creates `dir` and its parents with mode 0700 when missing.
-pub fn create_private_dir(dir: &Path) -> Result<(), WriteError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), WriteError> {
     DirBuilder::new()
         .recursive(true)
         .mode(CREDENTIAL_DIR_MODE)
@@ -51,7 +51,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), WriteError> {
 /// they can read or write. One message per problem, with the mode and the `chmod` that fixes
 /// it; empty when all is private or a path cannot be read (the caller reports that).
 /// Symbolic links are followed, as reading the files does.
-pub fn loose_permissions(dir: &Path, key_files: &[&Path]) -> Vec<String> {
+pub(crate) fn loose_permissions(dir: &Path, key_files: &[&Path]) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = |path: &Path| {
         fs::metadata(path)
@@ -82,7 +82,7 @@ pub fn loose_permissions(dir: &Path, key_files: &[&Path]) -> Vec<String> {
 
 /// Writes every `(path, contents)` atomically with mode 0600, in order, then fsyncs each
 /// parent directory once.
-pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError> {
+pub(crate) fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError> {
     let mut dirs: Vec<&Path> = Vec::new();
     for (path, contents) in files {
         write_one(path, contents, Publish::Replace)?;
@@ -102,7 +102,7 @@ pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), WriteError
 /// Reads `path`, but never more than `limit` bytes of it: a larger file is an error of kind
 /// `FileTooLarge` ("larger than `limit` bytes") without reading the rest, so a huge or endless
 /// file (`/dev/zero`) cannot take the memory.
-pub fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     File::open(path)?
@@ -120,7 +120,7 @@ pub fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
 /// Creates `path` with `contents` and mode 0600, atomically and only if nothing is there yet
 /// (a symbolic link included: it is never followed): the file appears whole or not at all,
 /// so a crash can never leave a half-written file that every later start would refuse.
-pub fn create_file_atomically(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+pub(crate) fn create_file_atomically(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     write_one(path, contents, Publish::CreateNew)?;
     let dir = parent_dir(path);
     File::open(dir)
@@ -129,12 +129,12 @@ pub fn create_file_atomically(path: &Path, contents: &[u8]) -> Result<(), WriteE
 }
 
 /// Mode of a file that holds only certificates, which are meant to be handed out.
-pub const PUBLIC_FILE_MODE: u32 = 0o644;
+pub(crate) const PUBLIC_FILE_MODE: u32 = 0o644;
 
 /// Writes a certificate file (nothing secret) atomically with mode 0644: over what is at `path`
 /// when `replace`, otherwise only if nothing is there yet (a symbolic link included), failing
 /// with `AlreadyExists`.
-pub fn write_public_file_atomically(
+pub(crate) fn write_public_file_atomically(
     path: &Path,
     contents: &[u8],
     replace: bool,
@@ -165,7 +165,7 @@ enum Publish {
 /// covers) that a process killed mid-write left behind. Only regular files and symbolic links
 /// with exactly that name are removed, and a link is removed itself, never what it points to.
 /// Best effort: a file that cannot be removed is only litter, never read as a credential.
-pub fn remove_stale_temp_files(path: &Path) {
+pub(crate) fn remove_stale_temp_files(path: &Path) {
     let Some(file_name) = path.file_name() else {
         return;
     };

@@ -1,14 +1,14 @@
 //! Small pieces every other module uses: the clock, crash-safe file writes and digests.
-pub mod clock;
-pub mod digest;
-pub mod files;
+pub(crate) mod clock;
+pub(crate) mod digest;
+pub(crate) mod files;
 
 /// How reports are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// For people.
     Text,
     /// One JSON document.
     Json,
 }
-pub mod watch;
+pub(crate) mod watch;

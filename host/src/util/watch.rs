@@ -9,11 +9,11 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 
 /// How long a burst of changes to credential or key files is let settle before one reload: an
 /// operator's `cp` of three files, or a rename after a write, is one change.
-pub const RELOAD_DEBOUNCE: Duration = Duration::from_secs(2);
+pub(crate) const RELOAD_DEBOUNCE: Duration = Duration::from_secs(2);
 
 /// Which events on the watched file wake the watcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wake {
+pub(crate) enum Wake {
     /// Created or written (a removal leaves what was loaded in place, silently).
     OnWrite,
     /// Created, written or removed (a removal is reported by the reload failing).
@@ -27,7 +27,7 @@ pub enum Wake {
 /// # Errors
 ///
 /// The watch could not be set up (the directory is missing, or inotify is out of watches).
-pub fn watch_file(
+pub(crate) fn watch_file(
     path: &Path,
     wake: Wake,
     debounce: Duration,

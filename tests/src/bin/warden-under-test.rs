@@ -2,5 +2,5 @@
 //! it as a real process (`warden_tests::server::warden_binary` finds it; a binary named `warden`
 //! here would collide with `warden-host`'s).
 fn main() -> std::process::ExitCode {
-    warden_host::cli::main()
+    warden_host::main()
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use warden_core::bundle::parse_certificates;
 use warden_core::crypto::KeyAlgorithm;
+use warden_host::NativeKey;
 use warden_host::client::{RequestParams, new_key_and_csr};
-use warden_host::credentials::store::{CredentialPaths, GENERATION_MARKER, load};
-use warden_host::native::NativeKey;
+use warden_host::{CredentialPaths, GENERATION_MARKER, load_credentials};
 use warden_tests::common::tempdir;
 use warden_tests::server::{
     Options, OwnCa, Tmpfs, Warden, check_response, replace_file, snapshot, warden_binary,
@@ -82,7 +82,7 @@ fn inspect(dir: &Path) -> State {
             dir.display(),
             names(dir)
         );
-        load(&paths(dir), common::now())
+        load_credentials(&paths(dir), common::now())
             .unwrap_or_else(|e| panic!("a set with ca.crt must be valid: {e}"));
         State::Complete
     } else {

@@ -604,8 +604,8 @@ fn oidc_discovery_urls_come_only_from_the_checked_host() {
 /// connections keep sending both, plain requests on another connection all succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_audience_lists_are_refused_and_do_not_stall_others() {
-    const CAP: usize = warden_host::tokens::jwt::MAX_JWT_AUDIENCES;
-    const LEN: usize = warden_host::tokens::jwt::MAX_JWT_AUDIENCE_LEN;
+    const CAP: usize = warden_host::MAX_JWT_AUDIENCES;
+    const LEN: usize = warden_host::MAX_JWT_AUDIENCE_LEN;
     let work = tempdir();
     let creds = tempdir();
     let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;

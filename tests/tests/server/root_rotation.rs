@@ -632,7 +632,7 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
 }
 
 fn super_fingerprint(cert: &Certificate) -> String {
-    warden_host::util::digest::fingerprint(cert)
+    warden_host::fingerprint(cert)
 }
 
 /// The new root key created and used inside a SoftHSM2 token (labels old-root → new-root).
