@@ -26,6 +26,7 @@ use warden_core::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 use warden_hsm::{Hsm, HsmConfig, HsmError};
 use x509_cert::Certificate;
 
+use super::{sentry_id_of, subject_o};
 use crate::credentials::store::CredentialPaths;
 use crate::native::{NativeError, NativeKey, NativeVerifier};
 use crate::observability::SCOPE_CA;
@@ -644,36 +645,6 @@ pub(crate) fn new_issuer(
         validity,
         bundle,
     })
-}
-
-/// The string values of a certificate's subject `O=` attributes.
-fn subject_o(cert: &Certificate) -> impl Iterator<Item = String> + '_ {
-    subject_attributes(cert, const_oid::db::rfc4519::O)
-}
-
-/// The UTF8String or PrintableString values of the subject's `oid` attributes, in order.
-pub(crate) fn subject_attributes(
-    cert: &Certificate,
-    oid: const_oid::ObjectIdentifier,
-) -> impl Iterator<Item = String> + '_ {
-    cert.tbs_certificate()
-        .subject()
-        .iter()
-        .filter(move |atv| atv.oid == oid)
-        .filter_map(|atv| {
-            der::asn1::Utf8StringRef::try_from(&atv.value)
-                .map(|s| s.as_str().to_owned())
-                .or_else(|_| {
-                    der::asn1::PrintableStringRef::try_from(&atv.value)
-                        .map(|s| s.as_str().to_owned())
-                })
-                .ok()
-        })
-}
-
-/// The Sentry SPIFFE ID of an issuer certificate: its subject `O=` (spiffe://td/ns/NS/dapr-sentry).
-fn sentry_id_of(issuer: &Certificate) -> Option<SpiffeId> {
-    subject_o(issuer).find_map(|o| SpiffeId::parse(&o).ok())
 }
 
 /// Sentry's SPIFFE ID in the trust domain of the anchor in `ca.crt` that `root_key` made (its

@@ -42,6 +42,7 @@ use warden_hsm::Hsm;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
+use super::sentry_id_of;
 use crate::config::{ConfigError, SentryConfig};
 use crate::credentials::store::CredentialPaths;
 use crate::credentials::{DEFAULT_DIR, state_path};
@@ -517,11 +518,6 @@ fn validate_set(
     })
 }
 
-/// A string value of the subject's `O=` attribute.
-fn subject_o(cert: &Certificate) -> Option<String> {
-    subject_attribute(cert, const_oid::db::rfc4519::O)
-}
-
 /// The trust domain a CA already has: the first root's subject `O=` that is a trust domain,
 /// else the issuer's SPIFFE ID's (`O=spiffe://<td>/...`), else the first root's `CN=` that is
 /// one (the Dapr docs' OpenSSL recipe: `O=dapr.io/sentry`, `CN=cluster.local`). A new or renewed
@@ -548,7 +544,7 @@ pub(crate) fn trust_domain_of(
 
 /// The first string value of the subject's `oid` attribute.
 fn subject_attribute(cert: &Certificate, oid: const_oid::ObjectIdentifier) -> Option<String> {
-    crate::rotation::issuer::subject_attributes(cert, oid).next()
+    super::subject_attributes(cert, oid).next()
 }
 
 fn pem_of(cert: &Certificate) -> Result<String, RootRotationError> {
@@ -965,10 +961,6 @@ fn check_new_issuer(
     Ok(())
 }
 
-fn sentry_id_of(issuer: &Certificate) -> Option<SpiffeId> {
-    subject_o(issuer).and_then(|o| SpiffeId::parse(&o).ok())
-}
-
 /// `warden root rotate finish`.
 pub(crate) fn run_finish(args: FinishArgs) -> Result<(), RootRotationError> {
     finish(args, now())
@@ -1306,7 +1298,10 @@ mod tests {
         assert_eq!(s.published_at, Some(T0));
         assert_eq!(s.new_root_sha256, fingerprint(&published[1]));
         assert_eq!(s.old_roots_sha256, vec![fingerprint(&old[0])]);
-        assert_eq!(subject_o(&published[1]).as_deref(), Some("example.org"));
+        assert_eq!(
+            super::super::subject_o(&published[1]).next().as_deref(),
+            Some("example.org")
+        );
         load(&CredentialPaths::in_dir(&dir), at(T0)).unwrap();
 
         // Re-running prepare changes nothing; a second key file is never made.
