@@ -15,8 +15,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
+use tonic::transport::Channel;
 use warden_core::bundle::parse_certificates;
 use warden_host::proto::SignCertificateRequest;
+use warden_host::proto::ca_client::CaClient;
 use warden_host::proto::sign_certificate_request::TokenValidator;
 use warden_tests::common::{
     OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir, write_file,
@@ -353,67 +355,78 @@ fn assert_status(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tests.
+// Steps of `https_jwks_accepts_valid_tokens_and_refuses_bad_ones`.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
-    let work = tempdir();
-    let creds = tempdir();
-    let dir = work.path();
-    let ca = JwksServerCa::generate(dir);
-    let es = SigningKey::generate(dir, Algorithm::ES256, "es");
-    let rs = SigningKey::generate(dir, Algorithm::RS256, "rs");
-    let ed = SigningKey::generate(dir, Algorithm::EdDSA, "ed");
-    let stranger = SigningKey::generate(dir, Algorithm::ES256, "stranger");
-    let server = JwksServer::start(&ca, jwks_json(&[&es, &rs, &ed]), false).await;
-    let config = write_config(
-        dir,
-        &[
-            ("source", &server.url),
-            ("caCertificate", ca.ca_pem.to_str().unwrap()),
-        ],
-    );
-    let warden = start_with_config(creds.path(), &config, false);
-    warden
-        .output
-        .wait_for(
-            0,
-            "info",
-            "Adding validator 'jwks' with Sentry ID: spiffe://localhost/ns/default/dapr-sentry",
-            Duration::from_secs(5),
-        )
-        .await;
-    let mut client = warden.client().await;
-    let csr = openssl_csr(dir, &OPENSSL_KEYS[0]).pem;
+/// The keys the JWKS server publishes (one per key type) and one it does not.
+struct Keys {
+    es: SigningKey,
+    rs: SigningKey,
+    ed: SigningKey,
+    stranger: SigningKey,
+}
 
-    // Validator selection: no default, insecure is off.
-    let good = es.token(&claims("public", "default", "app"));
-    let mut unknown = jwks_request("app", "default", "", &csr, &good);
-    unknown.token_validator = TokenValidator::Unknown.into();
-    assert_status(
-        sign(&mut client, unknown).await,
-        Code::InvalidArgument,
-        "a validator name must be specified in this environment",
-        "validator UNKNOWN",
-    );
-    let mut insecure = jwks_request("app", "default", "", &csr, &good);
-    insecure.token_validator = TokenValidator::Insecure.into();
-    assert_status(
-        sign(&mut client, insecure).await,
-        Code::InvalidArgument,
-        "the requested validator is not enabled",
-        "validator INSECURE",
-    );
+impl Keys {
+    fn generate(dir: &Path) -> Self {
+        Self {
+            es: SigningKey::generate(dir, Algorithm::ES256, "es"),
+            rs: SigningKey::generate(dir, Algorithm::RS256, "rs"),
+            ed: SigningKey::generate(dir, Algorithm::EdDSA, "ed"),
+            stranger: SigningKey::generate(dir, Algorithm::ES256, "stranger"),
+        }
+    }
 
-    // Valid tokens for each key type; the leaf's SPIFFE ID is the token's sub.
+    /// The JWK Set of the published keys.
+    fn published(&self) -> String {
+        jwks_json(&[&self.es, &self.rs, &self.ed])
+    }
+}
+
+/// Validator selection: no default, insecure is off.
+async fn only_the_jwks_validator_is_enabled(
+    client: &mut CaClient<Channel>,
+    csr: &[u8],
+    good: &str,
+) {
+    let cases = [
+        (
+            TokenValidator::Unknown,
+            "a validator name must be specified in this environment",
+            "validator UNKNOWN",
+        ),
+        (
+            TokenValidator::Insecure,
+            "the requested validator is not enabled",
+            "validator INSECURE",
+        ),
+    ];
+    for (validator, message, what) in cases {
+        let mut req = jwks_request("app", "default", "", csr, good);
+        req.token_validator = validator.into();
+        assert_status(
+            sign(client, req).await,
+            Code::InvalidArgument,
+            message,
+            what,
+        );
+    }
+}
+
+/// Valid tokens for each key type; the leaf's SPIFFE ID is the token's sub. Without a kid,
+/// every key of the token's type is tried.
+async fn valid_tokens_of_each_key_type_are_accepted(
+    warden: &Warden,
+    client: &mut CaClient<Channel>,
+    csr: &[u8],
+    keys: &Keys,
+) {
     for (key, td, namespace, id) in [
-        (&es, "", "default", "app"),
-        (&rs, "", "prod", "orders"),
-        (&ed, "example.org", "default", "web"),
+        (&keys.es, "", "default", "app"),
+        (&keys.rs, "", "prod", "orders"),
+        (&keys.ed, "example.org", "default", "web"),
     ] {
         let sub_td = if td.is_empty() { "public" } else { td };
         let token = key.token(&claims(sub_td, namespace, id));
-        let response = sign(&mut client, jwks_request(id, namespace, td, &csr, &token))
+        let response = sign(client, jwks_request(id, namespace, td, csr, &token))
             .await
             .unwrap_or_else(|e| panic!("{:?} token refused: {e:?}", key.alg));
         check_response(
@@ -422,61 +435,77 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
             &format!("spiffe://{sub_td}/ns/{namespace}/{id}"),
         );
     }
-    // Without a kid, every key of the token's type is tried.
-    sign(
-        &mut client,
-        jwks_request(
-            "app",
-            "default",
-            "",
-            &csr,
-            &rs.token_with(None, &claims("public", "default", "app")),
-        ),
-    )
-    .await
-    .expect("a token without kid");
+    let no_kid = keys
+        .rs
+        .token_with(None, &claims("public", "default", "app"));
+    sign(client, jwks_request("app", "default", "", csr, &no_kid))
+        .await
+        .expect("a token without kid");
+}
 
-    // Bad tokens: each PermissionDenied with its reason.
-    let now = unix_now();
-    let with = |changes: &[(&str, Value)]| {
-        let mut c = claims("public", "default", "app");
-        for (name, value) in changes {
-            c[*name] = value.clone();
-        }
-        c
-    };
-    let without = |name: &str| {
-        let mut c = claims("public", "default", "app");
-        c.as_object_mut().unwrap().remove(name);
-        c
-    };
-    let good_parts: Vec<String> = good.split('.').map(str::to_owned).collect();
-    let mut tampered_claims = claims("public", "default", "app");
-    tampered_claims["sub"] = "spiffe://public/ns/default/admin".into();
-    let tampered = format!(
+/// The claims of a good token for `app` in `default`, with `changes` applied.
+fn app_claims_with(changes: &[(&str, Value)]) -> Value {
+    let mut c = claims("public", "default", "app");
+    for (name, value) in changes {
+        c[*name] = value.clone();
+    }
+    c
+}
+
+/// The claims of a good token for `app` in `default`, without claim `name`.
+fn app_claims_without(name: &str) -> Value {
+    let mut c = claims("public", "default", "app");
+    c.as_object_mut().unwrap().remove(name);
+    c
+}
+
+/// `good` with its payload's sub changed and its signature kept.
+fn tampered(good: &str) -> String {
+    let parts: Vec<&str> = good.split('.').collect();
+    let payload = app_claims_with(&[("sub", json!("spiffe://public/ns/default/admin"))]);
+    format!(
         "{}.{}.{}",
-        good_parts[0],
-        b64url(tampered_claims.to_string().as_bytes()),
-        good_parts[2]
-    );
-    let alg_none = format!(
+        parts[0],
+        b64url(payload.to_string().as_bytes()),
+        parts[2]
+    )
+}
+
+/// An unsigned token (`alg: none`).
+fn alg_none() -> String {
+    format!(
         "{}.{}.",
         b64url(br#"{"alg":"none","typ":"JWT"}"#),
         b64url(claims("public", "default", "app").to_string().as_bytes())
-    );
-    let hs256_with_public_key = {
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some("es".into());
-        jsonwebtoken::encode(
-            &header,
-            &claims("public", "default", "app"),
-            &EncodingKey::from_secret(&es.public_pem).unwrap(),
-        )
-        .unwrap()
-    };
+    )
+}
+
+/// An HS256 token whose secret is `key`'s public key, with `key`'s kid.
+fn hs256_with_public_key(key: &SigningKey) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(
+        &header,
+        &claims("public", "default", "app"),
+        &EncodingKey::from_secret(&key.public_pem).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Bad tokens for `app` in `default`: (case, token, the PermissionDenied message).
+fn bad_token_cases(keys: &Keys, good: &str) -> Vec<(&'static str, String, String)> {
+    let Keys {
+        es,
+        rs,
+        ed,
+        stranger,
+    } = keys;
+    let now = unix_now();
+    let with = app_claims_with;
+    let without = app_claims_without;
     let failed = |reason: &str| format!("token validation failed: {reason}");
     let expected_sub = "spiffe://public/ns/default/app";
-    let cases: Vec<(&str, String, String)> = vec![
+    vec![
         (
             "expired",
             es.token(&with(&[
@@ -544,14 +573,14 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
         ),
         (
             "alg none",
-            alg_none,
+            alg_none(),
             failed(
                 "unsupported signature algorithm \"none\"; accepted: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA",
             ),
         ),
         (
             "HS256 with the public key as secret",
-            hs256_with_public_key,
+            hs256_with_public_key(es),
             failed(
                 "unsupported signature algorithm \"HS256\"; accepted: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA",
             ),
@@ -573,7 +602,7 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
         ),
         (
             "tampered payload",
-            tampered,
+            tampered(good),
             failed("could not verify message using any of the signatures or keys"),
         ),
         (
@@ -591,20 +620,27 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
             String::new(),
             "the request does not contain a token".into(),
         ),
-    ];
-    assert!(cases.len() >= 15);
+    ]
+}
+
+/// Each bad token is PermissionDenied with its reason, and none is logged.
+async fn bad_tokens_are_refused_and_never_logged(
+    warden: &Warden,
+    client: &mut CaClient<Channel>,
+    csr: &[u8],
+    cases: &[(&str, String, String)],
+) {
     let mark = warden.output.mark();
-    for (name, token, want) in &cases {
+    for (name, token, want) in cases {
         assert_status(
-            sign(&mut client, jwks_request("app", "default", "", &csr, token)).await,
+            sign(client, jwks_request("app", "default", "", csr, token)).await,
             Code::PermissionDenied,
             want,
             name,
         );
     }
-    // Never a token in the logs.
     let logged = warden.output.lines()[mark..].join("\n");
-    for (name, token, _) in &cases {
+    for (name, token, _) in cases {
         if token.len() > 20 {
             assert!(
                 !logged.contains(token.as_str()),
@@ -612,47 +648,73 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
             );
         }
     }
+}
 
-    // The common rules still apply, after the token check and before the JWT.
-    assert_status(
-        sign(&mut client, jwks_request("a.b", "default", "", &csr, "")).await,
-        Code::PermissionDenied,
-        "the request does not contain a token",
-        "token checked first",
-    );
-    assert_status(
-        sign(&mut client, jwks_request("a.b", "default", "", &csr, &good)).await,
-        Code::PermissionDenied,
-        "invalid request: parameter app-id cannot contain dots",
-        "common rules",
-    );
-    assert_status(
-        sign(
-            &mut client,
-            jwks_request("app", "default", "Upper", &csr, &good),
-        )
-        .await,
-        Code::PermissionDenied,
-        "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores",
-        "trust domain",
-    );
-    // A bad CSR is checked after the token, as in Sentry.
-    assert_status(
-        sign(
-            &mut client,
-            jwks_request("app", "default", "", b"not a csr", &good),
-        )
-        .await,
-        Code::InvalidArgument,
-        "invalid certificate signing request",
-        "CSR after token",
-    );
+/// The common rules still apply, after the token check and before the JWT; a bad CSR is
+/// checked after the token, as in Sentry.
+async fn common_rules_apply_around_the_token_check(
+    client: &mut CaClient<Channel>,
+    csr: &[u8],
+    good: &str,
+) {
+    let cases = [
+        (
+            "a.b",
+            "",
+            csr,
+            "",
+            Code::PermissionDenied,
+            "the request does not contain a token",
+            "token checked first",
+        ),
+        (
+            "a.b",
+            "",
+            csr,
+            good,
+            Code::PermissionDenied,
+            "invalid request: parameter app-id cannot contain dots",
+            "common rules",
+        ),
+        (
+            "app",
+            "Upper",
+            csr,
+            good,
+            Code::PermissionDenied,
+            "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores",
+            "trust domain",
+        ),
+        (
+            "app",
+            "",
+            &b"not a csr"[..],
+            good,
+            Code::InvalidArgument,
+            "invalid certificate signing request",
+            "CSR after token",
+        ),
+    ];
+    for (id, td, csr, token, code, message, what) in cases {
+        assert_status(
+            sign(client, jwks_request(id, "default", td, csr, token)).await,
+            code,
+            message,
+            what,
+        );
+    }
+}
 
-    // `identity fetch --token-file` asks for the JWKS validator and gets a certificate.
+/// `identity fetch --token-file` asks for the JWKS validator and gets a certificate.
+fn identity_fetch_with_a_token_file_gets_a_certificate(
+    dir: &Path,
+    warden: &Warden,
+    key: &SigningKey,
+) {
     let token_file = write_file(
         dir,
         "token",
-        ed.token(&claims("public", "default", "myapp")),
+        key.token(&claims("public", "default", "myapp")),
     );
     let out = dir.join("svid");
     let mut cmd = Command::new(warden_binary());
@@ -673,6 +735,47 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
     );
     let chain = parse_certificates(&read_file(&out.join("cert.pem"))).unwrap();
     support::assert_x509_svid_leaf(&chain[0], "spiffe://public/ns/default/myapp");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
+    let work = tempdir();
+    let creds = tempdir();
+    let dir = work.path();
+    let ca = JwksServerCa::generate(dir);
+    let keys = Keys::generate(dir);
+    let server = JwksServer::start(&ca, keys.published(), false).await;
+    let config = write_config(
+        dir,
+        &[
+            ("source", &server.url),
+            ("caCertificate", ca.ca_pem.to_str().unwrap()),
+        ],
+    );
+    let warden = start_with_config(creds.path(), &config, false);
+    warden
+        .output
+        .wait_for(
+            0,
+            "info",
+            "Adding validator 'jwks' with Sentry ID: spiffe://localhost/ns/default/dapr-sentry",
+            Duration::from_secs(5),
+        )
+        .await;
+    let mut client = warden.client().await;
+    let csr = openssl_csr(dir, &OPENSSL_KEYS[0]).pem;
+    let good = keys.es.token(&claims("public", "default", "app"));
+
+    only_the_jwks_validator_is_enabled(&mut client, &csr, &good).await;
+    valid_tokens_of_each_key_type_are_accepted(&warden, &mut client, &csr, &keys).await;
+    let cases = bad_token_cases(&keys, &good);
+    assert!(cases.len() >= 15);
+    bad_tokens_are_refused_and_never_logged(&warden, &mut client, &csr, &cases).await;
+    common_rules_apply_around_the_token_check(&mut client, &csr, &good).await;
+    identity_fetch_with_a_token_file_gets_a_certificate(dir, &warden, &keys.ed);
     assert_eq!(
         server.hits(),
         1,
