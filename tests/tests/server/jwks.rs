@@ -17,9 +17,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 use tonic::transport::Channel;
 use warden_core::bundle::parse_certificates;
-use warden_host::proto::SignCertificateRequest;
 use warden_host::proto::ca_client::CaClient;
 use warden_host::proto::sign_certificate_request::TokenValidator;
+use warden_host::proto::{SignCertificateRequest, SignCertificateResponse};
 use warden_tests::common::{
     OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir, write_file,
 };
@@ -354,6 +354,63 @@ fn assert_status(
     assert_eq!((status.code(), status.message()), (code, message), "{what}");
 }
 
+/// The PermissionDenied message for a token whose kid is not in the key set.
+fn unknown_kid(kid: &str) -> String {
+    format!("token validation failed: failed to find key with key ID \"{kid}\" in key set")
+}
+
+/// A client of a jwks-configured `warden`, with the CSR it sends.
+struct App<'a> {
+    warden: &'a Warden,
+    client: CaClient<Channel>,
+    csr: Vec<u8>,
+}
+
+impl<'a> App<'a> {
+    async fn connect(warden: &'a Warden, csr: Vec<u8>) -> Self {
+        Self {
+            warden,
+            client: warden.client().await,
+            csr,
+        }
+    }
+
+    /// One call for `app` in `default` (default trust domain) with this token.
+    async fn sign(&mut self, token: &str) -> Result<SignCertificateResponse, tonic::Status> {
+        sign(
+            &mut self.client,
+            jwks_request("app", "default", "", &self.csr, token),
+        )
+        .await
+    }
+
+    /// [`App::sign`] must succeed.
+    async fn accepted(&mut self, token: &str, what: &str) -> SignCertificateResponse {
+        let result = self.sign(token).await;
+        result.unwrap_or_else(|e| panic!("{what}: refused: {e:?}\n{}", self.warden.output.text()))
+    }
+
+    /// [`App::accepted`], and the response holds a leaf for `app` that chains to `ca.crt`.
+    async fn issued(&mut self, token: &str, what: &str) {
+        let response = self.accepted(token, what).await;
+        check_response(
+            &response,
+            &self.warden.trust_anchors_path(),
+            "spiffe://public/ns/default/app",
+        );
+    }
+
+    /// [`App::sign`] must fail with PermissionDenied and this message.
+    async fn refused(&mut self, token: &str, message: &str, what: &str) {
+        assert_status(
+            self.sign(token).await,
+            Code::PermissionDenied,
+            message,
+            what,
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Steps of `https_jwks_accepts_valid_tokens_and_refuses_bad_ones`.
 
@@ -382,11 +439,7 @@ impl Keys {
 }
 
 /// Validator selection: no default, insecure is off.
-async fn only_the_jwks_validator_is_enabled(
-    client: &mut CaClient<Channel>,
-    csr: &[u8],
-    good: &str,
-) {
+async fn only_the_jwks_validator_is_enabled(app: &mut App<'_>, good: &str) {
     let cases = [
         (
             TokenValidator::Unknown,
@@ -400,10 +453,10 @@ async fn only_the_jwks_validator_is_enabled(
         ),
     ];
     for (validator, message, what) in cases {
-        let mut req = jwks_request("app", "default", "", csr, good);
+        let mut req = jwks_request("app", "default", "", &app.csr, good);
         req.token_validator = validator.into();
         assert_status(
-            sign(client, req).await,
+            sign(&mut app.client, req).await,
             Code::InvalidArgument,
             message,
             what,
@@ -413,12 +466,7 @@ async fn only_the_jwks_validator_is_enabled(
 
 /// Valid tokens for each key type; the leaf's SPIFFE ID is the token's sub. Without a kid,
 /// every key of the token's type is tried.
-async fn valid_tokens_of_each_key_type_are_accepted(
-    warden: &Warden,
-    client: &mut CaClient<Channel>,
-    csr: &[u8],
-    keys: &Keys,
-) {
+async fn valid_tokens_of_each_key_type_are_accepted(app: &mut App<'_>, keys: &Keys) {
     for (key, td, namespace, id) in [
         (&keys.es, "", "default", "app"),
         (&keys.rs, "", "prod", "orders"),
@@ -426,21 +474,22 @@ async fn valid_tokens_of_each_key_type_are_accepted(
     ] {
         let sub_td = if td.is_empty() { "public" } else { td };
         let token = key.token(&claims(sub_td, namespace, id));
-        let response = sign(client, jwks_request(id, namespace, td, csr, &token))
-            .await
-            .unwrap_or_else(|e| panic!("{:?} token refused: {e:?}", key.alg));
+        let response = sign(
+            &mut app.client,
+            jwks_request(id, namespace, td, &app.csr, &token),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{:?} token refused: {e:?}", key.alg));
         check_response(
             &response,
-            &warden.trust_anchors_path(),
+            &app.warden.trust_anchors_path(),
             &format!("spiffe://{sub_td}/ns/{namespace}/{id}"),
         );
     }
     let no_kid = keys
         .rs
         .token_with(None, &claims("public", "default", "app"));
-    sign(client, jwks_request("app", "default", "", csr, &no_kid))
-        .await
-        .expect("a token without kid");
+    app.accepted(&no_kid, "a token without kid").await;
 }
 
 /// The claims of a good token for `app` in `default`, with `changes` applied.
@@ -588,7 +637,7 @@ fn bad_token_cases(keys: &Keys, good: &str) -> Vec<(&'static str, String, String
         (
             "unknown kid",
             stranger.token(&claims("public", "default", "app")),
-            failed("failed to find key with key ID \"stranger\" in key set"),
+            unknown_kid("stranger"),
         ),
         (
             "signature by another key",
@@ -625,21 +674,14 @@ fn bad_token_cases(keys: &Keys, good: &str) -> Vec<(&'static str, String, String
 
 /// Each bad token is PermissionDenied with its reason, and none is logged.
 async fn bad_tokens_are_refused_and_never_logged(
-    warden: &Warden,
-    client: &mut CaClient<Channel>,
-    csr: &[u8],
+    app: &mut App<'_>,
     cases: &[(&str, String, String)],
 ) {
-    let mark = warden.output.mark();
+    let mark = app.warden.output.mark();
     for (name, token, want) in cases {
-        assert_status(
-            sign(client, jwks_request("app", "default", "", csr, token)).await,
-            Code::PermissionDenied,
-            want,
-            name,
-        );
+        app.refused(token, want, name).await;
     }
-    let logged = warden.output.lines()[mark..].join("\n");
+    let logged = app.warden.output.lines()[mark..].join("\n");
     for (name, token, _) in cases {
         if token.len() > 20 {
             assert!(
@@ -652,11 +694,8 @@ async fn bad_tokens_are_refused_and_never_logged(
 
 /// The common rules still apply, after the token check and before the JWT; a bad CSR is
 /// checked after the token, as in Sentry.
-async fn common_rules_apply_around_the_token_check(
-    client: &mut CaClient<Channel>,
-    csr: &[u8],
-    good: &str,
-) {
+async fn common_rules_apply_around_the_token_check(app: &mut App<'_>, good: &str) {
+    let csr = &app.csr.clone()[..];
     let cases = [
         (
             "a.b",
@@ -697,7 +736,7 @@ async fn common_rules_apply_around_the_token_check(
     ];
     for (id, td, csr, token, code, message, what) in cases {
         assert_status(
-            sign(client, jwks_request(id, "default", td, csr, token)).await,
+            sign(&mut app.client, jwks_request(id, "default", td, csr, token)).await,
             code,
             message,
             what,
@@ -738,6 +777,87 @@ fn identity_fetch_with_a_token_file_gets_a_certificate(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Steps of `source_down_at_start_then_ready_then_rotation_through_unknown_kid`.
+
+/// Waits until `/healthz` is 200 (after the source came up).
+async fn wait_until_ready(warden: &Warden) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while warden.healthz().0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready after the source came up:\n{}",
+            warden.output.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The server switches to `rotated` (holding only k2, the key of `new`); `new` is refused as
+/// an unknown kid while within minRefreshInterval (3 s) of the first load at `ready_at`, then
+/// accepted after one refetch, and `old` (k1) is refused from then on. Returns the log mark
+/// taken before the refetch.
+async fn rotate_through_unknown_kid(
+    app: &mut App<'_>,
+    server: &JwksServer,
+    rotated: String,
+    ready_at: Instant,
+    old: &str,
+    new: &str,
+) -> usize {
+    let hits = server.hits();
+    server.set_body(rotated);
+    if ready_at.elapsed() < Duration::from_secs(2) {
+        // Within minRefreshInterval of the last fetch: no refetch, the old set keeps serving.
+        app.refused(
+            new,
+            &unknown_kid("k2"),
+            "unknown kid inside minRefreshInterval",
+        )
+        .await;
+        app.accepted(old, "old key inside minRefreshInterval").await;
+        assert_eq!(server.hits(), hits, "rate-limited");
+    }
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(ready_at.elapsed())).await;
+    let mark = app.warden.output.mark();
+    app.issued(new, "rotated key").await;
+    assert_eq!(server.hits(), hits + 1, "one refetch for the unknown kid");
+    assert!(
+        app.warden
+            .output
+            .find(
+                mark,
+                "info",
+                "refreshed the key set for an unknown key ID \"k2\""
+            )
+            .is_some()
+    );
+    // k1 is gone now.
+    app.refused(old, &unknown_kid("k1"), "retired key").await;
+    mark
+}
+
+impl App<'_> {
+    /// After a refresh that failed (a warning containing `warning` logged after `mark`), the
+    /// last good set keeps serving: `(token, kid)` is still an unknown kid, `kept` (a key of
+    /// the last good set) is still accepted.
+    async fn last_good_set_keeps_serving(
+        &mut self,
+        mark: usize,
+        (token, kid): (&str, &str),
+        warning: &str,
+        kept: &str,
+        what: &str,
+    ) {
+        self.refused(token, &unknown_kid(kid), what).await;
+        self.warden
+            .output
+            .wait_for(mark, "warning", warning, Duration::from_secs(10))
+            .await;
+        self.accepted(kept, what).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Tests.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -765,16 +885,15 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
             Duration::from_secs(5),
         )
         .await;
-    let mut client = warden.client().await;
-    let csr = openssl_csr(dir, &OPENSSL_KEYS[0]).pem;
+    let mut app = App::connect(&warden, openssl_csr(dir, &OPENSSL_KEYS[0]).pem).await;
     let good = keys.es.token(&claims("public", "default", "app"));
 
-    only_the_jwks_validator_is_enabled(&mut client, &csr, &good).await;
-    valid_tokens_of_each_key_type_are_accepted(&warden, &mut client, &csr, &keys).await;
+    only_the_jwks_validator_is_enabled(&mut app, &good).await;
+    valid_tokens_of_each_key_type_are_accepted(&mut app, &keys).await;
     let cases = bad_token_cases(&keys, &good);
     assert!(cases.len() >= 15);
-    bad_tokens_are_refused_and_never_logged(&warden, &mut client, &csr, &cases).await;
-    common_rules_apply_around_the_token_check(&mut client, &csr, &good).await;
+    bad_tokens_are_refused_and_never_logged(&mut app, &cases).await;
+    common_rules_apply_around_the_token_check(&mut app, &good).await;
     identity_fetch_with_a_token_file_gets_a_certificate(dir, &warden, &keys.ed);
     assert_eq!(
         server.hits(),
@@ -810,13 +929,9 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
 
     // Down: not ready, and requests say so.
     assert_eq!(warden.healthz().0, 503);
-    let mut client = warden.client().await;
-    assert_status(
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t1)).await,
-        Code::PermissionDenied,
-        "jwks validator not ready",
-        "before the first load",
-    );
+    let mut app = App::connect(&warden, csr).await;
+    app.refused(&t1, "jwks validator not ready", "before the first load")
+        .await;
     warden
         .output
         .wait_for(0, "warning", "not ready yet", Duration::from_secs(10))
@@ -824,92 +939,26 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
 
     // Up: ready within the retry backoff, and tokens are accepted.
     server.set_down(false);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while warden.healthz().0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "not ready after the source came up:\n{}",
-            warden.output.text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_ready(&warden).await;
     let ready_at = Instant::now();
-    let response = sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
-        .await
-        .unwrap();
-    check_response(
-        &response,
-        &warden.trust_anchors_path(),
-        "spiffe://public/ns/default/app",
-    );
-    let hits = server.hits();
+    app.issued(&t1, "first key").await;
 
     // Rotation: the server now publishes only k2.
-    server.set_body(jwks_json(&[&k2]));
     let t2 = k2.token(&claims("public", "default", "app"));
-    if ready_at.elapsed() < Duration::from_secs(2) {
-        // Within minRefreshInterval of the last fetch: no refetch, the old set keeps serving.
-        assert_status(
-            sign(&mut client, jwks_request("app", "default", "", &csr, &t2)).await,
-            Code::PermissionDenied,
-            "token validation failed: failed to find key with key ID \"k2\" in key set",
-            "unknown kid inside minRefreshInterval",
-        );
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
-            .await
-            .unwrap();
-        assert_eq!(server.hits(), hits, "rate-limited");
-    }
-    tokio::time::sleep(Duration::from_secs(3).saturating_sub(ready_at.elapsed())).await;
-    let mark = warden.output.mark();
-    let response = sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .unwrap_or_else(|e| panic!("rotated key refused: {e:?}\n{}", warden.output.text()));
-    check_response(
-        &response,
-        &warden.trust_anchors_path(),
-        "spiffe://public/ns/default/app",
-    );
-    assert_eq!(server.hits(), hits + 1, "one refetch for the unknown kid");
-    assert!(
-        warden
-            .output
-            .find(
-                mark,
-                "info",
-                "refreshed the key set for an unknown key ID \"k2\""
-            )
-            .is_some()
-    );
-    // k1 is gone now.
-    assert_status(
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t1)).await,
-        Code::PermissionDenied,
-        "token validation failed: failed to find key with key ID \"k1\" in key set",
-        "retired key",
-    );
+    let mark =
+        rotate_through_unknown_kid(&mut app, &server, jwks_json(&[&k2]), ready_at, &t1, &t2).await;
 
     // A failed refresh keeps the last good set.
     server.set_down(true);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_status(
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t1)).await,
-        Code::PermissionDenied,
-        "token validation failed: failed to find key with key ID \"k1\" in key set",
+    app.last_good_set_keeps_serving(
+        mark,
+        (&t1, "k1"),
+        "keeping the previous set",
+        &t2,
         "refresh failed",
-    );
-    warden
-        .output
-        .wait_for(
-            mark,
-            "warning",
-            "keeping the previous set",
-            Duration::from_secs(10),
-        )
-        .await;
-    sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(warden.healthz().0, 200);
 
     // A source that answers more than 1 MiB (hostile, or a wrong URL) is cut off at the limit
@@ -923,24 +972,14 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let t3 = SigningKey::generate(dir, Algorithm::ES256, "k3")
         .token(&claims("public", "default", "app"));
-    assert_status(
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t3)).await,
-        Code::PermissionDenied,
-        "token validation failed: failed to find key with key ID \"k3\" in key set",
+    app.last_good_set_keeps_serving(
+        mark,
+        (&t3, "k3"),
+        "keeping the previous set: the response is larger than 1048576 bytes",
+        &t2,
         "oversized refresh",
-    );
-    warden
-        .output
-        .wait_for(
-            mark,
-            "warning",
-            "keeping the previous set: the response is larger than 1048576 bytes",
-            Duration::from_secs(10),
-        )
-        .await;
-    sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .unwrap();
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
