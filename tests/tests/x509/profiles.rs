@@ -640,36 +640,40 @@ fn leaf_not_after_is_capped_at_the_issuer_not_after() {
     assert_validity(&last.certificate, issuer_na - 300, issuer_na);
 }
 
+/// Issuing an SVID for `key` from `bundle` at each of `refused` fails with an error that
+/// `is_expected` accepts and that reads `text`; at `edge` (the issuer's validity bound) it
+/// succeeds.
+fn issuance_is_refused_outside_the_issuer_validity(
+    (bundle, key): (&CaBundle, &SoftwareKey),
+    refused: &[UnixTime],
+    is_expected: impl Fn(&IssueError) -> bool,
+    text: &str,
+    edge: UnixTime,
+) {
+    for &now in refused {
+        let err = issue(bundle, key, &app_id(), &[], TTL, SKEW, now).unwrap_err();
+        assert!(is_expected(&err), "{err:?}");
+        assert_eq!(err.to_string(), text);
+    }
+    issue(bundle, key, &app_id(), &[], TTL, SKEW, edge).unwrap();
+}
+
 #[test]
 fn issuance_is_refused_after_the_issuer_expires() {
     let (bundle, _) = generate(&td(TD), KeyAlgorithm::P256, HOUR, CA_SKEW, NOW);
     let na = NOW.as_secs() + 3600;
     let key = leaf_key(KeyAlgorithm::Ed25519);
-    for now in [
-        UnixTime::from_secs(na + 1),
-        UnixTime::from_millis(na * 1000 + 1),
-        UnixTime::from_secs(na + 365 * 86400),
-    ] {
-        let err = issue(&bundle, &key, &app_id(), &[], TTL, SKEW, now).unwrap_err();
-        assert!(
-            matches!(err, IssueError::IssuerExpired { not_after } if not_after.as_secs() == na),
-            "{err:?}"
-        );
-        assert_eq!(
-            err.to_string(),
-            "issuer certificate expired at 2026-03-01T13:00:00Z"
-        );
-    }
-    issue(
-        &bundle,
-        &key,
-        &app_id(),
-        &[],
-        TTL,
-        SKEW,
+    issuance_is_refused_outside_the_issuer_validity(
+        (&bundle, &key),
+        &[
+            UnixTime::from_secs(na + 1),
+            UnixTime::from_millis(na * 1000 + 1),
+            UnixTime::from_secs(na + 365 * 86400),
+        ],
+        |err| matches!(err, IssueError::IssuerExpired { not_after } if not_after.as_secs() == na),
+        "issuer certificate expired at 2026-03-01T13:00:00Z",
         UnixTime::from_secs(na),
-    )
-    .unwrap();
+    );
 }
 
 #[test]
@@ -677,27 +681,13 @@ fn issuance_is_refused_before_the_issuer_is_valid() {
     let (bundle, _) = generate(&td(TD), KeyAlgorithm::Ed25519, HOUR, CA_SKEW, NOW);
     let nb = NOW.as_secs() - CA_SKEW.as_secs();
     let key = leaf_key(KeyAlgorithm::P256);
-    for now in [UnixTime::from_secs(nb - 1), UnixTime::from_secs(0)] {
-        let err = issue(&bundle, &key, &app_id(), &[], TTL, SKEW, now).unwrap_err();
-        assert!(
-            matches!(err, IssueError::IssuerNotYetValid { not_before } if not_before.as_secs() == nb),
-            "{err:?}"
-        );
-        assert_eq!(
-            err.to_string(),
-            "issuer certificate is not valid before 2026-03-01T11:50:00Z"
-        );
-    }
-    issue(
-        &bundle,
-        &key,
-        &app_id(),
-        &[],
-        TTL,
-        SKEW,
+    issuance_is_refused_outside_the_issuer_validity(
+        (&bundle, &key),
+        &[UnixTime::from_secs(nb - 1), UnixTime::from_secs(0)],
+        |err| matches!(err, IssueError::IssuerNotYetValid { not_before } if not_before.as_secs() == nb),
+        "issuer certificate is not valid before 2026-03-01T11:50:00Z",
         UnixTime::from_secs(nb),
-    )
-    .unwrap();
+    );
 }
 
 #[test]
