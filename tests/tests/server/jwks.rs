@@ -1001,16 +1001,11 @@ async fn file_source_reloads_and_inline_and_base64_sources_work() {
         &write_config(dir, &[("source", file.to_str().unwrap())]),
         false,
     );
-    let mut client = warden.client().await;
-    sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
-        .await
-        .unwrap();
+    let mut app = App::connect(&warden, csr.clone()).await;
+    app.accepted(&t1, "file source").await;
     server::replace_file(jwks_dir.path(), "jwks.json", jwks_json(&[&k2]));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .is_err()
-    {
+    while app.sign(&t2).await.is_err() {
         assert!(
             Instant::now() < deadline,
             "file change not picked up:\n{}",
@@ -1029,9 +1024,8 @@ async fn file_source_reloads_and_inline_and_base64_sources_work() {
             Duration::from_secs(10),
         )
         .await;
-    sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .unwrap();
+    app.accepted(&t2, "broken file").await;
+    drop(app);
     drop(warden);
 
     // Inline JSON, and base64 of it (standard with padding, and raw).
@@ -1048,11 +1042,10 @@ async fn file_source_reloads_and_inline_and_base64_sources_work() {
             &write_config(dir, &[("source", &source)]),
             false,
         );
-        let mut client = warden.client().await;
+        let mut app = App::connect(&warden, csr.clone()).await;
         for token in [&t1, &t2] {
-            sign(&mut client, jwks_request("app", "default", "", &csr, token))
-                .await
-                .unwrap_or_else(|e| panic!("inline source {}...: {e:?}", &source[..10]));
+            app.accepted(token, &format!("inline source {}...", &source[..10]))
+                .await;
         }
     }
 }
@@ -1129,24 +1122,13 @@ async fn jwks_server_outside_ca_certificate_is_never_trusted() {
     let msg = server::field(&failure, "msg");
     assert!(msg.contains("certificate"), "{msg}");
     assert_eq!(warden.healthz().0, 503);
-    let mut client = warden.client().await;
-    let csr = openssl_csr(dir, &OPENSSL_KEYS[0]).pem;
-    assert_status(
-        sign(
-            &mut client,
-            jwks_request(
-                "app",
-                "default",
-                "",
-                &csr,
-                &key.token(&claims("public", "default", "app")),
-            ),
-        )
-        .await,
-        Code::PermissionDenied,
+    let mut app = App::connect(&warden, openssl_csr(dir, &OPENSSL_KEYS[0]).pem).await;
+    app.refused(
+        &key.token(&claims("public", "default", "app")),
         "jwks validator not ready",
         "untrusted JWKS server",
-    );
+    )
+    .await;
     assert_eq!(
         server.hits(),
         0,
