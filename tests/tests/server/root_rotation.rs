@@ -620,18 +620,9 @@ fn restore(dir: &Path, name: &str, bytes: &[u8]) {
     server::replace_file(dir, name, bytes);
 }
 
-#[test]
-fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continues() {
-    let work = tempdir();
-    let creds = tempdir();
-    let dir = creds.path();
-    let ca = server::OwnCa::generate();
-    ca.write(dir, &ca.issuer());
-    let key = work.path().join("new-root.key");
-    let key_flag = key.to_str().unwrap();
-    let ca_before = read_file(&dir.join("ca.crt"));
-
-    // A process killed with SIGKILL right after prepare: status shows the phase.
+/// A process killed with SIGKILL right after prepare (with `--root-key-out key_flag`): status
+/// shows the phase.
+fn sigkill_right_after_prepare(dir: &Path, key_flag: &str) {
     let mut child = Command::new(warden_binary())
         .args(["root", "rotate", "prepare", "--issuer-credentials"])
         .arg(dir)
@@ -649,9 +640,13 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
     let _ = child.wait();
     let text = status(dir, false).stdout;
     assert!(text.contains("Root rotation: prepared"), "{text}");
+}
 
-    // A crash inside prepare after the state file, before ca.crt: status says so, activate
-    // refuses, and prepare publishes the recorded root (no new key).
+/// A crash inside prepare after the state file, before ca.crt (put back as `ca_before`):
+/// status says so, activate refuses, and prepare publishes the recorded root (no new key).
+/// Returns the recorded new root's SHA-256.
+fn crash_inside_prepare_before_publication(dir: &Path, key: &Path, ca_before: &[u8]) -> String {
+    let key_flag = key.to_str().unwrap();
     let state_file = dir.join("root-rotation.json");
     let mut state: serde_json::Value = serde_json::from_slice(&read_file(&state_file)).unwrap();
     let new_root = state["new_root_sha256"].as_str().unwrap().to_owned();
@@ -661,7 +656,7 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
         "root-rotation.json",
         &serde_json::to_vec(&state).unwrap(),
     );
-    restore(dir, "ca.crt", &ca_before);
+    restore(dir, "ca.crt", ca_before);
     let text = status(dir, false).stdout;
     assert!(
         text.contains("Root rotation: prepared (new root not yet published in ca.crt)")
@@ -673,13 +668,13 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
         "re-run `warden root rotate prepare`",
         "activate before publication",
     );
-    let key_bytes = read_file(&key);
+    let key_bytes = read_file(key);
     ok(
         rotate("prepare", dir, &["--root-key-out", key_flag]),
         "resumed prepare",
     );
     assert_eq!(
-        read_file(&key),
+        read_file(key),
         key_bytes,
         "the key made before the crash is kept"
     );
@@ -689,10 +684,13 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
     assert_eq!(json["root_rotation"]["new_root_sha256"], new_root.as_str());
     assert!(json["root_rotation"]["published_at"].is_string(), "{json}");
     assert_eq!(json["root_rotation"]["next"], "warden root rotate activate");
+    new_root
+}
 
-    // A crash inside activate after the issuer files, before the state: status still says
-    // prepared; activate again records it and finish follows.
-    let state_before = read_file(&state_file);
+/// A crash inside activate after the issuer files, before the state: status still says
+/// prepared; activate again records it.
+fn crash_inside_activate_before_the_state(dir: &Path, key_flag: &str) {
+    let state_before = read_file(&dir.join("root-rotation.json"));
     let out = ok(
         rotate("activate", dir, &["--root-key", key_flag, "--force"]),
         "forced activate",
@@ -718,6 +716,24 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
         "activate again",
     );
     assert!(status(dir, false).stdout.contains("Root rotation: active"));
+}
+
+#[test]
+fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continues() {
+    let work = tempdir();
+    let creds = tempdir();
+    let dir = creds.path();
+    let ca = server::OwnCa::generate();
+    ca.write(dir, &ca.issuer());
+    let key = work.path().join("new-root.key");
+    let key_flag = key.to_str().unwrap();
+    let ca_before = read_file(&dir.join("ca.crt"));
+
+    sigkill_right_after_prepare(dir, key_flag);
+    let new_root = crash_inside_prepare_before_publication(dir, &key, &ca_before);
+    crash_inside_activate_before_the_state(dir, key_flag);
+
+    // finish follows: refused before its wait, done with --force.
     refused(
         rotate("finish", dir, &[]),
         "finish is refused until",
