@@ -160,7 +160,8 @@ pub struct Options {
     env: Vec<(String, String)>,
     namespace: Option<String>,
     trust_domain: Option<String>,
-    /// Return once `/healthz` answers at all, even 503 (a component not ready yet).
+    /// Return once `/healthz` answers at all, even 503 (a component not ready yet), and the
+    /// gRPC port accepts connections.
     unready_ok: bool,
 }
 
@@ -198,7 +199,8 @@ impl Options {
         self
     }
 
-    /// Lets the start return as soon as `/healthz` answers, even 503 (not ready).
+    /// Lets the start return as soon as `/healthz` answers, even 503 (not ready), and the gRPC
+    /// port accepts connections.
     pub fn unready_ok(mut self) -> Self {
         self.unready_ok = true;
         self
@@ -273,6 +275,12 @@ pub struct Warden {
     pub server_id: String,
     /// What it printed so far.
     pub output: Output,
+}
+
+/// Whether something accepts TCP connections on this loopback port.
+fn port_open(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
 /// Three distinct free loopback ports (held together while picking, so they differ).
@@ -387,7 +395,9 @@ impl Warden {
             }
             match http_get(healthz_port, "/healthz") {
                 Ok((200, _)) => return Ok(warden),
-                Ok(_) if options.unready_ok => return Ok(warden),
+                // Healthz answers (503) before the gRPC port is bound: wait for that too, or
+                // the first `client()` may find the port closed.
+                Ok(_) if options.unready_ok && port_open(port) => return Ok(warden),
                 _ => {}
             }
             assert!(

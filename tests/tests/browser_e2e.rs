@@ -260,6 +260,172 @@ fn normalise_serial(s: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // The browser.
 
+/// The time window the driver ran in (Unix seconds).
+#[derive(Clone, Copy)]
+struct Window {
+    started: u64,
+    finished: u64,
+}
+
+/// What the page shows for a certificate it got: its validity as configured (NotBefore =
+/// now − skew, NotAfter = now + TTL). Returns NotAfter (Unix seconds).
+fn shown_validity_is_as_configured(
+    shown: &Map<String, Value>,
+    context: &str,
+    window: Window,
+) -> u64 {
+    let Window { started, finished } = window;
+    let not_before = shown["notBeforeMs"].as_u64().expect("NotBefore shown") / 1000;
+    let not_after = shown["notAfterMs"].as_u64().expect("NotAfter shown") / 1000;
+    assert_eq!(not_after - not_before, TTL_SECS + SKEW_SECS, "{context}");
+    assert!(
+        (started + TTL_SECS - 1..=finished + TTL_SECS + 1).contains(&not_after),
+        "NotAfter {not_after} is not about now + {TTL_SECS}s ({started}..{finished}); {context}"
+    );
+    assert_eq!(
+        shown["validUntilMs"].as_u64(),
+        Some(not_after * 1000),
+        "{context}"
+    );
+    not_after
+}
+
+/// The same PEM the page got, through the harness's Sentry-shape and verifier checks; the
+/// certified key is the one the browser made (the CSR's public key). Returns the leaf's serial
+/// in hex.
+fn shown_certificate_passes_the_harness_checks(
+    shown: &Map<String, Value>,
+    context: &str,
+    anchors_file: &Path,
+    expected_id: &str,
+    not_after: u64,
+) -> String {
+    let mut response = warden_host::proto::SignCertificateResponse {
+        workload_certificate: text(shown, "certificatePem").as_bytes().to_vec(),
+        trust_chain_certificates: vec![text(shown, "anchorsPem").as_bytes().to_vec()],
+        ..Default::default()
+    };
+    let mut valid_until = response.valid_until.take().unwrap_or_default();
+    valid_until.seconds = i64::try_from(not_after).unwrap();
+    response.valid_until = Some(valid_until);
+    let issued = check_response(&response, anchors_file, expected_id);
+    assert_eq!(
+        issued.leaf_spki_der(),
+        csr_spki_der(text(shown, "csrPem").as_bytes()),
+        "{context}"
+    );
+    issued
+        .leaf
+        .tbs_certificate()
+        .serial_number()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+}
+
+/// The audit log saw the certificate the page shows (serial `leaf_serial`) for `app`.
+fn audit_saw_the_shown_certificate(
+    audit: &[Map<String, Value>],
+    app: &str,
+    expected_id: &str,
+    (shown, context): (&Map<String, Value>, &str),
+    leaf_serial: &str,
+) {
+    let line = audit
+        .iter()
+        .find(|l| l["app_id"] == app)
+        .unwrap_or_else(|| panic!("no audit line for {app}: {audit:?}"));
+    assert_eq!(line["outcome"], "issued", "{context}");
+    assert_eq!(line["spiffe_id"], expected_id, "{context}");
+    assert_eq!(line["validator"], "jwks", "{context}");
+    let audit_serial = normalise_serial(line["serial"].as_str().unwrap());
+    assert_eq!(
+        normalise_serial(text(shown, "serial")),
+        audit_serial,
+        "{context}"
+    );
+    assert_eq!(normalise_serial(leaf_serial), audit_serial, "{context}");
+}
+
+/// Case `name` (app `app`) got a certificate for its key (`key_hint` shown), checked by the
+/// page, the harness and the audit log, over h2.
+fn issued_case_is_right(
+    output: &Value,
+    audit: &[Map<String, Value>],
+    anchors_file: &Path,
+    (name, app, key_hint): (&str, &str, &str),
+    window: Window,
+) {
+    let shown = by_name(output, "results", name);
+    let context = format!("case {name}: {}", Value::Object(shown.clone()));
+    assert_eq!(text(shown, "status"), "done", "{context}");
+    let expected_id = format!("spiffe://{TD}/ns/default/{app}");
+    assert_eq!(text(shown, "spiffeId"), expected_id, "{context}");
+    assert!(shown["chainOk"] == true, "{context}");
+    assert!(text(shown, "chainResult").starts_with("ok"), "{context}");
+    assert!(text(shown, "keyInfo").contains(key_hint), "{context}");
+    assert!(!text(shown, "issuer").is_empty(), "{context}");
+    let not_after = shown_validity_is_as_configured(shown, &context, window);
+    let leaf_serial = shown_certificate_passes_the_harness_checks(
+        shown,
+        &context,
+        anchors_file,
+        &expected_id,
+        not_after,
+    );
+    audit_saw_the_shown_certificate(audit, app, &expected_id, (shown, &context), &leaf_serial);
+    assert!(
+        shown["protocols"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p == "h2")),
+        "Chromium should speak h2 (ALPN): {context}"
+    );
+}
+
+/// Not an allowed origin: the preflight gets no CORS headers, so the browser never sends the
+/// request; the page says it cannot reach the CA and the server saw nothing.
+fn blocked_origin_never_reaches_the_ca(output: &Value, audit: &[Map<String, Value>]) {
+    let blocked = by_name(output, "results", "blocked-origin");
+    assert_eq!(text(blocked, "status"), "error", "{blocked:?}");
+    assert_eq!(text(blocked, "errorCode"), "UNAVAILABLE", "{blocked:?}");
+    assert!(
+        text(blocked, "error").contains("cannot reach"),
+        "{blocked:?}"
+    );
+    assert!(
+        audit.iter().all(|l| l["app_id"] != "web-blocked"),
+        "a blocked cross-origin request reached the CA: {audit:?}"
+    );
+}
+
+/// Refusals: the page shows the gRPC code and Sentry's message, as audited.
+fn refusals_show_the_audited_message(output: &Value, audit: &[Map<String, Value>]) {
+    for (name, app, code, needle) in [
+        ("wrong-token", "web-refused", "PERMISSION_DENIED", "sub"),
+        (
+            "validator-off",
+            "web-insecure",
+            "INVALID_ARGUMENT",
+            "the requested validator is not enabled",
+        ),
+    ] {
+        let shown = by_name(output, "results", name);
+        assert_eq!(text(shown, "status"), "error", "{name}: {shown:?}");
+        assert_eq!(text(shown, "errorCode"), code, "{name}: {shown:?}");
+        let error = text(shown, "error");
+        assert!(error.contains(needle), "{name}: {error:?}");
+        assert!(text(shown, "spiffeId").is_empty(), "{name}: {shown:?}");
+        if let Some(line) = audit.iter().find(|l| l["app_id"] == app) {
+            assert_eq!(line["outcome"], "refused", "{name}: {line:?}");
+            let message = line["message"].as_str().unwrap_or("");
+            assert_eq!(error, format!("{code}: {message}"), "{name}: {line:?}");
+        } else {
+            assert_eq!(name, "validator-off", "no audit line for {app}: {audit:?}");
+        }
+    }
+}
+
 /// p256, ed25519 and WebCrypto keys from the page served by `--ui` (same origin), the same
 /// page from another allowed origin, a page from an origin that is not allowed (the browser
 /// blocks it), and two refusals shown with Sentry's message on the page.
@@ -320,163 +486,40 @@ async fn demo_page_gets_certificates_over_grpc_web() {
     let finished = unix_now();
     let audit = audit_lines(&audit);
     let anchors_file = warden.trust_anchors_path();
-
-    for (name, app, key_hint) in [
+    let window = Window { started, finished };
+    for case in [
         ("p256", "web-p256", "ECDSA P-256"),
         ("ed25519", "web-ed25519", "Ed25519"),
         ("webcrypto", "web-webcrypto", "extractable: false"),
         ("cross-origin", "web-cors", "ECDSA P-256"),
     ] {
-        let shown = by_name(&output, "results", name);
-        let context = format!("case {name}: {}", Value::Object(shown.clone()));
-        assert_eq!(text(shown, "status"), "done", "{context}");
-        let expected_id = format!("spiffe://{TD}/ns/default/{app}");
-        assert_eq!(text(shown, "spiffeId"), expected_id, "{context}");
-        assert!(shown["chainOk"] == true, "{context}");
-        assert!(text(shown, "chainResult").starts_with("ok"), "{context}");
-        assert!(text(shown, "keyInfo").contains(key_hint), "{context}");
-        assert!(!text(shown, "issuer").is_empty(), "{context}");
-
-        // Validity as configured: NotBefore = now − skew, NotAfter = now + TTL.
-        let not_before = shown["notBeforeMs"].as_u64().expect("NotBefore shown") / 1000;
-        let not_after = shown["notAfterMs"].as_u64().expect("NotAfter shown") / 1000;
-        assert_eq!(not_after - not_before, TTL_SECS + SKEW_SECS, "{context}");
-        assert!(
-            (started + TTL_SECS - 1..=finished + TTL_SECS + 1).contains(&not_after),
-            "NotAfter {not_after} is not about now + {TTL_SECS}s ({started}..{finished}); {context}"
-        );
-        assert_eq!(
-            shown["validUntilMs"].as_u64(),
-            Some(not_after * 1000),
-            "{context}"
-        );
-
-        // The same PEM the page got, through the harness's Sentry-shape and verifier checks.
-        let mut response = warden_host::proto::SignCertificateResponse {
-            workload_certificate: text(shown, "certificatePem").as_bytes().to_vec(),
-            trust_chain_certificates: vec![text(shown, "anchorsPem").as_bytes().to_vec()],
-            ..Default::default()
-        };
-        let mut valid_until = response.valid_until.take().unwrap_or_default();
-        valid_until.seconds = i64::try_from(not_after).unwrap();
-        response.valid_until = Some(valid_until);
-        let issued = check_response(&response, &anchors_file, &expected_id);
-        // The certified key is the one the browser made: the CSR's public key.
-        assert_eq!(
-            issued.leaf_spki_der(),
-            csr_spki_der(text(shown, "csrPem").as_bytes()),
-            "{context}"
-        );
-        let leaf_serial = issued
-            .leaf
-            .tbs_certificate()
-            .serial_number()
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
-
-        // The audit log saw the same certificate.
-        let line = audit
-            .iter()
-            .find(|l| l["app_id"] == app)
-            .unwrap_or_else(|| panic!("no audit line for {app}: {audit:?}"));
-        assert_eq!(line["outcome"], "issued", "{context}");
-        assert_eq!(line["spiffe_id"], expected_id.as_str(), "{context}");
-        assert_eq!(line["validator"], "jwks", "{context}");
-        let audit_serial = normalise_serial(line["serial"].as_str().unwrap());
-        assert_eq!(
-            normalise_serial(text(shown, "serial")),
-            audit_serial,
-            "{context}"
-        );
-        assert_eq!(normalise_serial(&leaf_serial), audit_serial, "{context}");
-        assert!(
-            shown["protocols"]
-                .as_array()
-                .is_some_and(|p| p.iter().all(|p| p == "h2")),
-            "Chromium should speak h2 (ALPN): {context}"
-        );
+        issued_case_is_right(&output, &audit, &anchors_file, case, window);
     }
-
-    // Not an allowed origin: the preflight gets no CORS headers, so the browser never sends the
-    // request; the page says it cannot reach the CA and the server saw nothing.
-    let blocked = by_name(&output, "results", "blocked-origin");
-    assert_eq!(text(blocked, "status"), "error", "{blocked:?}");
-    assert_eq!(text(blocked, "errorCode"), "UNAVAILABLE", "{blocked:?}");
-    assert!(
-        text(blocked, "error").contains("cannot reach"),
-        "{blocked:?}"
-    );
-    assert!(
-        audit.iter().all(|l| l["app_id"] != "web-blocked"),
-        "a blocked cross-origin request reached the CA: {audit:?}"
-    );
-
-    // Refusals: the page shows the gRPC code and Sentry's message, as audited.
-    for (name, app, code, needle) in [
-        ("wrong-token", "web-refused", "PERMISSION_DENIED", "sub"),
-        (
-            "validator-off",
-            "web-insecure",
-            "INVALID_ARGUMENT",
-            "the requested validator is not enabled",
-        ),
-    ] {
-        let shown = by_name(&output, "results", name);
-        assert_eq!(text(shown, "status"), "error", "{name}: {shown:?}");
-        assert_eq!(text(shown, "errorCode"), code, "{name}: {shown:?}");
-        let error = text(shown, "error");
-        assert!(error.contains(needle), "{name}: {error:?}");
-        assert!(text(shown, "spiffeId").is_empty(), "{name}: {shown:?}");
-        if let Some(line) = audit.iter().find(|l| l["app_id"] == app) {
-            assert_eq!(line["outcome"], "refused", "{name}: {line:?}");
-            let message = line["message"].as_str().unwrap_or("");
-            assert_eq!(error, format!("{code}: {message}"), "{name}: {line:?}");
-        } else {
-            assert_eq!(name, "validator-off", "no audit line for {app}: {audit:?}");
-        }
-    }
+    blocked_origin_never_reaches_the_ca(&output, &audit);
+    refusals_show_the_audited_message(&output, &audit);
 }
 
 // ---------------------------------------------------------------------------------------------
 // HTTP rules without a browser.
 
-/// CORS preflights from an allowed and another origin; `--ui` serves only plain paths of known
-/// types inside its directory; gRPC-Web and HTTP/1.1 are refused without `--grpc-web`; plain
-/// gRPC still works with it on.
-#[tokio::test(flavor = "multi_thread")]
-async fn grpc_web_cors_and_static_file_rules() {
-    node_ready();
-    let work = tempdir();
-    // A UI directory with one file of each kind, next to a secret it must not reach.
-    let ui = work.path().join("ui");
+/// A UI directory in `work` with one file of each kind, next to a secret it must not reach
+/// (outside it, and through a symbolic link).
+fn ui_dir_next_to_a_secret(work: &Path) -> PathBuf {
+    let ui = work.join("ui");
     std::fs::create_dir_all(ui.join("pkg")).unwrap();
     write_file(&ui, "index.html", "<!doctype html><title>ui</title>");
     write_file(&ui.join("pkg"), "m.wasm", b"\0asm\x01\0\0\0");
     write_file(&ui.join("pkg"), "m.js", "export {};");
     write_file(&ui, ".hidden.js", "secret");
     write_file(&ui, "notes.rs", "secret");
-    write_file(work.path(), "secret.txt", "secret");
-    std::os::unix::fs::symlink(work.path().join("secret.txt"), ui.join("link.txt")).unwrap();
-    let ui = ui.to_str().unwrap();
+    write_file(work, "secret.txt", "secret");
+    std::os::unix::fs::symlink(work.join("secret.txt"), ui.join("link.txt")).unwrap();
+    ui
+}
 
-    let allowed = "https://app.example.com";
-    let BrowserCa {
-        warden,
-        key,
-        _creds,
-    } = start_browser_ca(
-        work.path(),
-        ui,
-        &format!("{allowed}, http://localhost:3000"),
-        &[],
-    );
-    let plain_creds = tempdir();
-    let plain = Warden::start_with(plain_creds.path(), &Options::new().args(["--ui", ui]));
-    let on = format!("https://127.0.0.1:{}", warden.port);
-    let off = format!("https://127.0.0.1:{}", plain.port);
-
+/// The HTTP requests of the rules test: CORS preflights, static files and gRPC-Web POSTs to the
+/// server with `--grpc-web` (origin `on`, allowing `allowed`) and the one without (`off`).
+fn http_rule_requests(on: &str, off: &str, allowed: &str) -> Value {
     let path = "/dapr.proto.sentry.v1.CA/SignCertificate";
     let preflight = |name: &str, origin: &str| {
         json!({
@@ -498,40 +541,43 @@ async fn grpc_web_cors_and_static_file_rules() {
             "bodyBase64": empty_frame,
         })
     };
-    let output = drive(&json!({
+    json!({
         "requests": [
             preflight("preflight-allowed", allowed),
             preflight("preflight-other", "https://evil.example.com"),
             preflight("preflight-ci", "https://APP.example.com"),
-            get("index", &on, "/"),
-            get("wasm", &on, "/pkg/m.wasm"),
-            get("js", &on, "/pkg/m.js"),
-            get("dotdot", &on, "/../secret.txt"),
-            get("dotdot-deep", &on, "/pkg/../../secret.txt"),
-            get("encoded", &on, "/%2e%2e/secret.txt"),
-            get("hidden", &on, "/.hidden.js"),
-            get("unlisted-type", &on, "/notes.rs"),
-            get("symlink-out", &on, "/link.txt"),
-            get("directory", &on, "/pkg"),
-            get("missing", &on, "/nope.js"),
-            grpc_web_post("grpc-web-on", &on, false),
-            grpc_web_post("grpc-web-on-http1", &on, true),
-            grpc_web_post("grpc-web-off", &off, false),
-            grpc_web_post("grpc-web-off-http1", &off, true),
-            get("ui-without-grpc-web", &off, "/"),
+            get("index", on, "/"),
+            get("wasm", on, "/pkg/m.wasm"),
+            get("js", on, "/pkg/m.js"),
+            get("dotdot", on, "/../secret.txt"),
+            get("dotdot-deep", on, "/pkg/../../secret.txt"),
+            get("encoded", on, "/%2e%2e/secret.txt"),
+            get("hidden", on, "/.hidden.js"),
+            get("unlisted-type", on, "/notes.rs"),
+            get("symlink-out", on, "/link.txt"),
+            get("directory", on, "/pkg"),
+            get("missing", on, "/nope.js"),
+            grpc_web_post("grpc-web-on", on, false),
+            grpc_web_post("grpc-web-on-http1", on, true),
+            grpc_web_post("grpc-web-off", off, false),
+            grpc_web_post("grpc-web-off-http1", off, true),
+            get("ui-without-grpc-web", off, "/"),
         ],
-    }));
-    let req = |name: &str| by_name(&output, "requests", name);
-    let header = |entry: &Map<String, Value>, name: &str| -> Option<String> {
-        entry
-            .get("headers")
-            .and_then(|h| h.get(name))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
+    })
+}
 
-    // CORS: exact origins only.
-    let ok = req("preflight-allowed");
+/// A response header the driver recorded.
+fn header(entry: &Map<String, Value>, name: &str) -> Option<String> {
+    entry
+        .get("headers")
+        .and_then(|h| h.get(name))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// CORS: exact origins only.
+fn cors_allows_exact_origins_only(output: &Value, allowed: &str) {
+    let ok = by_name(output, "requests", "preflight-allowed");
     assert_eq!(ok["status"], 200, "{ok:?}");
     assert_eq!(
         header(ok, "access-control-allow-origin").as_deref(),
@@ -545,22 +591,24 @@ async fn grpc_web_cors_and_static_file_rules() {
         assert!(allowed_headers.contains(h), "{h} not allowed: {ok:?}");
     }
     for name in ["preflight-other", "preflight-ci"] {
-        let other = req(name);
+        let other = by_name(output, "requests", name);
         assert_eq!(
             header(other, "access-control-allow-origin"),
             None,
             "{name} must not be allowed: {other:?}"
         );
     }
+}
 
-    // Static files: the right types, nothing else.
+/// Static files: the right types, nothing else.
+fn static_files_of_known_types_only(output: &Value) {
     for (name, content_type) in [
         ("index", "text/html; charset=utf-8"),
         ("wasm", "application/wasm"),
         ("js", "text/javascript; charset=utf-8"),
         ("ui-without-grpc-web", "text/html; charset=utf-8"),
     ] {
-        let r = req(name);
+        let r = by_name(output, "requests", name);
         assert_eq!(r["status"], 200, "{name}: {r:?}");
         assert_eq!(
             header(r, "content-type").as_deref(),
@@ -583,13 +631,17 @@ async fn grpc_web_cors_and_static_file_rules() {
         "directory",
         "missing",
     ] {
-        let r = req(name);
+        let r = by_name(output, "requests", name);
         assert_eq!(r["status"], 404, "{name}: {r:?}");
         assert!(!text(r, "body").contains("secret"), "{name}: {r:?}");
     }
+}
 
-    // gRPC-Web reaches the CA with --grpc-web (h2 and HTTP/1.1): the empty request is refused
-    // by the CA itself, in gRPC-Web form.
+/// gRPC-Web reaches the CA with --grpc-web (h2 and HTTP/1.1): the empty request is refused by
+/// the CA itself, in gRPC-Web form. Without it: grpc-go's answer to a non-gRPC content type,
+/// and no HTTP/1.1 at all.
+fn grpc_web_only_with_the_flag(output: &Value) {
+    let req = |name: &str| by_name(output, "requests", name);
     for name in ["grpc-web-on", "grpc-web-on-http1"] {
         let r = req(name);
         assert_eq!(r["status"], 200, "{name}: {r:?}");
@@ -601,7 +653,6 @@ async fn grpc_web_cors_and_static_file_rules() {
         assert!(header(r, "grpc-status").is_some(), "{name}: {r:?}");
     }
     assert_eq!(req("grpc-web-on-http1")["httpVersion"], "1.1");
-    // Without it: grpc-go's answer to a non-gRPC content type, and no HTTP/1.1 at all.
     let off_h2 = req("grpc-web-off");
     assert_eq!(off_h2["status"], 415, "{off_h2:?}");
     assert_eq!(
@@ -620,9 +671,11 @@ async fn grpc_web_cors_and_static_file_rules() {
         off_h1.get("status").is_none() && !text(off_h1, "error").is_empty(),
         "HTTP/1.1 must be refused at the TLS handshake without --grpc-web: {off_h1:?}"
     );
+}
 
-    // Plain gRPC still works with --grpc-web on.
-    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+/// Plain gRPC still works with --grpc-web on.
+async fn plain_grpc_works_with_grpc_web_on(work: &Path, warden: &Warden, key: &TokenKey) {
+    let csr = openssl_csr(work, &OPENSSL_KEYS[0]).pem;
     let mut client = warden.client().await;
     let response = sign(
         &mut client,
@@ -643,6 +696,39 @@ async fn grpc_web_cors_and_static_file_rules() {
         &warden.trust_anchors_path(),
         &format!("spiffe://{TD}/ns/default/grpc-app"),
     );
+}
+
+/// CORS preflights from an allowed and another origin; `--ui` serves only plain paths of known
+/// types inside its directory; gRPC-Web and HTTP/1.1 are refused without `--grpc-web`; plain
+/// gRPC still works with it on.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_web_cors_and_static_file_rules() {
+    node_ready();
+    let work = tempdir();
+    let ui = ui_dir_next_to_a_secret(work.path());
+    let ui = ui.to_str().unwrap();
+
+    let allowed = "https://app.example.com";
+    let BrowserCa {
+        warden,
+        key,
+        _creds,
+    } = start_browser_ca(
+        work.path(),
+        ui,
+        &format!("{allowed}, http://localhost:3000"),
+        &[],
+    );
+    let plain_creds = tempdir();
+    let plain = Warden::start_with(plain_creds.path(), &Options::new().args(["--ui", ui]));
+    let on = format!("https://127.0.0.1:{}", warden.port);
+    let off = format!("https://127.0.0.1:{}", plain.port);
+    let output = drive(&http_rule_requests(&on, &off, allowed));
+
+    cors_allows_exact_origins_only(&output, allowed);
+    static_files_of_known_types_only(&output);
+    grpc_web_only_with_the_flag(&output);
+    plain_grpc_works_with_grpc_web_on(work.path(), &warden, &key).await;
 }
 
 /// Malformed browser flags stop the start with a fatal line naming the flag.

@@ -46,6 +46,34 @@ fn start_audited(creds: &Path, log: &Path, extra: &[&str]) -> Warden {
     Warden::start_with(creds, &Options::new().args(args))
 }
 
+/// Scratch space for an audited server: its credentials (holding `audit.key`), a work
+/// directory, the log, and a CSR made in the work directory.
+struct Audited {
+    creds: tempfile::TempDir,
+    work: tempfile::TempDir,
+    log: PathBuf,
+    key: PathBuf,
+    csr: Vec<u8>,
+}
+
+impl Audited {
+    /// The log in `log_dir`, or in the work directory when `None`.
+    fn new(log_dir: Option<&Path>) -> Self {
+        let creds = tempdir();
+        let work = tempdir();
+        let log = log_dir.unwrap_or(work.path()).join("audit.log");
+        let key = creds.path().join("audit.key");
+        let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+        Self {
+            creds,
+            work,
+            log,
+            key,
+            csr,
+        }
+    }
+}
+
 async fn issue(warden: &Warden, csr: &[u8], app: &str) -> Result<(), tonic::Status> {
     let mut client = warden.client().await;
     sign(&mut client, request(app, "ns1", "", csr))
@@ -145,11 +173,13 @@ async fn audit_lines_match_issued_certificates_and_tampering_is_found() {
 /// `warden audit verify`, with a message naming the file and the line.
 #[tokio::test(flavor = "multi_thread")]
 async fn deleted_or_edited_last_lines_and_a_replayed_checkpoint_are_found() {
-    let creds = tempdir();
-    let work = tempdir();
-    let log = work.path().join("audit.log");
-    let key = creds.path().join("audit.key");
-    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    let Audited {
+        creds,
+        work,
+        log,
+        key,
+        csr,
+    } = Audited::new(None);
     let warden = start_audited(creds.path(), &log, &[]);
     issue(&warden, &csr, "app-0").await.unwrap();
     issue(&warden, &csr, "app-1").await.unwrap();
@@ -229,11 +259,13 @@ async fn deleted_or_edited_last_lines_and_a_replayed_checkpoint_are_found() {
 /// checkpointed), records that it did, and serves; the log still verifies.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_incomplete_last_line_does_not_brick_the_restart() {
-    let creds = tempdir();
-    let work = tempdir();
-    let log = work.path().join("audit.log");
-    let key = creds.path().join("audit.key");
-    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    let Audited {
+        creds,
+        work: _work,
+        log,
+        key,
+        csr,
+    } = Audited::new(None);
     let warden = start_audited(creds.path(), &log, &[]);
     issue(&warden, &csr, "before").await.unwrap();
     drop(warden); // SIGKILL
@@ -262,11 +294,13 @@ async fn an_incomplete_last_line_does_not_brick_the_restart() {
 /// and a missing or misplaced file is named.
 #[tokio::test(flavor = "multi_thread")]
 async fn rotated_files_verify_as_a_sequence() {
-    let creds = tempdir();
-    let work = tempdir();
-    let log = work.path().join("audit.log");
-    let key = creds.path().join("audit.key");
-    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    let Audited {
+        creds,
+        work: _work,
+        log,
+        key,
+        csr,
+    } = Audited::new(None);
     let warden = start_audited(creds.path(), &log, &["--audit-log-max-bytes", "1000"]);
     for i in 0..7 {
         issue(&warden, &csr, &format!("app-{i}")).await.unwrap();
@@ -379,11 +413,13 @@ async fn a_full_disk_refuses_issuance_without_breaking_the_chain_and_recovers() 
     let Some(small) = Tmpfs::mount("64k") else {
         return;
     };
-    let creds = tempdir();
-    let work = tempdir();
-    let log = small.mount_point.join("audit.log");
-    let key = creds.path().join("audit.key");
-    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    let Audited {
+        creds,
+        work: _work,
+        log,
+        key,
+        csr,
+    } = Audited::new(Some(&small.mount_point));
     let warden = start_audited(creds.path(), &log, &[]);
     let before = fill_last_page(&warden, &log, &csr).await;
     let good = fs::read(&log).unwrap();
@@ -458,10 +494,13 @@ async fn healthz_recovers_without_requests_once_space_is_freed() {
     let Some(small) = Tmpfs::mount("64k") else {
         return;
     };
-    let creds = tempdir();
-    let work = tempdir();
-    let log = small.mount_point.join("audit.log");
-    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    let Audited {
+        creds,
+        work: _work,
+        log,
+        key: _,
+        csr,
+    } = Audited::new(Some(&small.mount_point));
     let warden = start_audited(creds.path(), &log, &[]);
     fill_last_page(&warden, &log, &csr).await;
     small.fill();

@@ -168,93 +168,84 @@ fn path_str(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
+/// Credentials that `write` puts in a fresh directory are refused at start, with a fatal line
+/// naming `file` and containing every needle (see [`assert_refused`]).
+fn refused_credentials(write: impl FnOnce(&Path), file: &str, needles: &[&str]) {
+    let creds = tempdir();
+    write(creds.path());
+    let path = path_str(creds.path(), file);
+    let mut all = vec![path.as_str()];
+    all.extend_from_slice(needles);
+    assert_refused(creds.path(), &Options::new(), &all);
+}
+
 #[test]
 fn expired_issuer_is_refused() {
-    let creds = tempdir();
-    let ca = OwnCa::generate();
-    let issuer = ca.issuer_valid(Validity {
-        not_before: seconds_ago(30 * DAY),
-        not_after: seconds_ago(DAY),
-    });
-    ca.write(creds.path(), &issuer);
-    assert_refused(
-        creds.path(),
-        &Options::new(),
-        &[
-            &path_str(creds.path(), "issuer.crt"),
-            "issuer chain does not belong to trust anchors",
-            "expired",
-        ],
+    refused_credentials(
+        |dir| {
+            let ca = OwnCa::generate();
+            let issuer = ca.issuer_valid(Validity {
+                not_before: seconds_ago(30 * DAY),
+                not_after: seconds_ago(DAY),
+            });
+            ca.write(dir, &issuer);
+        },
+        "issuer.crt",
+        &["issuer chain does not belong to trust anchors", "expired"],
     );
 }
 
 #[test]
 fn issuer_key_of_another_ca_is_refused() {
-    let creds = tempdir();
-    let ca = OwnCa::generate();
-    ca.write(creds.path(), &ca.issuer());
-    write_file(
-        creds.path(),
+    refused_credentials(
+        |dir| {
+            let ca = OwnCa::generate();
+            ca.write(dir, &ca.issuer());
+            write_file(dir, "issuer.key", OwnCa::generate().issuer().key_pem());
+        },
         "issuer.key",
-        OwnCa::generate().issuer().key_pem(),
-    );
-    assert_refused(
-        creds.path(),
-        &Options::new(),
-        &[
-            &path_str(creds.path(), "issuer.key"),
-            "issuer key does not match issuer certificate",
-        ],
+        &["issuer key does not match issuer certificate"],
     );
 }
 
 #[test]
 fn issuer_of_another_root_is_refused() {
-    let creds = tempdir();
-    let ca = OwnCa::generate();
-    ca.write(creds.path(), &OwnCa::generate().issuer());
-    assert_refused(
-        creds.path(),
-        &Options::new(),
-        &[
-            &path_str(creds.path(), "issuer.crt"),
-            "issuer chain does not belong to trust anchors",
-        ],
+    refused_credentials(
+        |dir| {
+            let ca = OwnCa::generate();
+            ca.write(dir, &OwnCa::generate().issuer());
+        },
+        "issuer.crt",
+        &["issuer chain does not belong to trust anchors"],
     );
 }
 
 #[test]
 fn trust_anchor_that_is_not_self_signed_is_refused() {
-    let creds = tempdir();
-    let ca = OwnCa::generate();
-    let issuer = ca.issuer();
-    ca.write(creds.path(), &issuer);
-    write_file(creds.path(), "ca.crt", issuer.certificate_pem());
-    assert_refused(
-        creds.path(),
-        &Options::new(),
-        &[
-            &path_str(creds.path(), "ca.crt"),
-            "certificate in trust anchor is not self-signed",
-        ],
+    refused_credentials(
+        |dir| {
+            let ca = OwnCa::generate();
+            let issuer = ca.issuer();
+            ca.write(dir, &issuer);
+            write_file(dir, "ca.crt", issuer.certificate_pem());
+        },
+        "ca.crt",
+        &["certificate in trust anchor is not self-signed"],
     );
 }
 
 #[test]
 fn truncated_issuer_certificate_is_refused() {
-    let creds = tempdir();
-    let ca = OwnCa::generate();
-    let issuer = ca.issuer();
-    ca.write(creds.path(), &issuer);
-    let pem = issuer.certificate_pem();
-    write_file(creds.path(), "issuer.crt", &pem[..pem.len() / 2]);
-    assert_refused(
-        creds.path(),
-        &Options::new(),
-        &[
-            &path_str(creds.path(), "issuer.crt"),
-            "PEM block has no END line",
-        ],
+    refused_credentials(
+        |dir| {
+            let ca = OwnCa::generate();
+            let issuer = ca.issuer();
+            ca.write(dir, &issuer);
+            let pem = issuer.certificate_pem();
+            write_file(dir, "issuer.crt", &pem[..pem.len() / 2]);
+        },
+        "issuer.crt",
+        &["PEM block has no END line"],
     );
 }
 

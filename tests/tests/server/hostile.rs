@@ -201,17 +201,10 @@ fn start(dir: &Path) -> (Warden, u64) {
 /// The first bytes of a TLS 1.2/1.3 ClientHello record announcing 512 bytes.
 const CLIENT_HELLO_PREFIX: [u8; 9] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slowloris_clients_are_cut_off_and_others_are_served() {
-    let work = common::tempdir();
-    let (warden, idle) = start(work.path());
-    let probe = Probe::start(&warden).await;
-    let sampler = RssSampler::start(warden.pid());
-    let fds_before = open_fds(warden.pid());
-
-    // 100 connections dripping a ClientHello one byte per second, and 100 that finish the
-    // handshake and then never send the HTTP/2 preface.
-    let slow: Vec<JoinHandle<Option<Duration>>> = (0..100)
+/// 100 connections dripping a ClientHello one byte per second for up to 30 s; each task
+/// returns how long the server took to hang up, or `None` if it never did.
+fn drip_client_hellos(warden: &Warden) -> Vec<JoinHandle<Option<Duration>>> {
+    (0..100)
         .map(|_| {
             let address = warden.address();
             tokio::spawn(async move {
@@ -233,9 +226,12 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
                 None
             })
         })
-        .collect();
-    // The HTTP endpoints (healthz and metrics; OIDC runs on the same server code): a silent
-    // connection, a request head never finished, and a keep-alive left idle after one request.
+        .collect()
+}
+
+/// On the HTTP endpoints (healthz and metrics; OIDC runs on the same server code): a silent
+/// connection, a request head never finished, and a keep-alive left idle after one request.
+async fn idle_http_connections(warden: &Warden) -> Vec<(&'static str, TcpStream)> {
     let mut http_idle = Vec::new();
     for port in [warden.healthz_port, warden.metrics_port] {
         let silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -259,18 +255,15 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
             ("idle keep-alive", kept),
         ]);
     }
-    let connector = tls_connector(&warden);
-    let mut silent = Vec::new();
-    for _ in 0..100 {
-        silent.push(tls_connect(&warden, &connector).await);
-    }
-    let silent_since = Instant::now();
-    let fds_during = open_fds(warden.pid());
-    let mut cut_after = Vec::new();
-    for task in slow {
-        cut_after.push(task.await.unwrap());
-    }
-    // The silent ones are closed by the server once the preface deadline (10 s) has passed.
+    http_idle
+}
+
+/// The silent TLS connections are closed by the server once the preface deadline (10 s) has
+/// passed; returns the longest time since `since` until one was closed.
+async fn silent_tls_connections_are_closed(
+    silent: Vec<TlsStream<TcpStream>>,
+    since: Instant,
+) -> Duration {
     let mut silent_cut = Duration::ZERO;
     for mut tls in silent {
         let mut buf = [0u8; 64];
@@ -279,8 +272,13 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
             matches!(read, Ok(Ok(0) | Err(_))),
             "a TLS connection that never sent a request was kept open ({read:?})"
         );
-        silent_cut = silent_cut.max(silent_since.elapsed());
+        silent_cut = silent_cut.max(since.elapsed());
     }
+    silent_cut
+}
+
+/// Each idle HTTP connection is closed by the server (header timeout) within 20 s.
+async fn idle_http_connections_are_closed(http_idle: Vec<(&str, TcpStream)>) {
     for (what, mut tcp) in http_idle {
         let closed = tokio::time::timeout(Duration::from_secs(20), async {
             let mut buf = [0u8; 1024];
@@ -296,6 +294,33 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
             "an HTTP endpoint kept a {what} connection open past the header timeout"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_clients_are_cut_off_and_others_are_served() {
+    let work = common::tempdir();
+    let (warden, idle) = start(work.path());
+    let probe = Probe::start(&warden).await;
+    let sampler = RssSampler::start(warden.pid());
+    let fds_before = open_fds(warden.pid());
+
+    // 100 connections dripping a ClientHello one byte per second, and 100 that finish the
+    // handshake and then never send the HTTP/2 preface; idle HTTP connections too.
+    let slow = drip_client_hellos(&warden);
+    let http_idle = idle_http_connections(&warden).await;
+    let connector = tls_connector(&warden);
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(tls_connect(&warden, &connector).await);
+    }
+    let silent_since = Instant::now();
+    let fds_during = open_fds(warden.pid());
+    let mut cut_after = Vec::new();
+    for task in slow {
+        cut_after.push(task.await.unwrap());
+    }
+    let silent_cut = silent_tls_connections_are_closed(silent, silent_since).await;
+    idle_http_connections_are_closed(http_idle).await;
     conclude(&warden, "slowloris", probe, sampler, idle).await;
     // The dripping clients were disconnected by the handshake timeout (10 s), not left to hold
     // a connection for the 30 s they tried.

@@ -682,35 +682,25 @@ fn sign_csr_command(token: &Token, creds: &Path, csr: &Path, out: &Path) -> Comm
     cmd
 }
 
-#[test]
-fn sign_csr_with_the_hsm_root_makes_an_issuer_for_the_csr_key_and_refuses_bad_input() {
+/// `out` (made by `sign-csr` from the CSR with key `csr_spki_der`) verifies under `dir/ca.crt`
+/// (the root, `root_pem`), is 0644, certifies the CSR's key, names the edge trust domain, is a
+/// CA with pathlen 0, and ends no later than the root.
+fn issuer_for_the_csr_key_verifies(dir: &Path, out: &Path, csr_spki_der: &[u8], root_pem: &[u8]) {
     use der::Encode as _;
-    let token = Token::init();
-    let creds = tempdir();
-    token.init_root(creds.path());
-    let work = tempdir();
-    let dir = work.path();
-    let csr = openssl_csr(dir, common::openssl_key("p256"));
-    let csr_file = dir.join("p256.csr.pem");
-    let out = dir.join("issuer.crt");
-    std::fs::copy(creds.path().join("ca.crt"), dir.join("ca.crt")).unwrap();
-    let ca_before = read(&creds.path().join("ca.crt"));
-
-    run(sign_csr_command(&token, creds.path(), &csr_file, &out));
     let verified = run(openssl(
         dir,
         ["verify", "-x509_strict", "-CAfile", "ca.crt", "issuer.crt"],
     ));
     assert_eq!(verified.stdout.trim(), "issuer.crt: OK");
-    assert_eq!(mode(&out), 0o644);
-    let issuer = &parse_certificates(&read(&out)).unwrap()[0];
+    assert_eq!(mode(out), 0o644);
+    let issuer = &parse_certificates(&read(out)).unwrap()[0];
     assert_eq!(
         issuer
             .tbs_certificate()
             .subject_public_key_info()
             .to_der()
             .unwrap(),
-        csr.spki_der,
+        csr_spki_der,
         "the issuer certifies the CSR's key"
     );
     let text = run(openssl(
@@ -733,65 +723,87 @@ fn sign_csr_with_the_hsm_root_makes_an_issuer_for_the_csr_key_and_refuses_bad_in
         "{text}"
     );
     assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
-    let root = &parse_certificates(&ca_before).unwrap()[0];
+    let root = &parse_certificates(root_pem).unwrap()[0];
     assert!(Validity::of(issuer).not_after <= Validity::of(root).not_after);
+}
 
-    // An existing --out is refused and kept; --force replaces it.
-    let first = read(&out);
-    let text = failing(sign_csr_command(&token, creds.path(), &csr_file, &out));
+/// An existing --out is refused and kept; --force replaces it (with an issuer that verifies).
+fn existing_out_is_kept_unless_forced(token: &Token, creds: &Path, csr_file: &Path, out: &Path) {
+    let dir = out.parent().unwrap();
+    let first = read(out);
+    let text = failing(sign_csr_command(token, creds, csr_file, out));
     assert!(
         text.contains("already exists") && text.contains("--force"),
         "{text}"
     );
-    assert_eq!(read(&out), first);
-    let mut forced = sign_csr_command(&token, creds.path(), &csr_file, &out);
+    assert_eq!(read(out), first);
+    let mut forced = sign_csr_command(token, creds, csr_file, out);
     forced.arg("--force");
     run(forced);
-    assert_ne!(read(&out), first);
+    assert_ne!(read(out), first);
     run(openssl(
         dir,
         ["verify", "-x509_strict", "-CAfile", "ca.crt", "issuer.crt"],
     ));
+}
 
-    // Hostile or broken input: a clear error naming the flag or file, and nothing written.
+/// Hostile or broken input: a clear error naming the flag or file, and nothing written in
+/// `dir`. `(csr_file, csr_der)` is a good CSR (its file and its DER) to break.
+fn bad_input_is_refused_writing_nothing(
+    token: &Token,
+    creds: &Path,
+    dir: &Path,
+    (csr_file, csr_der): (&Path, &[u8]),
+) {
     let garbage = common::write_file(dir, "garbage.csr", "not a CSR at all\n");
-    let mut bad_signature = csr.der.clone();
+    let mut bad_signature = csr_der.to_vec();
     *bad_signature.last_mut().unwrap() ^= 0x01;
     let bad_signature = common::write_file(dir, "bad-signature.csr", bad_signature);
     let huge = common::write_file(dir, "huge.csr", vec![b'A'; 65 * 1024]);
     let no_root = tempdir();
     let fresh = dir.join("fresh.crt");
     let cases: [(&Path, &Path, &[&str]); 5] = [
+        (creds, &garbage, &["--csr", "garbage.csr", "CSR is not PEM"]),
         (
-            creds.path(),
-            &garbage,
-            &["--csr", "garbage.csr", "CSR is not PEM"],
-        ),
-        (
-            creds.path(),
+            creds,
             &bad_signature,
             &["--csr", "bad-signature.csr", "CSR signature"],
         ),
+        (creds, &huge, &["huge.csr", "larger than 65536 bytes"]),
         (
-            creds.path(),
-            &huge,
-            &["huge.csr", "larger than 65536 bytes"],
-        ),
-        (
-            creds.path(),
+            creds,
             &dir.join("missing.csr"),
             &["cannot read", "missing.csr"],
         ),
-        (no_root.path(), &csr_file, &["cannot read", "ca.crt"]),
+        (no_root.path(), csr_file, &["cannot read", "ca.crt"]),
     ];
     for (creds_dir, csr_path, needles) in cases {
         let before = server::snapshot(dir);
-        let text = failing(sign_csr_command(&token, creds_dir, csr_path, &fresh));
+        let text = failing(sign_csr_command(token, creds_dir, csr_path, &fresh));
         for needle in needles {
             assert!(text.contains(needle), "{needle:?} not in {text}");
         }
         assert_eq!(server::snapshot(dir), before, "{text}");
         assert!(!fresh.exists());
     }
+}
+
+#[test]
+fn sign_csr_with_the_hsm_root_makes_an_issuer_for_the_csr_key_and_refuses_bad_input() {
+    let token = Token::init();
+    let creds = tempdir();
+    token.init_root(creds.path());
+    let work = tempdir();
+    let dir = work.path();
+    let csr = openssl_csr(dir, common::openssl_key("p256"));
+    let csr_file = dir.join("p256.csr.pem");
+    let out = dir.join("issuer.crt");
+    std::fs::copy(creds.path().join("ca.crt"), dir.join("ca.crt")).unwrap();
+    let ca_before = read(&creds.path().join("ca.crt"));
+
+    run(sign_csr_command(&token, creds.path(), &csr_file, &out));
+    issuer_for_the_csr_key_verifies(dir, &out, &csr.spki_der, &ca_before);
+    existing_out_is_kept_unless_forced(&token, creds.path(), &csr_file, &out);
+    bad_input_is_refused_writing_nothing(&token, creds.path(), dir, (&csr_file, &csr.der));
     assert_eq!(read(&creds.path().join("ca.crt")), ca_before);
 }

@@ -15,9 +15,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
+use tonic::transport::Channel;
 use warden_core::bundle::parse_certificates;
-use warden_host::proto::SignCertificateRequest;
+use warden_host::proto::ca_client::CaClient;
 use warden_host::proto::sign_certificate_request::TokenValidator;
+use warden_host::proto::{SignCertificateRequest, SignCertificateResponse};
 use warden_tests::common::{
     OPENSSL_KEYS, openssl, openssl_csr, read_file, run, tempdir, write_file,
 };
@@ -352,131 +354,207 @@ fn assert_status(
     assert_eq!((status.code(), status.message()), (code, message), "{what}");
 }
 
-// ---------------------------------------------------------------------------------------------
-// Tests.
+/// The PermissionDenied message for a token whose kid is not in the key set.
+fn unknown_kid(kid: &str) -> String {
+    format!("token validation failed: failed to find key with key ID \"{kid}\" in key set")
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
-    let work = tempdir();
-    let creds = tempdir();
-    let dir = work.path();
-    let ca = JwksServerCa::generate(dir);
-    let es = SigningKey::generate(dir, Algorithm::ES256, "es");
-    let rs = SigningKey::generate(dir, Algorithm::RS256, "rs");
-    let ed = SigningKey::generate(dir, Algorithm::EdDSA, "ed");
-    let stranger = SigningKey::generate(dir, Algorithm::ES256, "stranger");
-    let server = JwksServer::start(&ca, jwks_json(&[&es, &rs, &ed]), false).await;
-    let config = write_config(
-        dir,
-        &[
-            ("source", &server.url),
-            ("caCertificate", ca.ca_pem.to_str().unwrap()),
-        ],
-    );
-    let warden = start_with_config(creds.path(), &config, false);
-    warden
-        .output
-        .wait_for(
-            0,
-            "info",
-            "Adding validator 'jwks' with Sentry ID: spiffe://localhost/ns/default/dapr-sentry",
-            Duration::from_secs(5),
+/// A client of a jwks-configured `warden`, with the CSR it sends.
+struct App<'a> {
+    warden: &'a Warden,
+    client: CaClient<Channel>,
+    csr: Vec<u8>,
+}
+
+impl<'a> App<'a> {
+    async fn connect(warden: &'a Warden, csr: Vec<u8>) -> Self {
+        Self {
+            warden,
+            client: warden.client().await,
+            csr,
+        }
+    }
+
+    /// One call for `app` in `default` (default trust domain) with this token.
+    async fn sign(&mut self, token: &str) -> Result<SignCertificateResponse, tonic::Status> {
+        sign(
+            &mut self.client,
+            jwks_request("app", "default", "", &self.csr, token),
         )
-        .await;
-    let mut client = warden.client().await;
-    let csr = openssl_csr(dir, &OPENSSL_KEYS[0]).pem;
+        .await
+    }
 
-    // Validator selection: no default, insecure is off.
-    let good = es.token(&claims("public", "default", "app"));
-    let mut unknown = jwks_request("app", "default", "", &csr, &good);
-    unknown.token_validator = TokenValidator::Unknown.into();
-    assert_status(
-        sign(&mut client, unknown).await,
-        Code::InvalidArgument,
-        "a validator name must be specified in this environment",
-        "validator UNKNOWN",
-    );
-    let mut insecure = jwks_request("app", "default", "", &csr, &good);
-    insecure.token_validator = TokenValidator::Insecure.into();
-    assert_status(
-        sign(&mut client, insecure).await,
-        Code::InvalidArgument,
-        "the requested validator is not enabled",
-        "validator INSECURE",
-    );
+    /// [`App::sign`] must succeed.
+    async fn accepted(&mut self, token: &str, what: &str) -> SignCertificateResponse {
+        let result = self.sign(token).await;
+        result.unwrap_or_else(|e| panic!("{what}: refused: {e:?}\n{}", self.warden.output.text()))
+    }
 
-    // Valid tokens for each key type; the leaf's SPIFFE ID is the token's sub.
+    /// [`App::accepted`], and the response holds a leaf for `app` that chains to `ca.crt`.
+    async fn issued(&mut self, token: &str, what: &str) {
+        let response = self.accepted(token, what).await;
+        check_response(
+            &response,
+            &self.warden.trust_anchors_path(),
+            "spiffe://public/ns/default/app",
+        );
+    }
+
+    /// [`App::sign`] must fail with PermissionDenied and this message.
+    async fn refused(&mut self, token: &str, message: &str, what: &str) {
+        assert_status(
+            self.sign(token).await,
+            Code::PermissionDenied,
+            message,
+            what,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps of `https_jwks_accepts_valid_tokens_and_refuses_bad_ones`.
+
+/// The keys the JWKS server publishes (one per key type) and one it does not.
+struct Keys {
+    es: SigningKey,
+    rs: SigningKey,
+    ed: SigningKey,
+    stranger: SigningKey,
+}
+
+impl Keys {
+    fn generate(dir: &Path) -> Self {
+        Self {
+            es: SigningKey::generate(dir, Algorithm::ES256, "es"),
+            rs: SigningKey::generate(dir, Algorithm::RS256, "rs"),
+            ed: SigningKey::generate(dir, Algorithm::EdDSA, "ed"),
+            stranger: SigningKey::generate(dir, Algorithm::ES256, "stranger"),
+        }
+    }
+
+    /// The JWK Set of the published keys.
+    fn published(&self) -> String {
+        jwks_json(&[&self.es, &self.rs, &self.ed])
+    }
+}
+
+/// Validator selection: no default, insecure is off.
+async fn only_the_jwks_validator_is_enabled(app: &mut App<'_>, good: &str) {
+    let cases = [
+        (
+            TokenValidator::Unknown,
+            "a validator name must be specified in this environment",
+            "validator UNKNOWN",
+        ),
+        (
+            TokenValidator::Insecure,
+            "the requested validator is not enabled",
+            "validator INSECURE",
+        ),
+    ];
+    for (validator, message, what) in cases {
+        let mut req = jwks_request("app", "default", "", &app.csr, good);
+        req.token_validator = validator.into();
+        assert_status(
+            sign(&mut app.client, req).await,
+            Code::InvalidArgument,
+            message,
+            what,
+        );
+    }
+}
+
+/// Valid tokens for each key type; the leaf's SPIFFE ID is the token's sub. Without a kid,
+/// every key of the token's type is tried.
+async fn valid_tokens_of_each_key_type_are_accepted(app: &mut App<'_>, keys: &Keys) {
     for (key, td, namespace, id) in [
-        (&es, "", "default", "app"),
-        (&rs, "", "prod", "orders"),
-        (&ed, "example.org", "default", "web"),
+        (&keys.es, "", "default", "app"),
+        (&keys.rs, "", "prod", "orders"),
+        (&keys.ed, "example.org", "default", "web"),
     ] {
         let sub_td = if td.is_empty() { "public" } else { td };
         let token = key.token(&claims(sub_td, namespace, id));
-        let response = sign(&mut client, jwks_request(id, namespace, td, &csr, &token))
-            .await
-            .unwrap_or_else(|e| panic!("{:?} token refused: {e:?}", key.alg));
+        let response = sign(
+            &mut app.client,
+            jwks_request(id, namespace, td, &app.csr, &token),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{:?} token refused: {e:?}", key.alg));
         check_response(
             &response,
-            &warden.trust_anchors_path(),
+            &app.warden.trust_anchors_path(),
             &format!("spiffe://{sub_td}/ns/{namespace}/{id}"),
         );
     }
-    // Without a kid, every key of the token's type is tried.
-    sign(
-        &mut client,
-        jwks_request(
-            "app",
-            "default",
-            "",
-            &csr,
-            &rs.token_with(None, &claims("public", "default", "app")),
-        ),
-    )
-    .await
-    .expect("a token without kid");
+    let no_kid = keys
+        .rs
+        .token_with(None, &claims("public", "default", "app"));
+    app.accepted(&no_kid, "a token without kid").await;
+}
 
-    // Bad tokens: each PermissionDenied with its reason.
-    let now = unix_now();
-    let with = |changes: &[(&str, Value)]| {
-        let mut c = claims("public", "default", "app");
-        for (name, value) in changes {
-            c[*name] = value.clone();
-        }
-        c
-    };
-    let without = |name: &str| {
-        let mut c = claims("public", "default", "app");
-        c.as_object_mut().unwrap().remove(name);
-        c
-    };
-    let good_parts: Vec<String> = good.split('.').map(str::to_owned).collect();
-    let mut tampered_claims = claims("public", "default", "app");
-    tampered_claims["sub"] = "spiffe://public/ns/default/admin".into();
-    let tampered = format!(
+/// The claims of a good token for `app` in `default`, with `changes` applied.
+fn app_claims_with(changes: &[(&str, Value)]) -> Value {
+    let mut c = claims("public", "default", "app");
+    for (name, value) in changes {
+        c[*name] = value.clone();
+    }
+    c
+}
+
+/// The claims of a good token for `app` in `default`, without claim `name`.
+fn app_claims_without(name: &str) -> Value {
+    let mut c = claims("public", "default", "app");
+    c.as_object_mut().unwrap().remove(name);
+    c
+}
+
+/// `good` with its payload's sub changed and its signature kept.
+fn tampered(good: &str) -> String {
+    let parts: Vec<&str> = good.split('.').collect();
+    let payload = app_claims_with(&[("sub", json!("spiffe://public/ns/default/admin"))]);
+    format!(
         "{}.{}.{}",
-        good_parts[0],
-        b64url(tampered_claims.to_string().as_bytes()),
-        good_parts[2]
-    );
-    let alg_none = format!(
+        parts[0],
+        b64url(payload.to_string().as_bytes()),
+        parts[2]
+    )
+}
+
+/// An unsigned token (`alg: none`).
+fn alg_none() -> String {
+    format!(
         "{}.{}.",
         b64url(br#"{"alg":"none","typ":"JWT"}"#),
         b64url(claims("public", "default", "app").to_string().as_bytes())
-    );
-    let hs256_with_public_key = {
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some("es".into());
-        jsonwebtoken::encode(
-            &header,
-            &claims("public", "default", "app"),
-            &EncodingKey::from_secret(&es.public_pem).unwrap(),
-        )
-        .unwrap()
-    };
+    )
+}
+
+/// An HS256 token whose secret is `key`'s public key, with `key`'s kid.
+fn hs256_with_public_key(key: &SigningKey) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(
+        &header,
+        &claims("public", "default", "app"),
+        &EncodingKey::from_secret(&key.public_pem).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Bad tokens for `app` in `default`: (case, token, the PermissionDenied message).
+fn bad_token_cases(keys: &Keys, good: &str) -> Vec<(&'static str, String, String)> {
+    let Keys {
+        es,
+        rs,
+        ed,
+        stranger,
+    } = keys;
+    let now = unix_now();
+    let with = app_claims_with;
+    let without = app_claims_without;
     let failed = |reason: &str| format!("token validation failed: {reason}");
     let expected_sub = "spiffe://public/ns/default/app";
-    let cases: Vec<(&str, String, String)> = vec![
+    vec![
         (
             "expired",
             es.token(&with(&[
@@ -544,14 +622,14 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
         ),
         (
             "alg none",
-            alg_none,
+            alg_none(),
             failed(
                 "unsupported signature algorithm \"none\"; accepted: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA",
             ),
         ),
         (
             "HS256 with the public key as secret",
-            hs256_with_public_key,
+            hs256_with_public_key(es),
             failed(
                 "unsupported signature algorithm \"HS256\"; accepted: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA",
             ),
@@ -559,7 +637,7 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
         (
             "unknown kid",
             stranger.token(&claims("public", "default", "app")),
-            failed("failed to find key with key ID \"stranger\" in key set"),
+            unknown_kid("stranger"),
         ),
         (
             "signature by another key",
@@ -573,7 +651,7 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
         ),
         (
             "tampered payload",
-            tampered,
+            tampered(good),
             failed("could not verify message using any of the signatures or keys"),
         ),
         (
@@ -591,20 +669,20 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
             String::new(),
             "the request does not contain a token".into(),
         ),
-    ];
-    assert!(cases.len() >= 15);
-    let mark = warden.output.mark();
-    for (name, token, want) in &cases {
-        assert_status(
-            sign(&mut client, jwks_request("app", "default", "", &csr, token)).await,
-            Code::PermissionDenied,
-            want,
-            name,
-        );
+    ]
+}
+
+/// Each bad token is PermissionDenied with its reason, and none is logged.
+async fn bad_tokens_are_refused_and_never_logged(
+    app: &mut App<'_>,
+    cases: &[(&str, String, String)],
+) {
+    let mark = app.warden.output.mark();
+    for (name, token, want) in cases {
+        app.refused(token, want, name).await;
     }
-    // Never a token in the logs.
-    let logged = warden.output.lines()[mark..].join("\n");
-    for (name, token, _) in &cases {
+    let logged = app.warden.output.lines()[mark..].join("\n");
+    for (name, token, _) in cases {
         if token.len() > 20 {
             assert!(
                 !logged.contains(token.as_str()),
@@ -612,47 +690,70 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
             );
         }
     }
+}
 
-    // The common rules still apply, after the token check and before the JWT.
-    assert_status(
-        sign(&mut client, jwks_request("a.b", "default", "", &csr, "")).await,
-        Code::PermissionDenied,
-        "the request does not contain a token",
-        "token checked first",
-    );
-    assert_status(
-        sign(&mut client, jwks_request("a.b", "default", "", &csr, &good)).await,
-        Code::PermissionDenied,
-        "invalid request: parameter app-id cannot contain dots",
-        "common rules",
-    );
-    assert_status(
-        sign(
-            &mut client,
-            jwks_request("app", "default", "Upper", &csr, &good),
-        )
-        .await,
-        Code::PermissionDenied,
-        "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores",
-        "trust domain",
-    );
-    // A bad CSR is checked after the token, as in Sentry.
-    assert_status(
-        sign(
-            &mut client,
-            jwks_request("app", "default", "", b"not a csr", &good),
-        )
-        .await,
-        Code::InvalidArgument,
-        "invalid certificate signing request",
-        "CSR after token",
-    );
+/// The common rules still apply, after the token check and before the JWT; a bad CSR is
+/// checked after the token, as in Sentry.
+async fn common_rules_apply_around_the_token_check(app: &mut App<'_>, good: &str) {
+    let csr = &app.csr.clone()[..];
+    let cases = [
+        (
+            "a.b",
+            "",
+            csr,
+            "",
+            Code::PermissionDenied,
+            "the request does not contain a token",
+            "token checked first",
+        ),
+        (
+            "a.b",
+            "",
+            csr,
+            good,
+            Code::PermissionDenied,
+            "invalid request: parameter app-id cannot contain dots",
+            "common rules",
+        ),
+        (
+            "app",
+            "Upper",
+            csr,
+            good,
+            Code::PermissionDenied,
+            "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores",
+            "trust domain",
+        ),
+        (
+            "app",
+            "",
+            &b"not a csr"[..],
+            good,
+            Code::InvalidArgument,
+            "invalid certificate signing request",
+            "CSR after token",
+        ),
+    ];
+    for (id, td, csr, token, code, message, what) in cases {
+        assert_status(
+            sign(&mut app.client, jwks_request(id, "default", td, csr, token)).await,
+            code,
+            message,
+            what,
+        );
+    }
+}
 
-    // `identity fetch --token-file` asks for the JWKS validator and gets a certificate.
+/// `identity fetch --token-file` asks for the JWKS validator and gets a certificate.
+fn identity_fetch_with_a_token_file_gets_a_certificate(
+    dir: &Path,
+    warden: &Warden,
+    key: &SigningKey,
+) {
     let token_file = write_file(
         dir,
         "token",
-        ed.token(&claims("public", "default", "myapp")),
+        key.token(&claims("public", "default", "myapp")),
     );
     let out = dir.join("svid");
     let mut cmd = Command::new(warden_binary());
@@ -673,6 +774,127 @@ async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
     );
     let chain = parse_certificates(&read_file(&out.join("cert.pem"))).unwrap();
     support::assert_x509_svid_leaf(&chain[0], "spiffe://public/ns/default/myapp");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps of `source_down_at_start_then_ready_then_rotation_through_unknown_kid`.
+
+/// Waits until `/healthz` is 200 (after the source came up).
+async fn wait_until_ready(warden: &Warden) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while warden.healthz().0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready after the source came up:\n{}",
+            warden.output.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The server switches to `rotated` (holding only k2, the key of `new`); `new` is refused as
+/// an unknown kid while within minRefreshInterval (3 s) of the first load at `ready_at`, then
+/// accepted after one refetch, and `old` (k1) is refused from then on. Returns the log mark
+/// taken before the refetch.
+async fn rotate_through_unknown_kid(
+    app: &mut App<'_>,
+    server: &JwksServer,
+    rotated: String,
+    ready_at: Instant,
+    old: &str,
+    new: &str,
+) -> usize {
+    let hits = server.hits();
+    server.set_body(rotated);
+    if ready_at.elapsed() < Duration::from_secs(2) {
+        // Within minRefreshInterval of the last fetch: no refetch, the old set keeps serving.
+        app.refused(
+            new,
+            &unknown_kid("k2"),
+            "unknown kid inside minRefreshInterval",
+        )
+        .await;
+        app.accepted(old, "old key inside minRefreshInterval").await;
+        assert_eq!(server.hits(), hits, "rate-limited");
+    }
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(ready_at.elapsed())).await;
+    let mark = app.warden.output.mark();
+    app.issued(new, "rotated key").await;
+    assert_eq!(server.hits(), hits + 1, "one refetch for the unknown kid");
+    assert!(
+        app.warden
+            .output
+            .find(
+                mark,
+                "info",
+                "refreshed the key set for an unknown key ID \"k2\""
+            )
+            .is_some()
+    );
+    // k1 is gone now.
+    app.refused(old, &unknown_kid("k1"), "retired key").await;
+    mark
+}
+
+impl App<'_> {
+    /// After a refresh that failed (a warning containing `warning` logged after `mark`), the
+    /// last good set keeps serving: `(token, kid)` is still an unknown kid, `kept` (a key of
+    /// the last good set) is still accepted.
+    async fn last_good_set_keeps_serving(
+        &mut self,
+        mark: usize,
+        (token, kid): (&str, &str),
+        warning: &str,
+        kept: &str,
+        what: &str,
+    ) {
+        self.refused(token, &unknown_kid(kid), what).await;
+        self.warden
+            .output
+            .wait_for(mark, "warning", warning, Duration::from_secs(10))
+            .await;
+        self.accepted(kept, what).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_jwks_accepts_valid_tokens_and_refuses_bad_ones() {
+    let work = tempdir();
+    let creds = tempdir();
+    let dir = work.path();
+    let ca = JwksServerCa::generate(dir);
+    let keys = Keys::generate(dir);
+    let server = JwksServer::start(&ca, keys.published(), false).await;
+    let config = write_config(
+        dir,
+        &[
+            ("source", &server.url),
+            ("caCertificate", ca.ca_pem.to_str().unwrap()),
+        ],
+    );
+    let warden = start_with_config(creds.path(), &config, false);
+    warden
+        .output
+        .wait_for(
+            0,
+            "info",
+            "Adding validator 'jwks' with Sentry ID: spiffe://localhost/ns/default/dapr-sentry",
+            Duration::from_secs(5),
+        )
+        .await;
+    let mut app = App::connect(&warden, openssl_csr(dir, &OPENSSL_KEYS[0]).pem).await;
+    let good = keys.es.token(&claims("public", "default", "app"));
+
+    only_the_jwks_validator_is_enabled(&mut app, &good).await;
+    valid_tokens_of_each_key_type_are_accepted(&mut app, &keys).await;
+    let cases = bad_token_cases(&keys, &good);
+    assert!(cases.len() >= 15);
+    bad_tokens_are_refused_and_never_logged(&mut app, &cases).await;
+    common_rules_apply_around_the_token_check(&mut app, &good).await;
+    identity_fetch_with_a_token_file_gets_a_certificate(dir, &warden, &keys.ed);
     assert_eq!(
         server.hits(),
         1,
@@ -707,13 +929,9 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
 
     // Down: not ready, and requests say so.
     assert_eq!(warden.healthz().0, 503);
-    let mut client = warden.client().await;
-    assert_status(
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t1)).await,
-        Code::PermissionDenied,
-        "jwks validator not ready",
-        "before the first load",
-    );
+    let mut app = App::connect(&warden, csr).await;
+    app.refused(&t1, "jwks validator not ready", "before the first load")
+        .await;
     warden
         .output
         .wait_for(0, "warning", "not ready yet", Duration::from_secs(10))
@@ -721,92 +939,26 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
 
     // Up: ready within the retry backoff, and tokens are accepted.
     server.set_down(false);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while warden.healthz().0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "not ready after the source came up:\n{}",
-            warden.output.text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_ready(&warden).await;
     let ready_at = Instant::now();
-    let response = sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
-        .await
-        .unwrap();
-    check_response(
-        &response,
-        &warden.trust_anchors_path(),
-        "spiffe://public/ns/default/app",
-    );
-    let hits = server.hits();
+    app.issued(&t1, "first key").await;
 
     // Rotation: the server now publishes only k2.
-    server.set_body(jwks_json(&[&k2]));
     let t2 = k2.token(&claims("public", "default", "app"));
-    if ready_at.elapsed() < Duration::from_secs(2) {
-        // Within minRefreshInterval of the last fetch: no refetch, the old set keeps serving.
-        assert_status(
-            sign(&mut client, jwks_request("app", "default", "", &csr, &t2)).await,
-            Code::PermissionDenied,
-            "token validation failed: failed to find key with key ID \"k2\" in key set",
-            "unknown kid inside minRefreshInterval",
-        );
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
-            .await
-            .unwrap();
-        assert_eq!(server.hits(), hits, "rate-limited");
-    }
-    tokio::time::sleep(Duration::from_secs(3).saturating_sub(ready_at.elapsed())).await;
-    let mark = warden.output.mark();
-    let response = sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .unwrap_or_else(|e| panic!("rotated key refused: {e:?}\n{}", warden.output.text()));
-    check_response(
-        &response,
-        &warden.trust_anchors_path(),
-        "spiffe://public/ns/default/app",
-    );
-    assert_eq!(server.hits(), hits + 1, "one refetch for the unknown kid");
-    assert!(
-        warden
-            .output
-            .find(
-                mark,
-                "info",
-                "refreshed the key set for an unknown key ID \"k2\""
-            )
-            .is_some()
-    );
-    // k1 is gone now.
-    assert_status(
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t1)).await,
-        Code::PermissionDenied,
-        "token validation failed: failed to find key with key ID \"k1\" in key set",
-        "retired key",
-    );
+    let mark =
+        rotate_through_unknown_kid(&mut app, &server, jwks_json(&[&k2]), ready_at, &t1, &t2).await;
 
     // A failed refresh keeps the last good set.
     server.set_down(true);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_status(
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t1)).await,
-        Code::PermissionDenied,
-        "token validation failed: failed to find key with key ID \"k1\" in key set",
+    app.last_good_set_keeps_serving(
+        mark,
+        (&t1, "k1"),
+        "keeping the previous set",
+        &t2,
         "refresh failed",
-    );
-    warden
-        .output
-        .wait_for(
-            mark,
-            "warning",
-            "keeping the previous set",
-            Duration::from_secs(10),
-        )
-        .await;
-    sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(warden.healthz().0, 200);
 
     // A source that answers more than 1 MiB (hostile, or a wrong URL) is cut off at the limit
@@ -820,24 +972,14 @@ async fn source_down_at_start_then_ready_then_rotation_through_unknown_kid() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let t3 = SigningKey::generate(dir, Algorithm::ES256, "k3")
         .token(&claims("public", "default", "app"));
-    assert_status(
-        sign(&mut client, jwks_request("app", "default", "", &csr, &t3)).await,
-        Code::PermissionDenied,
-        "token validation failed: failed to find key with key ID \"k3\" in key set",
+    app.last_good_set_keeps_serving(
+        mark,
+        (&t3, "k3"),
+        "keeping the previous set: the response is larger than 1048576 bytes",
+        &t2,
         "oversized refresh",
-    );
-    warden
-        .output
-        .wait_for(
-            mark,
-            "warning",
-            "keeping the previous set: the response is larger than 1048576 bytes",
-            Duration::from_secs(10),
-        )
-        .await;
-    sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .unwrap();
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,16 +1001,11 @@ async fn file_source_reloads_and_inline_and_base64_sources_work() {
         &write_config(dir, &[("source", file.to_str().unwrap())]),
         false,
     );
-    let mut client = warden.client().await;
-    sign(&mut client, jwks_request("app", "default", "", &csr, &t1))
-        .await
-        .unwrap();
+    let mut app = App::connect(&warden, csr.clone()).await;
+    app.accepted(&t1, "file source").await;
     server::replace_file(jwks_dir.path(), "jwks.json", jwks_json(&[&k2]));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .is_err()
-    {
+    while app.sign(&t2).await.is_err() {
         assert!(
             Instant::now() < deadline,
             "file change not picked up:\n{}",
@@ -887,9 +1024,8 @@ async fn file_source_reloads_and_inline_and_base64_sources_work() {
             Duration::from_secs(10),
         )
         .await;
-    sign(&mut client, jwks_request("app", "default", "", &csr, &t2))
-        .await
-        .unwrap();
+    app.accepted(&t2, "broken file").await;
+    drop(app);
     drop(warden);
 
     // Inline JSON, and base64 of it (standard with padding, and raw).
@@ -906,11 +1042,10 @@ async fn file_source_reloads_and_inline_and_base64_sources_work() {
             &write_config(dir, &[("source", &source)]),
             false,
         );
-        let mut client = warden.client().await;
+        let mut app = App::connect(&warden, csr.clone()).await;
         for token in [&t1, &t2] {
-            sign(&mut client, jwks_request("app", "default", "", &csr, token))
-                .await
-                .unwrap_or_else(|e| panic!("inline source {}...: {e:?}", &source[..10]));
+            app.accepted(token, &format!("inline source {}...", &source[..10]))
+                .await;
         }
     }
 }
@@ -987,24 +1122,13 @@ async fn jwks_server_outside_ca_certificate_is_never_trusted() {
     let msg = server::field(&failure, "msg");
     assert!(msg.contains("certificate"), "{msg}");
     assert_eq!(warden.healthz().0, 503);
-    let mut client = warden.client().await;
-    let csr = openssl_csr(dir, &OPENSSL_KEYS[0]).pem;
-    assert_status(
-        sign(
-            &mut client,
-            jwks_request(
-                "app",
-                "default",
-                "",
-                &csr,
-                &key.token(&claims("public", "default", "app")),
-            ),
-        )
-        .await,
-        Code::PermissionDenied,
+    let mut app = App::connect(&warden, openssl_csr(dir, &OPENSSL_KEYS[0]).pem).await;
+    app.refused(
+        &key.token(&claims("public", "default", "app")),
         "jwks validator not ready",
         "untrusted JWKS server",
-    );
+    )
+    .await;
     assert_eq!(
         server.hits(),
         0,

@@ -829,29 +829,11 @@ fn issuer_der(cert_der: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_load() {
-    let go = tokio::task::spawn_blocking(go_verifier);
-    let work = tempdir();
-    let creds = tempdir();
-    let old_ca = install_recipe(work.path(), creds.path());
-    let old_root = parse_certificates(&read_file(&old_ca)).unwrap().remove(0);
-    let old_root_der = ders(std::slice::from_ref(&old_root)).remove(0);
-    let old_issuer_der =
-        ders(&parse_certificates(&read_file(&work.path().join("issuer.pem"))).unwrap()).remove(0);
-
-    let warden = Warden::start(creds.path());
-    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
-    let load = Load::start(&warden, &old_ca, &csr, 4).await;
-    load.wait_for("20 leaves from the recipe's issuer", |ok, issuer| {
-        ok >= 20 && issuer == old_issuer_der
-    })
-    .await;
-
-    // The renewal runs while the clients keep calling; the server then hot-reloads.
-    let mark = warden.output.mark();
-    let dir = creds.path().display().to_string();
-    let key = work.path().join("root.key").display().to_string();
+/// `warden mtls renew-certificate` with the recipe's root key (`work/root.key`), run off the
+/// runtime while the clients keep calling; it must succeed.
+async fn renew_with_the_recipe_root_key(work: &Path, creds: &Path) {
+    let dir = creds.display().to_string();
+    let key = work.join("root.key").display().to_string();
     let renewal = tokio::task::spawn_blocking(move || {
         warden_cli(&[
             "mtls",
@@ -865,9 +847,16 @@ async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_l
     .await
     .unwrap();
     assert!(renewal.success, "renew-certificate: {}", renewal.combined());
+}
 
-    // The renewed root is the old one re-signed: same subject bytes, key and key identifier.
-    let new_root = parse_certificates(&read_file(&creds.path().join("ca.crt"))).unwrap();
+/// The renewed root in `creds` is `old_root` re-signed: same subject bytes, key and key
+/// identifier; the renewed issuer hangs under it. Returns the renewed issuer's DER.
+fn renewed_root_is_the_old_one_resigned(
+    creds: &Path,
+    old_root: &x509_cert::Certificate,
+) -> Vec<u8> {
+    let old_root_der = ders(std::slice::from_ref(old_root)).remove(0);
+    let new_root = parse_certificates(&read_file(&creds.join("ca.crt"))).unwrap();
     assert_eq!(new_root.len(), 1);
     let new_root_der = ders(&new_root).remove(0);
     assert_ne!(new_root_der, old_root_der, "a new root certificate");
@@ -876,20 +865,115 @@ async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_l
         new_root[0].tbs_certificate().subject_public_key_info(),
         old_root.tbs_certificate().subject_public_key_info()
     );
-    assert_eq!(support::skid_of(&new_root[0]), support::skid_of(&old_root));
-    let new_issuer = parse_certificates(&read_file(&creds.path().join("issuer.crt"))).unwrap();
+    assert_eq!(support::skid_of(&new_root[0]), support::skid_of(old_root));
+    let new_issuer = parse_certificates(&read_file(&creds.join("issuer.crt"))).unwrap();
     let new_issuer_der = ders(&new_issuer).remove(0);
     assert_eq!(issuer_der(&new_issuer_der), subject_der(&old_root_der));
-    assert_eq!(
-        support::akid_of(&new_issuer[0]),
-        support::skid_of(&old_root)
-    );
+    assert_eq!(support::akid_of(&new_issuer[0]), support::skid_of(old_root));
     assert_eq!(
         new_issuer[0].tbs_certificate().subject().to_string(),
         "O=spiffe://cluster.local/ns/default/dapr-sentry",
         "the trust domain comes from the recipe root's CN (its O= is not one)"
     );
+    new_issuer_der
+}
 
+/// Go's crypto/x509, with the old ca.crt (`work/old-ca.crt`), on the sampled `chains` of both
+/// issuers; `go` builds the verifier.
+async fn go_verifies_the_chains_with_the_old_ca(
+    work: &Path,
+    chains: &[String],
+    go: tokio::task::JoinHandle<PathBuf>,
+) {
+    let names: Vec<String> = chains
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| {
+            let name = format!("chain-{i}.pem");
+            write_file(work, &name, pem);
+            name
+        })
+        .collect();
+    go.await.unwrap();
+    let out = go_verify(work, "old-ca.crt", &names);
+    assert!(
+        out.success,
+        "Go crypto/x509 with the old ca.crt: {}",
+        out.combined()
+    );
+    assert_eq!(out.stdout.lines().count(), names.len());
+}
+
+/// A leaf from the running server on the renewed set (issuer `new_issuer_der`, as in `creds`),
+/// through openssl and Python with the old ca.crt (`old_ca`, `work/old-ca.crt`).
+async fn renewed_leaf_verifies_with_the_old_ca(
+    warden: &Warden,
+    (old_ca, csr): (&Path, &[u8]),
+    (work, creds): (&Path, &Path),
+    new_issuer_der: &[u8],
+) {
+    let mut client = connect_client(&warden.address(), old_ca, &warden.server_id)
+        .await
+        .unwrap();
+    let response = sign(&mut client, request("renewed", "default", "", csr))
+        .await
+        .unwrap();
+    let certs = parse_certificates(&response.workload_certificate).unwrap();
+    assert_eq!(ders(&certs[1..]), vec![new_issuer_der.to_vec()]);
+    write_file(work, "leaf.pem", common::certificate_pem(&certs[0]));
+    write_file(
+        work,
+        "renewed-issuer.crt",
+        read_file(&creds.join("issuer.crt")),
+    );
+    common::openssl_verify_ok(work, "old-ca.crt", "renewed-issuer.crt", "leaf.pem");
+    let issuer_alone = run(openssl(
+        work,
+        [
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            "old-ca.crt",
+            "renewed-issuer.crt",
+        ],
+    ));
+    assert_eq!(issuer_alone.stdout.trim(), "renewed-issuer.crt: OK");
+    let python = common::try_run(
+        Command::new(std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
+            .current_dir(work)
+            .arg(common::data_path("verify_svid.py"))
+            .args(["old-ca.crt", "renewed-issuer.crt", "leaf.pem"]),
+    );
+    assert!(
+        python.success,
+        "pyca/cryptography with the old ca.crt: {}",
+        python.combined()
+    );
+    assert_eq!(python.stdout.trim(), "spiffe://public/ns/default/renewed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_load() {
+    let go = tokio::task::spawn_blocking(go_verifier);
+    let work = tempdir();
+    let creds = tempdir();
+    let old_ca = install_recipe(work.path(), creds.path());
+    let old_root = parse_certificates(&read_file(&old_ca)).unwrap().remove(0);
+    let old_issuer_der =
+        ders(&parse_certificates(&read_file(&work.path().join("issuer.pem"))).unwrap()).remove(0);
+
+    let warden = Warden::start(creds.path());
+    let csr = openssl_csr(work.path(), &OPENSSL_KEYS[0]).pem;
+    let load = Load::start(&warden, &old_ca, &csr, 4).await;
+    load.wait_for("20 leaves from the recipe's issuer", |ok, issuer| {
+        ok >= 20 && issuer == old_issuer_der
+    })
+    .await;
+
+    // The renewal runs while the clients keep calling; the server then hot-reloads.
+    let mark = warden.output.mark();
+    renew_with_the_recipe_root_key(work.path(), creds.path()).await;
+    let new_issuer_der = renewed_root_is_the_old_one_resigned(creds.path(), &old_root);
     warden
         .output
         .wait_for(
@@ -914,64 +998,14 @@ async fn same_key_renewal_of_recipe_credentials_keeps_old_ca_crt_clients_under_l
         chains.len()
     );
 
-    // Go's crypto/x509, with the old ca.crt, on the sampled chains of both issuers.
-    let names: Vec<String> = chains
-        .iter()
-        .enumerate()
-        .map(|(i, pem)| {
-            let name = format!("chain-{i}.pem");
-            write_file(work.path(), &name, pem);
-            name
-        })
-        .collect();
-    go.await.unwrap();
-    let out = go_verify(work.path(), "old-ca.crt", &names);
-    assert!(
-        out.success,
-        "Go crypto/x509 with the old ca.crt: {}",
-        out.combined()
-    );
-    assert_eq!(out.stdout.lines().count(), names.len());
-
-    // A leaf from the running server on the renewed set, through openssl and Python.
-    let mut client = connect_client(&warden.address(), &old_ca, &warden.server_id)
-        .await
-        .unwrap();
-    let response = sign(&mut client, request("renewed", "default", "", &csr))
-        .await
-        .unwrap();
-    let certs = parse_certificates(&response.workload_certificate).unwrap();
-    assert_eq!(ders(&certs[1..]), vec![new_issuer_der.clone()]);
-    write_file(work.path(), "leaf.pem", common::certificate_pem(&certs[0]));
-    write_file(
-        work.path(),
-        "renewed-issuer.crt",
-        read_file(&creds.path().join("issuer.crt")),
-    );
-    common::openssl_verify_ok(work.path(), "old-ca.crt", "renewed-issuer.crt", "leaf.pem");
-    let issuer_alone = run(openssl(
-        work.path(),
-        [
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            "old-ca.crt",
-            "renewed-issuer.crt",
-        ],
-    ));
-    assert_eq!(issuer_alone.stdout.trim(), "renewed-issuer.crt: OK");
-    let python = common::try_run(
-        Command::new(std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
-            .current_dir(work.path())
-            .arg(common::data_path("verify_svid.py"))
-            .args(["old-ca.crt", "renewed-issuer.crt", "leaf.pem"]),
-    );
-    assert!(
-        python.success,
-        "pyca/cryptography with the old ca.crt: {}",
-        python.combined()
-    );
-    assert_eq!(python.stdout.trim(), "spiffe://public/ns/default/renewed");
+    go_verifies_the_chains_with_the_old_ca(work.path(), &chains, go).await;
+    renewed_leaf_verifies_with_the_old_ca(
+        &warden,
+        (&old_ca, &csr),
+        (work.path(), creds.path()),
+        &new_issuer_der,
+    )
+    .await;
 }
 
 #[test]

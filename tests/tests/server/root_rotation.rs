@@ -350,6 +350,223 @@ const CONFIG: &str = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadat
 /// TTL + skew + the 5 s reload margin of `warden root rotate`.
 const WAIT: Duration = Duration::from_secs(4 + 5);
 
+/// The DER of each certificate in `issuer.crt`.
+fn issuer_ders(dir: &Path) -> Vec<Vec<u8>> {
+    ders(&parse_certificates(&read_file(&dir.join("issuer.crt"))).unwrap())
+}
+
+/// A rotation of the root of a running server whose clients run in `loops`: the phases with
+/// their flags, and the checks after each.
+struct Rotation<'a> {
+    warden: &'a Warden,
+    loops: &'a Loops,
+    /// Scratch space: the new root key, leaves, the overlap bundle.
+    work: &'a Path,
+    /// `--issuer-credentials`.
+    dir: &'a Path,
+    config_flag: String,
+    /// `--root-key-out` of prepare, `--root-key` of activate.
+    key: PathBuf,
+}
+
+impl Rotation<'_> {
+    fn activate_flags(&self) -> [&str; 4] {
+        [
+            "--root-key",
+            self.key.to_str().unwrap(),
+            "--config",
+            &self.config_flag,
+        ]
+    }
+
+    fn finish_flags(&self) -> [&str; 2] {
+        ["--config", &self.config_flag]
+    }
+
+    /// Runs `step`, which must succeed; returns the log mark taken before.
+    fn run_ok(&self, step: &str, flags: &[&str]) -> usize {
+        let mark = self.warden.output.mark();
+        ok(rotate(step, self.dir, flags), step);
+        mark
+    }
+
+    /// Waits for the server to reload its issuer credentials (logged after `mark`).
+    async fn reloaded_since(&self, mark: usize) {
+        self.warden
+            .output
+            .wait_for(
+                mark,
+                "warning",
+                "Issuer credentials changed; reloading",
+                Duration::from_secs(15),
+            )
+            .await;
+    }
+
+    /// prepare: both roots published (the old one first); every loop learns them from its
+    /// next response. Returns both roots and when prepare ended.
+    async fn prepare_publishes_both_roots(
+        &self,
+        old_root: &[Certificate],
+    ) -> (Vec<Certificate>, Instant) {
+        let out = ok(
+            rotate(
+                "prepare",
+                self.dir,
+                &["--root-key-out", self.key.to_str().unwrap()],
+            ),
+            "prepare",
+        );
+        eprintln!("{}", out.combined());
+        let prepared_at = Instant::now();
+        assert_eq!(mode(&self.key), 0o600);
+        let both = anchors_in(self.dir);
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0], old_root[0]);
+        assert!(
+            status(self.dir, false)
+                .stdout
+                .contains("Root rotation: prepared")
+        );
+        self.loops.wait_all("both anchors", |n, _| n == 2).await;
+        (both, prepared_at)
+    }
+
+    /// Right after prepare, finish and activate are refused.
+    fn next_phases_are_refused_too_early(&self) {
+        refused(
+            rotate("finish", self.dir, &self.finish_flags()),
+            "run `warden root rotate activate` first",
+            "finish after prepare",
+        );
+        refused(
+            rotate("activate", self.dir, &self.activate_flags()),
+            "activate is refused until",
+            "early activate",
+        );
+    }
+
+    /// activate: the new issuer is signed by the new root (`both[1]`), the server reloads it
+    /// and every loop gets leaves from it. Returns the new issuer's DER and when activate
+    /// ended.
+    async fn activate_switches_to_the_new_issuer(
+        &self,
+        both: &[Certificate],
+    ) -> (Vec<u8>, Instant) {
+        let mark = self.run_ok("activate", &self.activate_flags());
+        let activated_at = Instant::now();
+        let new_issuer = issuer_ders(self.dir);
+        assert_eq!(
+            parse_certificates(&read_file(&self.dir.join("issuer.crt"))).unwrap()[0]
+                .tbs_certificate()
+                .issuer(),
+            both[1].tbs_certificate().subject()
+        );
+        self.reloaded_since(mark).await;
+        let issuer_der = new_issuer[0].clone();
+        self.loops
+            .wait_all("the new issuer", |_, issuer| {
+                issuer == issuer_der.as_slice()
+            })
+            .await;
+        (issuer_der, activated_at)
+    }
+
+    /// Overlap: a leaf under the new root and `old_leaf` (under the old root) accept each
+    /// other. Returns the new leaf, the instant both were checked at, and a copy of the
+    /// overlap bundle.
+    async fn overlap_leaves_accept_each_other(&self, old_leaf: &Leaf) -> (Leaf, u64, PathBuf) {
+        let (new_leaf, _) = leaf(self.warden, &self.work.join("new"), "new-leaf").await;
+        let now = common::now().as_secs();
+        let ca = self.dir.join("ca.crt");
+        mtls_handshake(self.work, &ca, old_leaf, &new_leaf, now).unwrap();
+        mtls_handshake(self.work, &ca, &new_leaf, old_leaf, now).unwrap();
+        let overlap_ca = self.work.join("overlap-ca.crt");
+        std::fs::copy(&ca, &overlap_ca).unwrap();
+        (new_leaf, now, overlap_ca)
+    }
+
+    /// finish before the wait: refused, ca.crt untouched.
+    fn finish_is_refused_too_early(&self) {
+        let text = refused(
+            rotate("finish", self.dir, &self.finish_flags()),
+            "finish is refused until",
+            "early finish",
+        );
+        assert!(text.contains("--force"), "{text}");
+        assert_eq!(anchors_in(self.dir).len(), 2);
+        assert!(
+            status(self.dir, false)
+                .stdout
+                .contains("Root rotation: active")
+        );
+    }
+
+    /// finish: only the new root (`both[1]`) is left, the server reloads and the loops see
+    /// only it, and keep succeeding.
+    async fn finish_leaves_only_the_new_root(&self, both: &[Certificate]) {
+        let mark = self.run_ok("finish", &self.finish_flags());
+        assert_eq!(anchors_in(self.dir), vec![both[1].clone()]);
+        self.reloaded_since(mark).await;
+        self.loops
+            .wait_all("only the new anchor", |n, _| n == 1)
+            .await;
+        self.loops.wait_for_more(10).await;
+    }
+
+    /// The handshake check is not vacuous: with only the new root trusted, the old-root leaf
+    /// is refused (at the same instant `now` as in the overlap), while the overlap bundle
+    /// still accepts it.
+    fn old_leaf_is_refused_after_finish(
+        &self,
+        (old_leaf, new_leaf): (&Leaf, &Leaf),
+        now: u64,
+        overlap_ca: &Path,
+    ) {
+        let err = mtls_handshake(self.work, &self.dir.join("ca.crt"), old_leaf, new_leaf, now)
+            .expect_err("after finish a leaf under the old root must be refused");
+        assert!(
+            err.contains("Verification error") || err.contains("verify error"),
+            "{err}"
+        );
+        mtls_handshake(self.work, overlap_ca, old_leaf, new_leaf, now).unwrap();
+        let status_text = status(self.dir, false).stdout;
+        assert!(
+            status_text.contains("Root rotation: finished"),
+            "{status_text}"
+        );
+    }
+}
+
+/// Loop `i` saw no failure; its anchors went 1 → 2 → 1, never back; its issuers went
+/// `old_issuer` → `new_issuer`, never back.
+fn loop_never_failed_nor_went_back(i: usize, seen: &Seen, old_issuer: &[u8], new_issuer: &[u8]) {
+    assert!(
+        seen.failures.is_empty(),
+        "loop {i}: {} failures:\n{}",
+        seen.failures.len(),
+        seen.failures.join("\n")
+    );
+    let counts: Vec<usize> = seen.responses.iter().map(|r| r.0).collect();
+    let mut phases = counts.clone();
+    phases.dedup();
+    assert_eq!(phases, vec![1, 2, 1], "loop {i}: anchor counts over time");
+    let switch = seen
+        .responses
+        .iter()
+        .position(|r| r.1 == new_issuer)
+        .unwrap();
+    assert!(
+        seen.responses[..switch].iter().all(|r| r.1 == old_issuer),
+        "loop {i}"
+    );
+    assert!(
+        seen.responses[switch..].iter().all(|r| r.1 == new_issuer),
+        "loop {i}"
+    );
+    eprintln!("loop {i}: {} requests, all succeeded", seen.responses.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_root_rotation_under_client_loops_without_a_failure() {
     let started = Instant::now();
@@ -361,49 +578,22 @@ async fn full_root_rotation_under_client_loops_without_a_failure() {
     let warden = Warden::start_with(dir, &Options::new().args(["--config", &config_flag]));
     let old_root = anchors_in(dir);
     assert_eq!(old_root.len(), 1);
-    let old_issuer = ders(&parse_certificates(&read_file(&dir.join("issuer.crt"))).unwrap());
+    let old_issuer = issuer_ders(dir);
 
     let csr = openssl_csr(work.path(), &OPENSSL_KEYS[1]).pem;
     let loops = Loops::start(&warden, csr).await;
     loops.wait_for_more(10).await;
+    let rotation = Rotation {
+        warden: &warden,
+        loops: &loops,
+        work: work.path(),
+        dir,
+        config_flag,
+        key: work.path().join("new-root.key"),
+    };
 
-    // prepare: both roots published; every loop learns them from its next response.
-    let key = work.path().join("new-root.key");
-    let out = ok(
-        rotate("prepare", dir, &["--root-key-out", key.to_str().unwrap()]),
-        "prepare",
-    );
-    eprintln!("{}", out.combined());
-    let prepared_at = Instant::now();
-    assert_eq!(mode(&key), 0o600);
-    let both = anchors_in(dir);
-    assert_eq!(both.len(), 2);
-    assert_eq!(both[0], old_root[0]);
-    assert!(
-        status(dir, false)
-            .stdout
-            .contains("Root rotation: prepared")
-    );
-    loops.wait_all("both anchors", |n, _| n == 2).await;
-
-    // Too early for the next phases.
-    let activate_flags = [
-        "--root-key",
-        key.to_str().unwrap(),
-        "--config",
-        &config_flag,
-    ];
-    refused(
-        rotate("finish", dir, &["--config", &config_flag]),
-        "run `warden root rotate activate` first",
-        "finish after prepare",
-    );
-    refused(
-        rotate("activate", dir, &activate_flags),
-        "activate is refused until",
-        "early activate",
-    );
-
+    let (both, prepared_at) = rotation.prepare_publishes_both_roots(&old_root).await;
+    rotation.next_phases_are_refused_too_early();
     // A leaf under the old root, taken just before the switch.
     tokio::time::sleep(WAIT.saturating_sub(prepared_at.elapsed())).await;
     let (old_leaf, old_leaf_issuer) = leaf(&warden, &work.path().join("old"), "old-leaf").await;
@@ -411,104 +601,16 @@ async fn full_root_rotation_under_client_loops_without_a_failure() {
         ders(std::slice::from_ref(&old_leaf_issuer)),
         old_issuer[..1]
     );
-
-    let mark = warden.output.mark();
-    ok(rotate("activate", dir, &activate_flags), "activate");
-    let activated_at = Instant::now();
-    let new_issuer = ders(&parse_certificates(&read_file(&dir.join("issuer.crt"))).unwrap());
-    assert_eq!(
-        parse_certificates(&read_file(&dir.join("issuer.crt"))).unwrap()[0]
-            .tbs_certificate()
-            .issuer(),
-        both[1].tbs_certificate().subject()
-    );
-    warden
-        .output
-        .wait_for(
-            mark,
-            "warning",
-            "Issuer credentials changed; reloading",
-            Duration::from_secs(15),
-        )
-        .await;
-    let issuer_der = new_issuer[0].clone();
-    loops
-        .wait_all("the new issuer", |_, issuer| {
-            issuer == issuer_der.as_slice()
-        })
-        .await;
-
-    // Overlap: a leaf under the new root and the one under the old root accept each other.
-    let (new_leaf, _) = leaf(&warden, &work.path().join("new"), "new-leaf").await;
-    let now = common::now().as_secs();
-    mtls_handshake(work.path(), &dir.join("ca.crt"), &old_leaf, &new_leaf, now).unwrap();
-    mtls_handshake(work.path(), &dir.join("ca.crt"), &new_leaf, &old_leaf, now).unwrap();
-    let overlap_ca = work.path().join("overlap-ca.crt");
-    std::fs::copy(dir.join("ca.crt"), &overlap_ca).unwrap();
-
-    // finish before the wait: refused, ca.crt untouched.
-    let text = refused(
-        rotate("finish", dir, &["--config", &config_flag]),
-        "finish is refused until",
-        "early finish",
-    );
-    assert!(text.contains("--force"), "{text}");
-    assert_eq!(anchors_in(dir).len(), 2);
-    assert!(status(dir, false).stdout.contains("Root rotation: active"));
-
+    let (new_issuer, activated_at) = rotation.activate_switches_to_the_new_issuer(&both).await;
+    let (new_leaf, now, overlap_ca) = rotation.overlap_leaves_accept_each_other(&old_leaf).await;
+    rotation.finish_is_refused_too_early();
     tokio::time::sleep(WAIT.saturating_sub(activated_at.elapsed())).await;
-    let mark = warden.output.mark();
-    ok(rotate("finish", dir, &["--config", &config_flag]), "finish");
-    assert_eq!(anchors_in(dir), vec![both[1].clone()]);
-    warden
-        .output
-        .wait_for(
-            mark,
-            "warning",
-            "Issuer credentials changed; reloading",
-            Duration::from_secs(15),
-        )
-        .await;
-    loops.wait_all("only the new anchor", |n, _| n == 1).await;
-    loops.wait_for_more(10).await;
-    // The handshake check is not vacuous: with only the new root trusted, the old-root leaf is
-    // refused (same instant as above), while the overlap bundle still accepted it.
-    let err = mtls_handshake(work.path(), &dir.join("ca.crt"), &old_leaf, &new_leaf, now)
-        .expect_err("after finish a leaf under the old root must be refused");
-    assert!(
-        err.contains("Verification error") || err.contains("verify error"),
-        "{err}"
-    );
-    mtls_handshake(work.path(), &overlap_ca, &old_leaf, &new_leaf, now).unwrap();
-    let status_text = status(dir, false).stdout;
-    assert!(
-        status_text.contains("Root rotation: finished"),
-        "{status_text}"
-    );
+    rotation.finish_leaves_only_the_new_root(&both).await;
+    rotation.old_leaf_is_refused_after_finish((&old_leaf, &new_leaf), now, &overlap_ca);
 
     let seen = loops.finish().await;
     for (i, s) in seen.iter().enumerate() {
-        assert!(
-            s.failures.is_empty(),
-            "loop {i}: {} failures:\n{}",
-            s.failures.len(),
-            s.failures.join("\n")
-        );
-        // Anchors went 1 → 2 → 1, never back; issuers old → new, never back.
-        let counts: Vec<usize> = s.responses.iter().map(|r| r.0).collect();
-        let mut phases = counts.clone();
-        phases.dedup();
-        assert_eq!(phases, vec![1, 2, 1], "loop {i}: anchor counts over time");
-        let switch = s.responses.iter().position(|r| r.1 == issuer_der).unwrap();
-        assert!(
-            s.responses[..switch].iter().all(|r| r.1 == old_issuer[0]),
-            "loop {i}"
-        );
-        assert!(
-            s.responses[switch..].iter().all(|r| r.1 == issuer_der),
-            "loop {i}"
-        );
-        eprintln!("loop {i}: {} requests, all succeeded", s.responses.len());
+        loop_never_failed_nor_went_back(i, s, &old_issuer[0], &new_issuer);
     }
     eprintln!("root rotation under load took {:?}", started.elapsed());
 }
@@ -518,18 +620,9 @@ fn restore(dir: &Path, name: &str, bytes: &[u8]) {
     server::replace_file(dir, name, bytes);
 }
 
-#[test]
-fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continues() {
-    let work = tempdir();
-    let creds = tempdir();
-    let dir = creds.path();
-    let ca = server::OwnCa::generate();
-    ca.write(dir, &ca.issuer());
-    let key = work.path().join("new-root.key");
-    let key_flag = key.to_str().unwrap();
-    let ca_before = read_file(&dir.join("ca.crt"));
-
-    // A process killed with SIGKILL right after prepare: status shows the phase.
+/// A process killed with SIGKILL right after prepare (with `--root-key-out key_flag`): status
+/// shows the phase.
+fn sigkill_right_after_prepare(dir: &Path, key_flag: &str) {
     let mut child = Command::new(warden_binary())
         .args(["root", "rotate", "prepare", "--issuer-credentials"])
         .arg(dir)
@@ -547,9 +640,13 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
     let _ = child.wait();
     let text = status(dir, false).stdout;
     assert!(text.contains("Root rotation: prepared"), "{text}");
+}
 
-    // A crash inside prepare after the state file, before ca.crt: status says so, activate
-    // refuses, and prepare publishes the recorded root (no new key).
+/// A crash inside prepare after the state file, before ca.crt (put back as `ca_before`):
+/// status says so, activate refuses, and prepare publishes the recorded root (no new key).
+/// Returns the recorded new root's SHA-256.
+fn crash_inside_prepare_before_publication(dir: &Path, key: &Path, ca_before: &[u8]) -> String {
+    let key_flag = key.to_str().unwrap();
     let state_file = dir.join("root-rotation.json");
     let mut state: serde_json::Value = serde_json::from_slice(&read_file(&state_file)).unwrap();
     let new_root = state["new_root_sha256"].as_str().unwrap().to_owned();
@@ -559,7 +656,7 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
         "root-rotation.json",
         &serde_json::to_vec(&state).unwrap(),
     );
-    restore(dir, "ca.crt", &ca_before);
+    restore(dir, "ca.crt", ca_before);
     let text = status(dir, false).stdout;
     assert!(
         text.contains("Root rotation: prepared (new root not yet published in ca.crt)")
@@ -571,13 +668,13 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
         "re-run `warden root rotate prepare`",
         "activate before publication",
     );
-    let key_bytes = read_file(&key);
+    let key_bytes = read_file(key);
     ok(
         rotate("prepare", dir, &["--root-key-out", key_flag]),
         "resumed prepare",
     );
     assert_eq!(
-        read_file(&key),
+        read_file(key),
         key_bytes,
         "the key made before the crash is kept"
     );
@@ -587,10 +684,13 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
     assert_eq!(json["root_rotation"]["new_root_sha256"], new_root.as_str());
     assert!(json["root_rotation"]["published_at"].is_string(), "{json}");
     assert_eq!(json["root_rotation"]["next"], "warden root rotate activate");
+    new_root
+}
 
-    // A crash inside activate after the issuer files, before the state: status still says
-    // prepared; activate again records it and finish follows.
-    let state_before = read_file(&state_file);
+/// A crash inside activate after the issuer files, before the state: status still says
+/// prepared; activate again records it.
+fn crash_inside_activate_before_the_state(dir: &Path, key_flag: &str) {
+    let state_before = read_file(&dir.join("root-rotation.json"));
     let out = ok(
         rotate("activate", dir, &["--root-key", key_flag, "--force"]),
         "forced activate",
@@ -616,6 +716,24 @@ fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continu
         "activate again",
     );
     assert!(status(dir, false).stdout.contains("Root rotation: active"));
+}
+
+#[test]
+fn a_crash_between_or_inside_phases_shows_in_status_and_the_next_command_continues() {
+    let work = tempdir();
+    let creds = tempdir();
+    let dir = creds.path();
+    let ca = server::OwnCa::generate();
+    ca.write(dir, &ca.issuer());
+    let key = work.path().join("new-root.key");
+    let key_flag = key.to_str().unwrap();
+    let ca_before = read_file(&dir.join("ca.crt"));
+
+    sigkill_right_after_prepare(dir, key_flag);
+    let new_root = crash_inside_prepare_before_publication(dir, &key, &ca_before);
+    crash_inside_activate_before_the_state(dir, key_flag);
+
+    // finish follows: refused before its wait, done with --force.
     refused(
         rotate("finish", dir, &[]),
         "finish is refused until",

@@ -606,18 +606,24 @@ fn certificate_block_as_issuer_key() {
     );
 }
 
-#[test]
-fn rsa_issuer_key_is_unsupported() {
+/// An RSA 2048 issuer key (PKCS#1 when `traditional`, else PKCS#8), whose PEM starts with
+/// `first_line`, is refused as an unsupported algorithm.
+fn rsa_issuer_key_is_refused_as_unsupported(traditional: bool, first_line: &str) {
     let key = openssl_key(
         &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-        false,
+        traditional,
     );
-    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    assert!(key.starts_with(first_line));
     expect_key_error(
         &key,
         KeyError::UnsupportedAlgorithm,
         "issuer key: unsupported private key algorithm (supported: ECDSA P-256, Ed25519)",
     );
+}
+
+#[test]
+fn rsa_issuer_key_is_unsupported() {
+    rsa_issuer_key_is_refused_as_unsupported(false, "-----BEGIN PRIVATE KEY-----\n");
 }
 
 /// Sentry reads `RSA PRIVATE KEY` issuer keys (dapr-sentry.md §3). Warden signs only with
@@ -627,16 +633,7 @@ fn rsa_issuer_key_is_unsupported() {
 /// looking for a file-format problem.
 #[test]
 fn rsa_pkcs1_issuer_key_is_reported_as_unsupported_algorithm() {
-    let key = openssl_key(
-        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-        true,
-    );
-    assert!(key.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
-    expect_key_error(
-        &key,
-        KeyError::UnsupportedAlgorithm,
-        "issuer key: unsupported private key algorithm (supported: ECDSA P-256, Ed25519)",
-    );
+    rsa_issuer_key_is_refused_as_unsupported(true, "-----BEGIN RSA PRIVATE KEY-----\n");
 }
 
 #[test]

@@ -167,6 +167,27 @@ fn sorted(mut oids: Vec<const_oid::ObjectIdentifier>) -> Vec<const_oid::ObjectId
     oids
 }
 
+/// A CA certificate's extensions: exactly `oids`; basicConstraints critical with value `bc`;
+/// keyUsage critical, certificate and CRL signing; a 20-byte SKID over its public key, which is
+/// returned.
+fn assert_ca_extensions(
+    cert: &Certificate,
+    oids: Vec<const_oid::ObjectIdentifier>,
+    bc: &[u8],
+) -> Vec<u8> {
+    assert_eq!(extension_oids(cert), sorted(oids));
+    let basic_constraints = extension(cert, OID_BASIC_CONSTRAINTS).unwrap();
+    assert!(basic_constraints.critical);
+    assert_eq!(basic_constraints.value, bc);
+    let ku = extension(cert, OID_KEY_USAGE).unwrap();
+    assert!(ku.critical);
+    assert_eq!(ku.value, KU_CERT_SIGN_CRL_SIGN);
+    let skid = skid_of(cert);
+    assert_eq!(skid.len(), 20);
+    assert_eq!(skid, expected_key_id(cert));
+    skid
+}
+
 fn check_root(root: &Certificate, alg: KeyAlgorithm, td: &str, nb: u64, na: u64) {
     assert_common(root, alg);
     let tbs = root.tbs_certificate();
@@ -187,23 +208,11 @@ fn check_root(root: &Certificate, alg: KeyAlgorithm, td: &str, nb: u64, na: u64)
     assert_validity(root, nb, na);
     assert_spki(root, alg);
     // Exactly basicConstraints, keyUsage, SKID.
-    assert_eq!(
-        extension_oids(root),
-        sorted(vec![
-            OID_BASIC_CONSTRAINTS,
-            OID_KEY_USAGE,
-            OID_SUBJECT_KEY_ID
-        ])
+    assert_ca_extensions(
+        root,
+        vec![OID_BASIC_CONSTRAINTS, OID_KEY_USAGE, OID_SUBJECT_KEY_ID],
+        BC_CA_NO_PATHLEN,
     );
-    let bc = extension(root, OID_BASIC_CONSTRAINTS).unwrap();
-    assert!(bc.critical);
-    assert_eq!(bc.value, BC_CA_NO_PATHLEN);
-    let ku = extension(root, OID_KEY_USAGE).unwrap();
-    assert!(ku.critical);
-    assert_eq!(ku.value, KU_CERT_SIGN_CRL_SIGN);
-    let skid = skid_of(root);
-    assert_eq!(skid.len(), 20);
-    assert_eq!(skid, expected_key_id(root));
     assert!(extension(root, OID_SUBJECT_ALT_NAME).is_none());
     assert!(extension(root, OID_EXT_KEY_USAGE).is_none());
     assert!(extension(root, OID_AUTHORITY_KEY_ID).is_none());
@@ -231,24 +240,16 @@ fn check_issuer(
         root.tbs_certificate().subject().to_der().unwrap()
     );
     assert_validity(issuer, nb, na);
-    assert_eq!(
-        extension_oids(issuer),
-        sorted(vec![
+    let skid = assert_ca_extensions(
+        issuer,
+        vec![
             OID_BASIC_CONSTRAINTS,
             OID_KEY_USAGE,
             OID_SUBJECT_KEY_ID,
-            OID_AUTHORITY_KEY_ID
-        ])
+            OID_AUTHORITY_KEY_ID,
+        ],
+        BC_CA_PATHLEN_0,
     );
-    let bc = extension(issuer, OID_BASIC_CONSTRAINTS).unwrap();
-    assert!(bc.critical);
-    assert_eq!(bc.value, BC_CA_PATHLEN_0);
-    let ku = extension(issuer, OID_KEY_USAGE).unwrap();
-    assert!(ku.critical);
-    assert_eq!(ku.value, KU_CERT_SIGN_CRL_SIGN);
-    let skid = skid_of(issuer);
-    assert_eq!(skid.len(), 20);
-    assert_eq!(skid, expected_key_id(issuer));
     assert_ne!(skid, skid_of(root));
     assert_eq!(akid_of(issuer), skid_of(root));
     assert!(!core_is_self_signed(issuer));
@@ -639,36 +640,40 @@ fn leaf_not_after_is_capped_at_the_issuer_not_after() {
     assert_validity(&last.certificate, issuer_na - 300, issuer_na);
 }
 
+/// Issuing an SVID for `key` from `bundle` at each of `refused` fails with an error that
+/// `is_expected` accepts and that reads `text`; at `edge` (the issuer's validity bound) it
+/// succeeds.
+fn issuance_is_refused_outside_the_issuer_validity(
+    (bundle, key): (&CaBundle, &SoftwareKey),
+    refused: &[UnixTime],
+    is_expected: impl Fn(&IssueError) -> bool,
+    text: &str,
+    edge: UnixTime,
+) {
+    for &now in refused {
+        let err = issue(bundle, key, &app_id(), &[], TTL, SKEW, now).unwrap_err();
+        assert!(is_expected(&err), "{err:?}");
+        assert_eq!(err.to_string(), text);
+    }
+    issue(bundle, key, &app_id(), &[], TTL, SKEW, edge).unwrap();
+}
+
 #[test]
 fn issuance_is_refused_after_the_issuer_expires() {
     let (bundle, _) = generate(&td(TD), KeyAlgorithm::P256, HOUR, CA_SKEW, NOW);
     let na = NOW.as_secs() + 3600;
     let key = leaf_key(KeyAlgorithm::Ed25519);
-    for now in [
-        UnixTime::from_secs(na + 1),
-        UnixTime::from_millis(na * 1000 + 1),
-        UnixTime::from_secs(na + 365 * 86400),
-    ] {
-        let err = issue(&bundle, &key, &app_id(), &[], TTL, SKEW, now).unwrap_err();
-        assert!(
-            matches!(err, IssueError::IssuerExpired { not_after } if not_after.as_secs() == na),
-            "{err:?}"
-        );
-        assert_eq!(
-            err.to_string(),
-            "issuer certificate expired at 2026-03-01T13:00:00Z"
-        );
-    }
-    issue(
-        &bundle,
-        &key,
-        &app_id(),
-        &[],
-        TTL,
-        SKEW,
+    issuance_is_refused_outside_the_issuer_validity(
+        (&bundle, &key),
+        &[
+            UnixTime::from_secs(na + 1),
+            UnixTime::from_millis(na * 1000 + 1),
+            UnixTime::from_secs(na + 365 * 86400),
+        ],
+        |err| matches!(err, IssueError::IssuerExpired { not_after } if not_after.as_secs() == na),
+        "issuer certificate expired at 2026-03-01T13:00:00Z",
         UnixTime::from_secs(na),
-    )
-    .unwrap();
+    );
 }
 
 #[test]
@@ -676,27 +681,13 @@ fn issuance_is_refused_before_the_issuer_is_valid() {
     let (bundle, _) = generate(&td(TD), KeyAlgorithm::Ed25519, HOUR, CA_SKEW, NOW);
     let nb = NOW.as_secs() - CA_SKEW.as_secs();
     let key = leaf_key(KeyAlgorithm::P256);
-    for now in [UnixTime::from_secs(nb - 1), UnixTime::from_secs(0)] {
-        let err = issue(&bundle, &key, &app_id(), &[], TTL, SKEW, now).unwrap_err();
-        assert!(
-            matches!(err, IssueError::IssuerNotYetValid { not_before } if not_before.as_secs() == nb),
-            "{err:?}"
-        );
-        assert_eq!(
-            err.to_string(),
-            "issuer certificate is not valid before 2026-03-01T11:50:00Z"
-        );
-    }
-    issue(
-        &bundle,
-        &key,
-        &app_id(),
-        &[],
-        TTL,
-        SKEW,
+    issuance_is_refused_outside_the_issuer_validity(
+        (&bundle, &key),
+        &[UnixTime::from_secs(nb - 1), UnixTime::from_secs(0)],
+        |err| matches!(err, IssueError::IssuerNotYetValid { not_before } if not_before.as_secs() == nb),
+        "issuer certificate is not valid before 2026-03-01T11:50:00Z",
         UnixTime::from_secs(nb),
-    )
-    .unwrap();
+    );
 }
 
 #[test]
