@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use base64::Engine as _;
+use base64ct::Encoding as _;
 use der::Decode;
 use serde_json::Value;
 use warden_core::crypto::KeyType;
@@ -122,9 +122,7 @@ fn pem_decode(text: &str) -> (String, Vec<u8>) {
         .expect("a PEM BEGIN line")
         .to_string();
     let body: String = lines.take_while(|l| !l.starts_with("-----END ")).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .expect("PEM base64");
+    let der = base64ct::Base64::decode_vec(&body).expect("PEM base64");
     (label, der)
 }
 

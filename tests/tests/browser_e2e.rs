@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use base64::Engine as _;
+use base64ct::Encoding as _;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
@@ -533,7 +533,7 @@ fn http_rule_requests(on: &str, off: &str, allowed: &str) -> Value {
     };
     let get = |name: &str, origin: &str, path: &str| json!({ "name": name, "origin": origin, "method": "GET", "path": path });
     // An empty SignCertificateRequest in one gRPC-Web frame.
-    let empty_frame = base64::engine::general_purpose::STANDARD.encode([0u8; 5]);
+    let empty_frame = base64ct::Base64::encode_string(&[0u8; 5]);
     let grpc_web_post = |name: &str, origin: &str, http1: bool| {
         json!({
             "name": name, "origin": origin, "method": "POST", "path": path, "http1": http1,

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use base64::Engine as _;
+use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding as _};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
@@ -290,14 +290,15 @@ impl Source {
             return Ok(Self::Inline(source.as_bytes().to_vec()));
         }
         let compact: String = source.split_whitespace().collect();
-        let engines = [
-            &base64::engine::general_purpose::STANDARD,
-            &base64::engine::general_purpose::STANDARD_NO_PAD,
-            &base64::engine::general_purpose::URL_SAFE,
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        type Decode = fn(&str) -> Result<Vec<u8>, base64ct::Error>;
+        let decoders: [Decode; 4] = [
+            Base64::decode_vec,
+            Base64Unpadded::decode_vec,
+            Base64Url::decode_vec,
+            Base64UrlUnpadded::decode_vec,
         ];
-        for engine in engines {
-            if let Ok(decoded) = engine.decode(compact.as_bytes())
+        for decode in decoders {
+            if let Ok(decoded) = decode(&compact)
                 && decoded.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
             {
                 return Ok(Self::Inline(decoded));
@@ -723,11 +724,7 @@ pub fn read_header(token: &str) -> Result<(Algorithm, Option<String>), TokenErro
     }
     let header = parts
         .first()
-        .and_then(|h| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(h)
-                .ok()
-        })
+        .and_then(|h| Base64UrlUnpadded::decode_vec(h).ok())
         .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
         .filter(Value::is_object)
         .ok_or_else(|| invalid("failed to parse token: the header is not base64url JSON"))?;

@@ -18,8 +18,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64ct::{Base64, Base64UrlUnpadded, Encoding as _};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -253,7 +252,7 @@ impl std::fmt::Debug for SigningKey {
 }
 
 fn b64url(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
+    Base64UrlUnpadded::encode_string(bytes)
 }
 
 impl SigningKey {
@@ -337,7 +336,7 @@ impl SigningKey {
         // map is ordered, so `to_string` of the members above is the canonical form.
         let thumbprint =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwk.to_string().as_bytes());
-        let kid = key_id.map_or_else(|| STANDARD.encode(thumbprint.as_ref()), str::to_owned);
+        let kid = key_id.map_or_else(|| Base64::encode_string(thumbprint.as_ref()), str::to_owned);
         if let Some(map) = jwk.as_object_mut() {
             map.insert("kid".into(), Value::String(kid.clone()));
             map.insert("alg".into(), Value::String(algorithm.name().into()));
@@ -1607,7 +1606,7 @@ mod tests {
         assert_eq!(header.kid.as_deref(), Some("k1"));
         let payload = token.split('.').nth(1).unwrap();
         let claims: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+            serde_json::from_slice(&Base64UrlUnpadded::decode_vec(payload).unwrap()).unwrap();
         assert_eq!(claims["exp"], 100 + 5400);
         assert_eq!(claims["nbf"], 90);
         assert!(claims.get("iss").is_none(), "no iss unless configured");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine as _;
+use base64ct::Encoding as _;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -121,7 +121,7 @@ fn claims(td: &str, namespace: &str, id: &str) -> Value {
 }
 
 fn b64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    base64ct::Base64UrlUnpadded::encode_string(bytes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1032,8 +1032,8 @@ async fn file_source_reloads_and_inline_and_base64_sources_work() {
     let json = jwks_json(&[&k1, &k2]);
     let sources = [
         json.clone(),
-        base64::engine::general_purpose::STANDARD.encode(&json),
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(&json),
+        base64ct::Base64::encode_string(json.as_bytes()),
+        base64ct::Base64Unpadded::encode_string(json.as_bytes()),
     ];
     for source in sources {
         let creds = tempdir();

@@ -10,8 +10,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64ct::{Base64UrlUnpadded, Encoding as _};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
@@ -142,7 +141,7 @@ fn ecdsa_der(raw: &[u8]) -> Vec<u8> {
 /// the public key it derives itself from `jwt.key`.
 fn openssl_verify(dir: &Path, key_file: &Path, token: &str, alg: &str) {
     let (input, sig) = token.rsplit_once('.').unwrap();
-    let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    let sig = Base64UrlUnpadded::decode_vec(sig).unwrap();
     write_file(dir, "input", input);
     run(openssl(
         dir,

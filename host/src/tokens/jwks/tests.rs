@@ -12,7 +12,7 @@ const SUB: &str = "spiffe://public/ns/default/app";
 const NOW: u64 = 1_800_000_000;
 
 fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    Base64UrlUnpadded::encode_string(bytes)
 }
 
 enum Signer {
@@ -379,14 +379,15 @@ fn sources_are_recognised() {
         Source::Http(_)
     ));
     assert_eq!(Source::resolve(json).unwrap(), Source::Inline(json.into()));
-    let engines: [&base64::engine::GeneralPurpose; 4] = [
-        &base64::engine::general_purpose::STANDARD,
-        &base64::engine::general_purpose::STANDARD_NO_PAD,
-        &base64::engine::general_purpose::URL_SAFE,
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding as _};
+    let encoders: [fn(&[u8]) -> String; 4] = [
+        Base64::encode_string,
+        Base64Unpadded::encode_string,
+        Base64Url::encode_string,
+        Base64UrlUnpadded::encode_string,
     ];
-    for engine in engines {
-        let encoded = engine.encode(json);
+    for encode in encoders {
+        let encoded = encode(json.as_bytes());
         assert_eq!(
             Source::resolve(&encoded).unwrap(),
             Source::Inline(json.into())
