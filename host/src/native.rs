@@ -539,12 +539,6 @@ impl fmt::Debug for NativeKey {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use std::convert::Infallible;
     use std::path::Path;

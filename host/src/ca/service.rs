@@ -434,12 +434,6 @@ fn control_plane_dns_names(state: &CaState, id: &str, namespace: &str) -> Vec<St
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
 

@@ -258,7 +258,6 @@ fn error_text(error: &anyhow::Error) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::CommandFactory as _;

@@ -804,12 +804,6 @@ fn to_json(value: &impl Serialize) -> Result<String, LifecycleError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
     use std::fs;

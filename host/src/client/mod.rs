@@ -455,12 +455,6 @@ impl Fetcher {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 

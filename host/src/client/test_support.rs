@@ -1,5 +1,4 @@
 //! CAs and certificates for the identity tests, made with core.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -191,7 +191,6 @@ fn log_expiry(kind: CaCertKind, not_after: UnixTime, now: UnixTime) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -489,12 +489,6 @@ fn remove_generation_marker(paths: &CredentialPaths) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

@@ -91,7 +91,6 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

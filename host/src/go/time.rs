@@ -13,7 +13,6 @@ pub(crate) fn go_time(t: UnixTime) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

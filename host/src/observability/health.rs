@@ -106,12 +106,6 @@ async fn healthz(State(health): State<Health>) -> (StatusCode, String) {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::super::test_http::{request, spawn_until};
     use super::*;

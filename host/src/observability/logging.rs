@@ -443,12 +443,6 @@ impl Visit for FieldCollector {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use std::io;
     use std::sync::{Arc, Mutex};

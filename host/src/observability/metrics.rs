@@ -248,12 +248,6 @@ async fn scrape(State(metrics): State<Metrics>) -> impl IntoResponse {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::super::test_http::{request, spawn_until};
     use super::*;

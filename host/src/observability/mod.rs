@@ -63,12 +63,6 @@ where
 
 /// A tiny HTTP/1.1 client and server harness for the endpoint tests, so they need no client dependency.
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod test_http {
     use std::future::Future;
     use std::net::SocketAddr;

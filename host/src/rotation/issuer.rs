@@ -826,7 +826,6 @@ pub(crate) async fn auto_rotate(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1117,12 +1117,6 @@ pub(crate) fn phase_text(report: Option<&PhaseReport>, error: Option<&str>) -> S
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
     use std::fs;

@@ -250,7 +250,6 @@ pub(crate) fn run(args: SignCsrArgs) -> Result<(), RotationError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::native::NativeKey;

@@ -1221,10 +1221,4 @@ fn read_file_set(path: &Path) -> Result<KeySet, KeySetError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests;

@@ -1382,12 +1382,6 @@ pub(crate) async fn serve_oidc(
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
     use jsonwebtoken::{DecodingKey, Validation, decode, jwk::JwkSet};
