@@ -221,7 +221,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            None => server::run(cli.serve).await,
+            None => server::run(cli.serve).await.map_err(anyhow::Error::from),
             Some(Command::Identity(command)) => identity::run(command).await,
             Some(Command::Hsm(command)) => hsm::run(command).map_err(anyhow::Error::from),
             Some(Command::Issuer(command)) => issuer::run(command).map_err(anyhow::Error::from),

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use warden_core::bundle::CaBundle;
 use warden_core::spiffe::SpiffeId;
 
+use super::ServeError;
 use super::startup::Credentials;
 use super::trust_bundle::TrustBundle;
 use crate::ca::service::CaState;
@@ -24,7 +24,7 @@ pub(super) fn spawn(
     server_id: &SpiffeId,
     trust_bundle: &Arc<TrustBundle>,
     credentials: Credentials,
-) -> anyhow::Result<notify::RecommendedWatcher> {
+) -> Result<notify::RecommendedWatcher, ServeError> {
     let Credentials { paths, hsm, .. } = credentials;
     let on_new_bundle = on_new_bundle(state, serving, server_id, trust_bundle);
     let watcher = reload::watch(
@@ -33,7 +33,7 @@ pub(super) fn spawn(
         state.metrics.clone(),
         on_new_bundle.clone(),
     )
-    .context("cannot watch the credential directories")?;
+    .map_err(ServeError::Watch)?;
     if let Some(hsm) = hsm {
         let state = Arc::clone(state);
         let policy = state.policy;

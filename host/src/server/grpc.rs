@@ -8,10 +8,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::ServeArgs;
 use super::listeners::{InFlight, SpokeFirst, bind, tls_incoming};
 use super::shutdown::ShutdownSignal;
 use super::web::{self, WebOptions};
+use super::{ServeArgs, ServeError};
 use crate::ca::service::{CaService, CaState};
 use crate::credentials::serving_cert::{self, ServingCert};
 use crate::observability::SCOPE_SERVER;
@@ -24,7 +24,7 @@ pub(super) async fn listen(
     args: &ServeArgs,
     serving: &Arc<ServingCert>,
     web: &WebOptions,
-) -> anyhow::Result<Incoming> {
+) -> Result<Incoming, ServeError> {
     let grpc_listener = bind(&args.listen_address, args.port, "gRPC").await?;
     let mut tls_config = serving_cert::server_config(Arc::clone(serving))?;
     if web.http1() {

@@ -5,12 +5,12 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::ServeError;
 use crate::observability::SCOPE_SERVER;
 
 /// A TLS handshake that takes longer than this is dropped (slow or idle clients).
@@ -91,13 +91,22 @@ where
     }
 }
 
-pub(super) async fn bind(address: &str, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+/// Listens on `address` (empty: all interfaces) and `port` for the `server` named.
+pub(super) async fn bind(
+    address: &str,
+    port: u16,
+    server: &'static str,
+) -> Result<TcpListener, ServeError> {
     let ip: IpAddr = if address.is_empty() {
         IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     } else {
         address
             .parse()
-            .with_context(|| format!("invalid {what} listen address {address:?}"))?
+            .map_err(|source| ServeError::ListenAddress {
+                server,
+                address: address.to_owned(),
+                source,
+            })?
     };
     let addr = SocketAddr::new(ip, port);
     match TcpListener::bind(addr).await {
@@ -105,8 +114,16 @@ pub(super) async fn bind(address: &str, port: u16, what: &str) -> anyhow::Result
         // Hosts without IPv6 cannot bind [::]; all-interfaces then means 0.0.0.0.
         Err(_) if address.is_empty() => TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
             .await
-            .with_context(|| format!("cannot listen for {what} on port {port}")),
-        Err(e) => Err(e).with_context(|| format!("cannot listen for {what} on {addr}")),
+            .map_err(|source| ServeError::ListenAllInterfaces {
+                server,
+                port,
+                source,
+            }),
+        Err(source) => Err(ServeError::Listen {
+            server,
+            address: addr,
+            source,
+        }),
     }
 }
 

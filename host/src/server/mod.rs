@@ -7,6 +7,7 @@
 //! (sockets and TLS), `trust_bundle` (`GET /bundle`) and `shutdown`.
 
 mod background;
+mod error;
 mod grpc;
 mod listeners;
 mod shutdown;
@@ -16,6 +17,8 @@ mod trust_bundle;
 pub(crate) mod web;
 
 use std::path::PathBuf;
+
+pub(crate) use error::ServeError;
 
 use warden_core::bundle::{ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME, TRUST_ANCHORS_FILENAME};
 
@@ -136,7 +139,7 @@ const COMMIT: &str = match option_env!("WARDEN_GIT_COMMIT") {
 
 /// Runs the CA until SIGTERM/SIGINT. Start-up errors are returned (the caller logs them as
 /// fatal and exits non-zero); nothing on disk is touched when validation fails.
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs) -> Result<(), ServeError> {
     tracing::info!(target: SCOPE_SENTRY, "Starting Dapr Sentry certificate authority -- version {VERSION} -- commit {COMMIT}");
     startup::check_mode(&args.mode)?;
     let mut settings = startup::Settings::read(&args)?;

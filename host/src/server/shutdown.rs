@@ -4,10 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::bail;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::ServeError;
 use super::listeners::InFlight;
 use crate::observability::{SCOPE_SENTRY, SCOPE_SERVER};
 
@@ -15,19 +15,19 @@ use crate::observability::{SCOPE_SENTRY, SCOPE_SERVER};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Overrides [`SHUTDOWN_GRACE`] in milliseconds, for the tests only (a test that waits out
 /// 15 s would slow the suite). Undocumented on purpose: operators get Sentry's value.
-const SHUTDOWN_GRACE_TEST_ENV: &str = "WARDEN_TEST_SHUTDOWN_GRACE_MS";
+pub(super) const SHUTDOWN_GRACE_TEST_ENV: &str = "WARDEN_TEST_SHUTDOWN_GRACE_MS";
 /// The longest grace the override accepts: beyond it the deadline arithmetic could overflow.
-const SHUTDOWN_GRACE_TEST_MAX_MS: u64 = 3_600_000;
+pub(super) const SHUTDOWN_GRACE_TEST_MAX_MS: u64 = 3_600_000;
 
 /// A server task that ends when its server stops.
 pub(super) type ServerTask = JoinHandle<std::io::Result<()>>;
 
 /// [`SHUTDOWN_GRACE`], or the tests' override.
-pub(super) fn grace() -> anyhow::Result<Duration> {
+pub(super) fn grace() -> Result<Duration, ServeError> {
     parse_shutdown_grace(std::env::var_os(SHUTDOWN_GRACE_TEST_ENV).as_deref())
 }
 
-fn parse_shutdown_grace(value: Option<&std::ffi::OsStr>) -> anyhow::Result<Duration> {
+fn parse_shutdown_grace(value: Option<&std::ffi::OsStr>) -> Result<Duration, ServeError> {
     let Some(value) = value else {
         return Ok(SHUTDOWN_GRACE);
     };
@@ -36,11 +36,7 @@ fn parse_shutdown_grace(value: Option<&std::ffi::OsStr>) -> anyhow::Result<Durat
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|ms| *ms <= SHUTDOWN_GRACE_TEST_MAX_MS)
         .map(Duration::from_millis)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{SHUTDOWN_GRACE_TEST_ENV}: expected a number of milliseconds up to {SHUTDOWN_GRACE_TEST_MAX_MS}"
-            )
-        })
+        .ok_or(ServeError::ShutdownGrace)
 }
 
 /// Tells every server to stop; [`Shutdown::finish`] then waits for them.
@@ -81,7 +77,7 @@ impl Shutdown {
         healthz: ServerTask,
         metrics: Option<ServerTask>,
         oidc: Option<ServerTask>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ServeError> {
         let grace = self.grace;
         let _ = self.tx.send(true);
         let deadline = tokio::time::Instant::now() + grace;
@@ -101,10 +97,7 @@ impl Shutdown {
             }
         }
         if !failures.is_empty() {
-            bail!(
-                "Sentry did not shut down gracefully: {}",
-                failures.join("; ")
-            );
+            return Err(ServeError::Shutdown { failures });
         }
         tracing::info!(target: SCOPE_SENTRY, "Sentry shut down gracefully");
         Ok(())
@@ -188,7 +181,10 @@ mod tests {
         // u64::MAX ms would overflow the deadline (a panic at shutdown).
         for bad in ["", "-1", "1s", "18446744073709551615", "3600001"] {
             assert!(
-                parse_shutdown_grace(Some(OsStr::new(bad))).is_err(),
+                matches!(
+                    parse_shutdown_grace(Some(OsStr::new(bad))),
+                    Err(ServeError::ShutdownGrace)
+                ),
                 "{bad}"
             );
         }

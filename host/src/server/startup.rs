@@ -6,17 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
 use arc_swap::ArcSwap;
 use warden_core::bundle::CaBundle;
 use warden_core::spiffe::{SpiffeId, TrustDomain};
 use warden_hsm::HsmConfig;
 
-use super::ServeArgs;
 use super::listeners::bind;
 use super::shutdown::{ServerTask, ShutdownSignal};
 use super::trust_bundle::TrustBundle;
 use super::web::WebOptions;
+use super::{ServeArgs, ServeError};
 use crate::ca::audit::{AuditError, AuditLog, AuditOptions};
 use crate::ca::service::{CaState, IssuancePolicy};
 use crate::config::{ConfigError, SentryConfig};
@@ -35,13 +34,11 @@ use crate::util::clock::now;
 const HSM_ISSUER_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Only standalone mode runs; kubernetes mode is refused with an explanation.
-pub(super) fn check_mode(mode: &str) -> anyhow::Result<()> {
+pub(super) fn check_mode(mode: &str) -> Result<(), ServeError> {
     match mode {
         "standalone" => Ok(()),
-        "kubernetes" => bail!(
-            "--mode kubernetes is not supported yet by warden; run with --mode standalone (the default)"
-        ),
-        other => bail!("invalid --mode {other:?}: expected standalone or kubernetes"),
+        "kubernetes" => Err(ServeError::KubernetesMode),
+        other => Err(ServeError::Mode(other.to_owned())),
     }
 }
 
@@ -59,15 +56,22 @@ pub(super) struct Settings {
 
 impl Settings {
     /// Reads the config file and checks the flags; nothing is started or written yet.
-    pub(super) fn read(args: &ServeArgs) -> anyhow::Result<Self> {
+    pub(super) fn read(args: &ServeArgs) -> Result<Self, ServeError> {
         let config = match &args.config {
             Some(path) => SentryConfig::load(path)?,
             None => SentryConfig::default(),
         };
-        let trust_domain = TrustDomain::new(&args.trust_domain)
-            .map_err(|e| anyhow::anyhow!("invalid --trust-domain {:?}: {e}", args.trust_domain))?;
-        let server_id = SpiffeId::sentry(&trust_domain, &args.namespace)
-            .map_err(|e| anyhow::anyhow!("invalid NAMESPACE {:?}: {e}", args.namespace))?;
+        let trust_domain =
+            TrustDomain::new(&args.trust_domain).map_err(|source| ServeError::TrustDomain {
+                value: args.trust_domain.clone(),
+                source,
+            })?;
+        let server_id = SpiffeId::sentry(&trust_domain, &args.namespace).map_err(|source| {
+            ServeError::Namespace {
+                value: args.namespace.clone(),
+                source,
+            }
+        })?;
         let web = WebOptions::new(args.grpc_web, &args.allowed_origins, args.ui.as_deref())?;
         let jwt = args.jwt.settings(&args.issuer_credentials)?;
         let oidc = args.jwt.oidc_settings()?;
@@ -143,7 +147,7 @@ pub(super) fn load_credentials(
     args: &ServeArgs,
     settings: &Settings,
     metrics: &Metrics,
-) -> anyhow::Result<Credentials> {
+) -> Result<Credentials, ServeError> {
     tracing::info!(target: SCOPE_SENTRY, "Using local file system for trust bundle storage");
     let paths = CredentialPaths::new(
         &args.issuer_credentials,
@@ -228,7 +232,7 @@ fn report_origin(origin: Origin, metrics: &Metrics) {
 pub(super) fn serving_cert(
     credentials: &Credentials,
     settings: &Settings,
-) -> anyhow::Result<Arc<ServingCert>> {
+) -> Result<Arc<ServingCert>, ServeError> {
     let serving = ServingCert::new(
         &credentials.bundle,
         &settings.server_id,
@@ -241,7 +245,7 @@ pub(super) fn serving_cert(
 /// `--jwt-enabled`: the JWT-SVID issuer with its signing key (made on first start).
 pub(super) fn load_jwt_issuer(
     settings: Option<JwtSettings>,
-) -> anyhow::Result<Option<Arc<JwtIssuer>>> {
+) -> Result<Option<Arc<JwtIssuer>>, ServeError> {
     Ok(settings
         .map(|s| JwtIssuer::load_or_generate(s, now().as_secs()))
         .transpose()?
@@ -304,7 +308,7 @@ pub(super) async fn serve_healthz(
     probes: &Probes,
     credentials: &Credentials,
     signal: &ShutdownSignal,
-) -> anyhow::Result<(ServerTask, Arc<TrustBundle>)> {
+) -> Result<(ServerTask, Arc<TrustBundle>), ServeError> {
     let listener = bind(&args.healthz_listen_address, args.healthz_port, "healthz").await?;
     let trust_bundle = Arc::new(TrustBundle::new(credentials.paths.trust_anchors.clone()));
     trust_bundle.update(&credentials.bundle);
@@ -336,7 +340,7 @@ pub(super) async fn serve_metrics(
     args: &ServeArgs,
     probes: &Probes,
     signal: &ShutdownSignal,
-) -> anyhow::Result<Option<ServerTask>> {
+) -> Result<Option<ServerTask>, ServeError> {
     let Some(target) = &probes.metrics_exporter else {
         return Ok(None);
     };
