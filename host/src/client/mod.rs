@@ -142,7 +142,7 @@ pub async fn run_fetch(args: FetchArgs) -> anyhow::Result<()> {
 ///
 /// Like an `anyhow` context, a variant that wraps a cause says only what was being done: the
 /// cause is its [`source`](std::error::Error::source), which the CLI prints after it (and
-/// [`chain_text`] for the log lines).
+/// `chain_text` for the log lines).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {

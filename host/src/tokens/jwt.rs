@@ -569,7 +569,7 @@ fn retired_from_file(
 impl JwtIssuer {
     /// Loads `jwt.key` (checking it matches the algorithm) or generates it when missing,
     /// and writes `jwks.json`: the current key plus the retired keys it already listed, each
-    /// kept until the `retire_at` recorded there (see [`retired_from_file`]), so restarts never
+    /// kept until the `retire_at` recorded there (see `retired_from_file`), so restarts never
     /// extend how long a retired key is published.
     pub(crate) fn load_or_generate(settings: JwtSettings, now_secs: u64) -> Result<Self, JwtError> {
         let (current, generated) = match read_key(&settings)? {
