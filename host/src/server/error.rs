@@ -6,6 +6,7 @@
 //! error, then each cause not already in it) reads as before.
 
 use std::net::{AddrParseError, SocketAddr};
+use std::time::Duration;
 
 use warden_core::spiffe::SpiffeIdError;
 
@@ -115,9 +116,67 @@ pub(crate) enum ServeError {
     #[error(transparent)]
     Tls(#[from] rustls::Error),
     /// A server did not stop within the grace period, or failed while stopping.
-    #[error("Sentry did not shut down gracefully: {}", .failures.join("; "))]
+    #[error("Sentry did not shut down gracefully: {}", joined(.failures))]
     Shutdown {
-        /// What went wrong with each server that did not stop cleanly.
-        failures: Vec<String>,
+        /// What went wrong with each server that did not stop cleanly, in the order they were
+        /// stopped.
+        failures: Vec<StopFailure>,
     },
+}
+
+/// Why one server did not stop cleanly at shutdown.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum StopFailure {
+    /// The gRPC server ended with an error.
+    #[error("gRPC server error: {0}")]
+    Grpc(tonic::transport::Error),
+    /// The gRPC server's task panicked or was cancelled.
+    #[error("gRPC server task failed: {0}")]
+    GrpcTask(tokio::task::JoinError),
+    /// Requests still running at the deadline were cut.
+    #[error(
+        "{cut} in-flight request(s) did not finish within the {grace:?} grace period and were cut"
+    )]
+    RequestsCut {
+        /// How many.
+        cut: usize,
+        /// The grace period they had.
+        grace: Duration,
+    },
+    /// Another server (`healthz`, `metrics`, `OIDC`) ended with an error.
+    #[error("{server} server error: {error}")]
+    Server {
+        /// Which server.
+        server: &'static str,
+        /// Its error.
+        error: std::io::Error,
+    },
+    /// Another server's task panicked or was cancelled.
+    #[error("{server} server task failed: {error}")]
+    ServerTask {
+        /// Which server.
+        server: &'static str,
+        /// How the task ended.
+        error: tokio::task::JoinError,
+    },
+    /// Another server had not stopped at the deadline; its connections were cut.
+    #[error(
+        "the {server} server did not stop within the {grace:?} grace period; its connections were cut"
+    )]
+    ServerCut {
+        /// Which server.
+        server: &'static str,
+        /// The grace period it had.
+        grace: Duration,
+    },
+}
+
+/// The failures, one after the other.
+fn joined(failures: &[StopFailure]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -18,7 +18,7 @@ pub(crate) mod web;
 
 use std::path::PathBuf;
 
-pub(crate) use error::ServeError;
+pub(crate) use error::{ServeError, StopFailure};
 
 use warden_core::bundle::{ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME, TRUST_ANCHORS_FILENAME};
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::ServeError;
 use super::listeners::InFlight;
+use super::{ServeError, StopFailure};
 use crate::observability::{SCOPE_SENTRY, SCOPE_SERVER};
 
 /// How long in-flight requests get to finish after SIGTERM (Sentry's 15 s).
@@ -110,38 +110,34 @@ async fn stop_grpc(
     in_flight: &InFlight,
     deadline: tokio::time::Instant,
     grace: Duration,
-) -> Result<(), String> {
+) -> Result<(), StopFailure> {
     match tokio::time::timeout_at(deadline, &mut grpc).await {
         Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(format!("gRPC server error: {e}")),
-        Ok(Err(e)) => Err(format!("gRPC server task failed: {e}")),
+        Ok(Ok(Err(e))) => Err(StopFailure::Grpc(e)),
+        Ok(Err(e)) => Err(StopFailure::GrpcTask(e)),
         Err(_) => {
             let cut = in_flight.count();
             grpc.abort();
             tracing::error!(target: SCOPE_SERVER, "Shutdown grace period of {grace:?} ran out: cutting {cut} in-flight request(s)");
-            Err(format!(
-                "{cut} in-flight request(s) did not finish within the {grace:?} grace period and were cut"
-            ))
+            Err(StopFailure::RequestsCut { cut, grace })
         }
     }
 }
 
 /// Waits for one of the other servers to stop; past the deadline its connections are cut.
 async fn stop_server(
-    name: &str,
+    server: &'static str,
     mut task: ServerTask,
     deadline: tokio::time::Instant,
     grace: Duration,
-) -> Result<(), String> {
+) -> Result<(), StopFailure> {
     match tokio::time::timeout_at(deadline, &mut task).await {
         Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(format!("{name} server error: {e}")),
-        Ok(Err(e)) => Err(format!("{name} server task failed: {e}")),
+        Ok(Ok(Err(error))) => Err(StopFailure::Server { server, error }),
+        Ok(Err(error)) => Err(StopFailure::ServerTask { server, error }),
         Err(_) => {
             task.abort();
-            Err(format!(
-                "the {name} server did not stop within the {grace:?} grace period; its connections were cut"
-            ))
+            Err(StopFailure::ServerCut { server, grace })
         }
     }
 }
