@@ -71,8 +71,6 @@ pub(crate) struct RenewArgs {
     /// current root's (its O=, else the issuer's SPIFFE ID, else its CN=); localhost without one.
     #[arg(long, conflicts_with_all = ["ca_root_certificate", "issuer_private_key", "issuer_public_certificate"])]
     trust_domain: Option<String>,
-    // This doc comment is also the `--help` text, printed as written: no markdown escapes.
-    #[allow(rustdoc::invalid_html_tags)]
     /// Sentry's namespace, for the issuer's subject spiffe://<td>/ns/<NAMESPACE>/dapr-sentry.
     #[arg(long, env = "NAMESPACE", default_value = "default")]
     namespace: String,

@@ -332,7 +332,7 @@ fn log_written(identity: &Identity, out: &Path) {
 ///
 /// # Errors
 ///
-/// [`WriteError`] naming the directory or file that could not be written.
+/// `WriteError` naming the directory or file that could not be written.
 pub fn write_identity(dir: &Path, identity: &Identity) -> Result<(), WriteError> {
     create_private_dir(dir)?;
     let (ca, key, cert) = (dir.join(CA_FILE), dir.join(KEY_FILE), dir.join(CERT_FILE));

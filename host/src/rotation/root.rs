@@ -118,8 +118,6 @@ pub(crate) struct ActivateArgs {
     /// Lifetime of the new issuer in days (capped at the new root's).
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
     valid_until: u32,
-    // This doc comment is also the `--help` text, printed as written: no markdown escapes.
-    #[allow(rustdoc::invalid_html_tags)]
     /// Sentry's namespace, for the new issuer's subject spiffe://<td>/ns/<NAMESPACE>/dapr-sentry
     /// when the current issuer has no SPIFFE ID (your own certificates); otherwise its own.
     #[arg(long, env = "NAMESPACE", default_value = "default")]

@@ -58,8 +58,6 @@ pub(crate) struct IssuerRootArgs {
     /// Issuer lifetime in seconds (tests and drills; overrides --valid-until).
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub valid_for_secs: Option<u64>,
-    // This doc comment is also the `--help` text, printed as written: no markdown escapes.
-    #[allow(rustdoc::invalid_html_tags)]
     /// Sentry's namespace: the issuer's SPIFFE ID is
     /// spiffe://<the root's trust domain>/ns/<NAMESPACE>/dapr-sentry.
     #[arg(long, env = "NAMESPACE", default_value = "default")]

@@ -42,8 +42,6 @@ pub(crate) struct ServeArgs {
     /// Issuer private key file name (PEM: PKCS#8, SEC1 EC or PKCS#1 RSA).
     #[arg(long, default_value = ISSUER_KEY_FILENAME)]
     pub issuer_key_filename: String,
-    // This doc comment is also the `--help` text, printed as written: no markdown escapes.
-    #[allow(rustdoc::invalid_html_tags)]
     /// Trust domain of the CA: the root's subject and this server's SPIFFE ID
     /// spiffe://<trust-domain>/ns/<NAMESPACE>/dapr-sentry.
     #[arg(long, default_value = "localhost")]
@@ -95,8 +93,6 @@ pub(crate) struct ServeArgs {
     /// `audit.key` in --issuer-credentials.
     #[arg(long, value_name = "FILE", requires = "audit_log")]
     pub audit_key: Option<PathBuf>,
-    // This doc comment is also the `--help` text, printed as written: no markdown escapes.
-    #[allow(rustdoc::invalid_html_tags)]
     /// Roll the audit log over when it reaches this many bytes: FILE becomes FILE.<n> and a new
     /// FILE continues the chain. 0 (the default) never rolls over.
     #[arg(
@@ -118,8 +114,6 @@ pub(crate) struct ServeArgs {
     /// h2 or HTTP/1.1. Off by default: the port then speaks plain gRPC over h2 only, as Sentry.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub grpc_web: bool,
-    // This doc comment is also the `--help` text, printed as written: no markdown escapes.
-    #[allow(rustdoc::broken_intra_doc_links)]
     /// Comma-separated exact origins (scheme://host[:port]) whose pages may call gRPC-Web from
     /// another origin (CORS); no wildcards. Needs --grpc-web. The --ui page is same-origin.
     #[arg(long, default_value = "", value_name = "ORIGINS")]

@@ -137,7 +137,7 @@ impl JwksOptions {
     ///
     /// # Errors
     ///
-    /// An [`OptionError`] for a missing or empty `source`, a `source` with a URL scheme other
+    /// An `OptionError` for a missing or empty `source`, a `source` with a URL scheme other
     /// than `http`/`https`, a bad duration, or an option given twice in different cases.
     pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, OptionError> {
         let mut known: BTreeMap<&'static str, (&str, &str)> = BTreeMap::new();
@@ -518,8 +518,7 @@ impl KeySet {
     ///
     /// # Errors
     ///
-    /// [`KeySetError::NotJson`], [`KeySetError::NoKeysArray`] or
-    /// [`KeySetError::NoUsableKey`].
+    /// `KeySetError::NotJson`, `KeySetError::NoKeysArray` or `KeySetError::NoUsableKey`.
     pub fn parse(json: &[u8]) -> Result<Self, KeySetError> {
         let document: Value = serde_json::from_slice(json).map_err(KeySetError::NotJson)?;
         let Some(entries) = document.get("keys").and_then(Value::as_array) else {
