@@ -14,5 +14,5 @@ pub(crate) enum IdentityCommand {
 /// Runs `warden identity ...`.
 pub(crate) async fn run(command: IdentityCommand) -> anyhow::Result<()> {
     let IdentityCommand::Fetch(args) = command;
-    run_fetch(args).await
+    Ok(run_fetch(args).await?)
 }

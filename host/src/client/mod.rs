@@ -128,7 +128,7 @@ pub struct FetchArgs {
 /// Runs `warden identity fetch`: fetches an identity (daprd's retries: 5 tries of 3 s for
 /// transient errors), writes it to `--out` and, with `--renew`, keeps it fresh until SIGINT or
 /// SIGTERM. A failure of the first fetch is returned; later ones are logged and retried.
-pub async fn run_fetch(args: FetchArgs) -> anyhow::Result<()> {
+pub async fn run_fetch(args: FetchArgs) -> Result<(), IdentityError> {
     if !args.renew {
         run(&args, std::future::pending()).await?;
         return Ok(());
