@@ -666,8 +666,9 @@ mod tests {
         wrong.control_plane_namespace = "dapr-system".into();
         let err = run_fetch(wrong.clone()).await.unwrap_err();
         assert!(
-            format!("{err:#}").contains("is not the expected"),
-            "{err:#}"
+            chain_text(&err).contains("is not the expected"),
+            "{}",
+            chain_text(&err)
         );
         assert!(!wrong.out.exists());
 
@@ -679,8 +680,9 @@ mod tests {
         jwks.out = dir.path().join("jwks");
         let err = run_fetch(jwks).await.unwrap_err();
         assert!(
-            format!("{err:#}").contains("the requested validator is not enabled"),
-            "{err:#}"
+            chain_text(&err).contains("the requested validator is not enabled"),
+            "{}",
+            chain_text(&err)
         );
     }
 
