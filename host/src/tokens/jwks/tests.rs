@@ -2,7 +2,15 @@
 //! time. Tokens are signed here with aws-lc-rs, independently of the library that verifies
 //! them.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64ct::{Base64UrlUnpadded, Encoding as _};
+use serde_json::Value;
+
+use super::key_set::*;
+use super::options::*;
+use super::validator::*;
 use crate::observability::Health;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
