@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode, Watcher as _};
+use notify::EventKind;
 use tokio::sync::mpsc;
 use warden_core::UnixTime;
 use warden_core::bundle::CaBundle;
@@ -114,26 +114,15 @@ fn watch_dirs(
     names: Vec<PathBuf>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let watched = dirs.to_vec();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        match event {
-            Ok(event)
-                if is_credential_change(&event, &names)
-                    || (matches!(event.kind, EventKind::Remove(_))
-                        && event.paths.iter().any(|p| watched.contains(p))) =>
-            {
-                // A full channel already means "reload pending": dropping is right.
-                let _ = tx.try_send(());
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(target: SCOPE_SENTRY, "Error watching credential directories: {e}");
-            }
-        }
-    })?;
-    for dir in dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    }
-    Ok(watcher)
+    let relevant = move |event: &notify::Event| {
+        is_credential_change(event, &names)
+            || (matches!(event.kind, EventKind::Remove(_))
+                && event.paths.iter().any(|p| watched.contains(p)))
+    };
+    let on_error = |e: &notify::Error| {
+        tracing::error!(target: SCOPE_SENTRY, "Error watching credential directories: {e}");
+    };
+    crate::util::watch::watch_dirs(dirs, relevant, on_error, tx)
 }
 
 fn is_credential_change(event: &notify::Event, names: &[PathBuf]) -> bool {
