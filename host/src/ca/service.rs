@@ -304,7 +304,7 @@ fn issue(
                 clock_skew: state.policy.clock_skew,
             },
             now(),
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
+            &mut crate::util::clock::rng(),
         )
         .map_err(|e| sign_failed(state, &e.to_string()))?;
     Ok((spiffe_id, issued))
@@ -490,7 +490,7 @@ mod tests {
         signer: impl FnOnce(warden_core::crypto::SoftwareKey) -> Box<dyn warden_core::crypto::CaSigner>,
         jwt: Option<Arc<crate::tokens::jwt::JwtIssuer>>,
     ) -> CaService {
-        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+        let mut rng = crate::util::clock::rng();
         let td = TrustDomain::new("localhost").unwrap();
         let (_, files) = CaBundle::generate(
             &warden_core::bundle::CaParams {
@@ -533,7 +533,7 @@ mod tests {
     fn p256_csr_pem() -> String {
         let key = warden_core::crypto::SoftwareKey::generate(
             warden_core::crypto::KeyAlgorithm::P256,
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
+            &mut crate::util::clock::rng(),
         );
         csr::csr_to_pem(&csr::create_csr(&key, &csr::CsrTemplate::default()).unwrap()).unwrap()
     }

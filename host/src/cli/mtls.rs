@@ -520,7 +520,7 @@ fn generated(
     now: UnixTime,
 ) -> Result<NewSet, LifecycleError> {
     let validity = Validity::backdated(now, DEFAULT_CLOCK_SKEW, lifetime);
-    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+    let mut rng = crate::util::clock::rng();
     let new_root = match root {
         NewRoot::Fresh(trust_domain) => create_root(root_key, trust_domain, validity, &mut rng),
         NewRoot::Renewed(old) => renew_root(root_key, old, validity, &mut rng),

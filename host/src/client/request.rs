@@ -354,10 +354,7 @@ mod tests {
     /// A response as Sentry builds it for `spiffe://public/ns/default/app`.
     fn case() -> Case {
         let ca = TestCa::new("localhost");
-        let key = SoftwareKey::generate(
-            KeyAlgorithm::Ed25519,
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
-        );
+        let key = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut crate::util::clock::rng());
         let params = RequestParams::insecure("app", "default");
         let expected = params.expected_id().unwrap();
         assert_eq!(expected.to_string(), "spiffe://public/ns/default/app");
@@ -487,10 +484,7 @@ mod tests {
             "workload SPIFFE ID spiffe://public/ns/default/app is not the expected spiffe://public/ns/default/other"
         );
         let mut case = self::case();
-        case.key = SoftwareKey::generate(
-            KeyAlgorithm::Ed25519,
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
-        );
+        case.key = SoftwareKey::generate(KeyAlgorithm::Ed25519, &mut crate::util::clock::rng());
         assert!(matches!(run(&case), Err(ResponseError::KeyMismatch)));
     }
 

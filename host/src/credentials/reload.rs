@@ -192,14 +192,14 @@ mod tests {
                 namespace: "default".into(),
                 clock_skew: Duration::from_secs(900),
             };
-            let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+            let mut rng = crate::util::clock::rng();
             load_or_generate(paths, &options, crate::util::clock::now(), &mut rng)
                 .unwrap()
                 .0
         };
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("creds");
-        let paths = CredentialPaths::new(&dir, "ca.crt", "issuer.crt", "issuer.key");
+        let paths = CredentialPaths::in_dir(&dir);
         generate(&paths);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _watcher = watch(

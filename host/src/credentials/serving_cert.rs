@@ -123,7 +123,7 @@ fn issue(
                 clock_skew: policy.clock_skew,
             },
             now,
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
+            &mut crate::util::clock::rng(),
         )
         .map_err(|e| ServingCertError::Issue(e.to_string()))?;
     let mut chain = vec![CertificateDer::from(issued.certificate_der)];
@@ -154,7 +154,7 @@ mod tests {
                 clock_skew: Duration::ZERO,
             },
             now,
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
+            &mut crate::util::clock::rng(),
         )
         .unwrap();
         let id = SpiffeId::sentry(&td, "default").unwrap();

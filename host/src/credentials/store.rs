@@ -506,15 +506,11 @@ mod tests {
 
     use crate::util::clock::rng;
 
-    fn default_paths(dir: &Path) -> CredentialPaths {
-        CredentialPaths::new(dir, "ca.crt", "issuer.crt", "issuer.key")
-    }
-
     #[test]
     fn generates_once_then_loads_the_same_root() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("creds");
-        let paths = default_paths(&dir);
+        let paths = CredentialPaths::in_dir(&dir);
         let (first, origin) = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
         assert_eq!(origin, Origin::Generated);
         assert_eq!(
@@ -679,7 +675,7 @@ mod tests {
     #[test]
     fn a_missing_issuer_key_is_refused_naming_it_and_ca_crt_is_kept() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = default_paths(tmp.path());
+        let paths = CredentialPaths::in_dir(tmp.path());
         load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
         fs::remove_file(&paths.issuer_key).unwrap();
         let before = files(&paths);
@@ -698,7 +694,7 @@ mod tests {
     #[test]
     fn a_missing_issuer_with_an_hsm_root_is_made_by_it_and_ca_crt_is_kept() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = default_paths(tmp.path());
+        let paths = CredentialPaths::in_dir(tmp.path());
         load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
         let issuer = files(&paths);
         fs::remove_file(&paths.issuer_key).unwrap();
@@ -730,7 +726,7 @@ mod tests {
     #[test]
     fn no_ca_crt_with_an_hsm_root_is_refused_and_nothing_is_written() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = default_paths(tmp.path());
+        let paths = CredentialPaths::in_dir(tmp.path());
         let mut issue = |_: &CredentialPaths| -> Result<(), String> {
             panic!("the HSM must not be used without ca.crt")
         };
@@ -747,7 +743,7 @@ mod tests {
     #[test]
     fn a_missing_file_during_a_root_rotation_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = default_paths(tmp.path());
+        let paths = CredentialPaths::in_dir(tmp.path());
         load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
         fs::write(tmp.path().join("root-rotation.json"), "{}").unwrap();
         for missing in [&paths.issuer_key, &paths.trust_anchors] {
@@ -767,7 +763,7 @@ mod tests {
     #[test]
     fn a_dangling_ca_crt_symlink_is_not_replaced() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = default_paths(tmp.path());
+        let paths = CredentialPaths::in_dir(tmp.path());
         std::os::unix::fs::symlink(tmp.path().join("gone"), &paths.trust_anchors).unwrap();
         let err = load_or_generate(&paths, &options(), now(), &mut rng()).unwrap_err();
         assert!(matches!(err, StoreError::Incomplete(_)), "{err:?}");
@@ -781,7 +777,7 @@ mod tests {
     #[test]
     fn a_deleted_ca_crt_beside_issuer_files_is_refused_and_nothing_is_written() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = default_paths(tmp.path());
+        let paths = CredentialPaths::in_dir(tmp.path());
         load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
         assert!(!tmp.path().join(GENERATION_MARKER).exists());
         fs::remove_file(&paths.trust_anchors).unwrap();
@@ -803,7 +799,7 @@ mod tests {
     #[test]
     fn generation_after_a_killed_start_removes_its_temporary_files() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = default_paths(tmp.path());
+        let paths = CredentialPaths::in_dir(tmp.path());
         // What a start killed between writing issuer.key and issuer.crt leaves behind.
         fs::write(tmp.path().join(GENERATION_MARKER), "").unwrap();
         fs::write(&paths.issuer_key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
@@ -822,10 +818,10 @@ mod tests {
     #[test]
     fn invalid_set_names_the_file_and_is_left_untouched() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = default_paths(tmp.path());
+        let paths = CredentialPaths::in_dir(tmp.path());
         load_or_generate(&paths, &options(), now(), &mut rng()).unwrap();
         let other = tempfile::tempdir().unwrap();
-        let other_paths = default_paths(other.path());
+        let other_paths = CredentialPaths::in_dir(other.path());
         load_or_generate(&other_paths, &options(), now(), &mut rng()).unwrap();
         fs::copy(&other_paths.issuer_key, &paths.issuer_key).unwrap();
         let before: Vec<Vec<u8>> = [

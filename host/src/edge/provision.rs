@@ -402,7 +402,7 @@ mod tests {
             &key,
             &warden_core::spiffe::TrustDomain::new("edge.example").unwrap(),
             Validity::backdated(now(), DEFAULT_CLOCK_SKEW, Duration::from_secs(90 * 86_400)),
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
+            &mut crate::util::clock::rng(),
         )
         .unwrap();
         std::fs::write(dir.join("ca.crt"), certificates_to_pem([&root]).unwrap()).unwrap();
@@ -458,7 +458,7 @@ mod tests {
             .unwrap()
             .public_key;
         let td = TrustDomain::new("public").unwrap();
-        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+        let mut rng = crate::util::clock::rng();
         let params = CaParams {
             trust_domain: &td,
             namespace: "default",

@@ -186,7 +186,7 @@ impl IssuerRoot {
             verified.public_key.clone(),
             &self.sentry_id,
             Validity::backdated(now, DEFAULT_CLOCK_SKEW, self.lifetime),
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
+            &mut crate::util::clock::rng(),
         )
         .map_err(|e| issue_err(e.into()))?;
         if !key_matches(&issuer, &verified.public_key) {
@@ -277,7 +277,7 @@ mod tests {
                     DEFAULT_CLOCK_SKEW,
                     Duration::from_secs(30 * 86_400),
                 ),
-                &mut rand_core::UnwrapErr(getrandom::SysRng),
+                &mut crate::util::clock::rng(),
             )
             .unwrap();
             std::fs::write(

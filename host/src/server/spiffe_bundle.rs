@@ -190,7 +190,7 @@ mod tests {
                 clock_skew: Duration::ZERO,
             },
             crate::util::clock::now(),
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
+            &mut crate::util::clock::rng(),
         )
         .unwrap();
         bundle.trust_anchors()[0].clone()

@@ -173,7 +173,7 @@ pub(super) fn load_credentials(
             .as_mut()
             .map(|f| f as &mut dyn FnMut(&CredentialPaths) -> Result<(), String>),
         now(),
-        &mut rand_core::UnwrapErr(getrandom::SysRng),
+        &mut crate::util::clock::rng(),
     )?;
     drop(issue_from_hsm);
     report_origin(origin, metrics);

@@ -105,19 +105,15 @@ mod tests {
     }
 
     fn generated(dir: &std::path::Path) -> (warden_core::bundle::CaBundle, PathBuf) {
-        let paths = CredentialPaths::new(dir, "ca.crt", "issuer.crt", "issuer.key");
+        let paths = CredentialPaths::in_dir(dir);
         let options = GenerateOptions {
             trust_domain: TrustDomain::new("localhost").unwrap(),
             namespace: "default".into(),
             clock_skew: Duration::from_secs(60),
         };
-        let (bundle, _) = store::load_or_generate(
-            &paths,
-            &options,
-            now(),
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
-        )
-        .unwrap();
+        let (bundle, _) =
+            store::load_or_generate(&paths, &options, now(), &mut crate::util::clock::rng())
+                .unwrap();
         (bundle, paths.trust_anchors)
     }
 

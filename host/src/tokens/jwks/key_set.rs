@@ -2,7 +2,6 @@
 //! against a set at a given time. Pure: no disk, network or clock.
 
 use std::fmt;
-use std::time::SystemTime;
 
 use base64ct::{Base64UrlUnpadded, Encoding as _};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
@@ -531,13 +530,6 @@ pub fn check_claims(
             "\"sub\" not satisfied: expected {subject}"
         ))),
     }
-}
-
-/// Seconds since the epoch, for [`KeySet::verify`].
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// An error with its causes, which is where reqwest puts the useful part ("invalid peer

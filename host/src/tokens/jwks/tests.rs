@@ -494,9 +494,9 @@ async fn inline_source_is_ready_at_once_and_remote_is_not() {
     let v = JwksValidator::start(&o, AUD.into(), health.register(HEALTH_TARGET)).unwrap();
     assert!(v.is_ready() && health.is_ready());
     let mut c = claims();
-    c["exp"] = (unix_now() + 60).into();
-    c["nbf"] = unix_now().into();
-    c["iat"] = unix_now().into();
+    c["exp"] = (crate::util::clock::now().as_secs() + 60).into();
+    c["nbf"] = crate::util::clock::now().as_secs().into();
+    c["iat"] = crate::util::clock::now().as_secs().into();
     let token = signer.token(&signer.header(Some("k")), &c);
     v.verify(&token, SUB).await.unwrap();
     assert_eq!(

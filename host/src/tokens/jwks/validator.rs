@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use super::fetch::{Remote, http_client, read_file_set};
-use super::key_set::{KeySet, Shown, TokenError, unix_now};
+use super::key_set::{KeySet, Shown, TokenError};
 use super::options::{JwksOptions, OPT_SOURCE, OptionError, Source};
 use crate::observability::{HealthTarget, SCOPE_SERVER};
+use crate::util::clock::now;
 use crate::util::watch::{Wake, watch_file};
 
 /// Name of the readiness target: `/healthz` is 503 until the first set is loaded.
@@ -155,7 +156,7 @@ impl JwksValidator {
         let Some(keys) = self.keys.load_full() else {
             return Err(VerifyError::NotReady);
         };
-        match keys.verify(token, &self.audience, subject, unix_now()) {
+        match keys.verify(token, &self.audience, subject, now().as_secs()) {
             Err(TokenError::UnknownKid(kid)) if self.remote.is_some() => {
                 if self.refresh(true).await {
                     tracing::info!(target: SCOPE_SERVER, "jwks validator: refreshed the key set for an unknown key ID \"{}\"", Shown(&kid));
@@ -163,7 +164,7 @@ impl JwksValidator {
                 let Some(keys) = self.keys.load_full() else {
                     return Err(VerifyError::NotReady);
                 };
-                keys.verify(token, &self.audience, subject, unix_now())
+                keys.verify(token, &self.audience, subject, now().as_secs())
                     .map_err(|e| VerifyError::Token(e.to_string()))
             }
             other => other.map_err(|e| VerifyError::Token(e.to_string())),

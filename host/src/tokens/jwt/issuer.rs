@@ -693,10 +693,7 @@ mod tests {
             SigningAlgorithm::EdDsa,
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
+            let now = crate::util::clock::now().as_secs();
             let issuer = JwtIssuer::load_or_generate(settings(dir.path(), alg), now).unwrap();
             let token = issuer
                 .mint(
